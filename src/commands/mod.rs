@@ -1,0 +1,7 @@
+//! One module per command.
+pub mod store;
+
+pub struct Context;
+impl Context {
+    pub fn new(_g: &crate::GlobalArgs) -> anyhow::Result<Self> { Ok(Context) }
+}

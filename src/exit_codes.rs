@@ -1,0 +1,1 @@
+pub fn report(e: &anyhow::Error) -> i32 { eprintln!("error: {e:#}"); 1 }

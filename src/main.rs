@@ -1,0 +1,73 @@
+//! `keel`: the command-line layer over keel's crates.
+//!
+//! Parses arguments, sets up logging and the output layer, finds the tree config and the
+//! store, and dispatches to one module per command under `commands/`. Expected failures map
+//! to the exit codes in `exit_codes.rs`; a broken pipe on stdout is success.
+
+mod commands;
+mod config;
+mod exit_codes;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// A content-addressed, incremental build engine for RPM-based distributions.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, clap::Args)]
+pub struct GlobalArgs {
+    /// The store directory [default: keel.toml's `store.dir`, else $XDG_CACHE_HOME/keel]
+    #[arg(long, global = true, env = "KEEL_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// The distribution tree (a directory with keel.toml) [default: searched upwards from
+    /// the current directory]
+    #[arg(short = 'C', long = "tree", global = true, value_name = "DIR")]
+    pub tree: Option<PathBuf>,
+    /// Worker threads for hashing and parallel work [default: number of CPUs]
+    #[arg(short = 'j', long = "jobs", global = true, env = "KEEL_JOBS", value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Less human output on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with the content-addressed store
+    #[command(subcommand)]
+    Store(commands::store::StoreCommand),
+}
+
+fn main() {
+    let code = match run() {
+        Ok(code) => code,
+        Err(err) => exit_codes::report(&err),
+    };
+    std::process::exit(code);
+}
+
+fn run() -> anyhow::Result<i32> {
+    let cli = Cli::parse();
+    output::init_logging();
+    if let Some(jobs) = cli.global.jobs {
+        // Only fails when a pool was already built, which nothing does before this point.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build_global();
+    }
+    let ctx = commands::Context::new(&cli.global)?;
+    match cli.command {
+        Command::Store(cmd) => commands::store::run(&ctx, cmd),
+    }
+}
