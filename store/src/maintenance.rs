@@ -10,9 +10,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::action::{ActionRecord, ObjectRef};
-use crate::digest::{
-    BlobDigest, BlobKind, Digest, DigestKind, RecordDigest, RecordKind, TreeDigest, TreeKind,
-};
+use crate::digest::{BlobDigest, BlobKind, Digest, DigestKind, RecordDigest, RecordKind, TreeKind};
 use crate::error::{Result, StoreError};
 use crate::object::{self, HEADER_LEN, Header, ObjectKind, ReadFailure, VerifyingReader};
 use crate::store::{Counters, QUARANTINE_DIR, Store, TMP_DIR, now_secs};
@@ -232,8 +230,10 @@ impl Store {
     /// Deletes least-recently-used objects until the store fits `max_bytes`.
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
         self.flush()?;
-        let mut report = GcReport::default();
-        report.removed_temporaries = remove_stale_temporaries(&self.root.join(TMP_DIR));
+        let mut report = GcReport {
+            removed_temporaries: remove_stale_temporaries(&self.root.join(TMP_DIR)),
+            ..GcReport::default()
+        };
         let keep = if opts.keep_roots {
             self.rooted_objects()?
         } else {
@@ -309,10 +309,10 @@ impl Store {
                     keep.insert((ObjectKind::Blob, d.to_hex()));
                 }
                 ObjectRef::Tree(d) => {
-                    if keep.insert((ObjectKind::Tree, d.to_hex())) {
-                        if let Ok(t) = self.get_tree(&d) {
-                            stack.extend(t.blobs().map(|b| ObjectRef::Blob(*b)));
-                        }
+                    if keep.insert((ObjectKind::Tree, d.to_hex()))
+                        && let Ok(t) = self.get_tree(&d)
+                    {
+                        stack.extend(t.blobs().map(|b| ObjectRef::Blob(*b)));
                     }
                 }
             }
@@ -418,7 +418,3 @@ fn remove_stale_temporaries(dir: &Path) -> u64 {
     }
     n
 }
-
-// Keep the type aliases referenced so the kinds used above stay in one place.
-#[allow(dead_code)]
-type _Kinds = (TreeDigest, RecordDigest);

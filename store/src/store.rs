@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::digest::{BlobDigest, BlobKind, Digest, DigestKind, for_each_window};
+use crate::digest::{BlobDigest, BlobKind, Digest, DigestKind};
 use crate::error::{Result, StoreError};
 use crate::object::{self, CompressHint, ObjectKind, ObjectWriter, ReadFailure, VerifyingReader};
 
@@ -20,12 +20,17 @@ const LOCK_FILE: &str = "lock";
 const INDEX_DIR: &str = "index";
 /// The layout of the sled index's tables; a different value means "rebuild it".
 const INDEX_FORMAT: u8 = 1;
+/// sled caches up to 1 GiB by default; keel's index is small and read mostly once per
+/// process, and memory is better spent on builds.
+const INDEX_CACHE_BYTES: u64 = 16 << 20;
 pub(crate) const TMP_DIR: &str = "tmp";
 pub(crate) const QUARANTINE_DIR: &str = "quarantine";
 
 /// Blobs up to this size are read fully and verified before [`Store::write_blob_to`] writes
 /// any byte; larger ones are verified in a first pass and streamed in a second.
-const CAT_BUFFER_LIMIT: u64 = 64 << 20;
+const CAT_BUFFER_LIMIT: u64 = 32 << 20;
+/// The read size when storing: large enough for BLAKE3's threads to share the hashing.
+const INGEST_BUFFER: usize = 4 << 20;
 
 /// Counters kept for `keel store stats`, summed over the store's lifetime.
 #[derive(Debug, Default)]
@@ -66,12 +71,16 @@ impl Counters {
     }
 }
 
+/// Called when the store's lock is held by another process: gets the store's path and what
+/// the holder wrote about itself.
+pub type OnBlocked = Box<dyn FnOnce(&Path, &str) + Send>;
+
 /// How to open a store.
 #[derive(Default)]
 pub struct StoreOptions {
     /// Called once, before blocking, when another process holds the store's lock; gets the
     /// store's path and what the holder wrote about itself ("pid 123: keel build").
-    pub on_blocked: Option<Box<dyn FnOnce(&Path, &str) + Send>>,
+    pub on_blocked: Option<OnBlocked>,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -267,39 +276,31 @@ impl Store {
 
     /// Stores everything `reader` yields as a blob, streaming: memory use does not grow
     /// with the size of the input.
-    pub fn put_reader(&self, mut reader: impl Read, hint: CompressHint) -> Result<BlobDigest> {
-        self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| {
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = match reader.read(&mut buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                w.write(&buf[..n])?;
-            }
-        })
+    pub fn put_reader(&self, reader: impl Read, hint: CompressHint) -> Result<BlobDigest> {
+        self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| stream_into(w, reader))
     }
 
     /// Stores a file's contents as a blob. A file the stat cache knows unchanged, whose
     /// blob is already stored, is not read at all.
     pub fn put_file(&self, path: &Path) -> Result<BlobDigest> {
-        if let Some(digest) = self.stat_lookup(path)?.digest() {
-            if self.has_object(ObjectKind::Blob, &digest) {
-                self.counters
-                    .blobs_deduplicated
-                    .fetch_add(1, Ordering::Relaxed);
-                self.touch(ObjectKind::Blob, digest.hash());
-                return Ok(digest);
-            }
+        if let Some(digest) = self.stat_lookup(path)?.digest()
+            && self.has_object(ObjectKind::Blob, &digest)
+        {
+            self.counters
+                .blobs_deduplicated
+                .fetch_add(1, Ordering::Relaxed);
+            self.touch(ObjectKind::Blob, digest.hash());
+            return Ok(digest);
         }
         let file = File::open(path).map_err(StoreError::io("open", path))?;
         let before = file.metadata().map_err(StoreError::io("stat", path))?;
+        // Plain reads into one buffer rather than memory maps: mapped pages of a source
+        // file were seen to stay resident while the kernel was under dirty-page pressure,
+        // which broke the bounded-memory promise. Reading costs one copy, which the write
+        // to the store needs anyway.
+        let hint = CompressHint::for_path(path);
         let digest =
-            self.put_object::<BlobKind>(ObjectKind::Blob, CompressHint::for_path(path), |w| {
-                for_each_window(&file, before.len(), |win| w.write(win)).map(drop)
-            })?;
+            self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| stream_into(w, &file))?;
         self.stat_record(path, &before, digest)?;
         Ok(digest)
     }
@@ -506,6 +507,19 @@ impl Store {
     }
 }
 
+/// Feeds everything `reader` yields to `w`, through one fixed buffer.
+fn stream_into<K: DigestKind>(w: &mut ObjectWriter<K>, mut reader: impl Read) -> io::Result<()> {
+    let mut buf = vec![0u8; INGEST_BUFFER];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => w.write(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Drop for Store {
     fn drop(&mut self) {
         if let Err(e) = self.flush() {
@@ -517,10 +531,7 @@ impl Drop for Store {
     }
 }
 
-fn acquire_lock(
-    root: &Path,
-    on_blocked: Option<Box<dyn FnOnce(&Path, &str) + Send>>,
-) -> Result<File> {
+fn acquire_lock(root: &Path, on_blocked: Option<OnBlocked>) -> Result<File> {
     let path = root.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -609,6 +620,7 @@ fn open_index(root: &Path) -> Result<(sled::Db, bool)> {
     let open = |p: &Path| {
         sled::Config::new()
             .path(p)
+            .cache_capacity(INDEX_CACHE_BYTES)
             .flush_every_ms(Some(1000))
             .open()
     };
