@@ -418,3 +418,83 @@ fn remove_stale_temporaries(dir: &Path) -> u64 {
     }
     n
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::action::ActionOutput;
+    use crate::digest::{ActionKey, DigestHasher};
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Store::open(&tmp.path().join("s")).unwrap();
+        (tmp, s)
+    }
+
+    #[test]
+    fn gc_keeps_what_the_newest_build_needs_unless_told_otherwise() {
+        let (_tmp, s) = store();
+        let noise = |seed: u8| -> Vec<u8> {
+            (0..50_000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ seed)
+                .collect()
+        };
+        let rooted = s.put_bytes(&noise(1)).unwrap();
+        let loose = s.put_bytes(&noise(2)).unwrap();
+        let mut h = DigestHasher::new();
+        h.field(b"build");
+        let key: ActionKey = h.finalize();
+        let rec = ActionRecord::new(
+            key,
+            vec![ActionOutput {
+                name: "rpm".into(),
+                object: ObjectRef::Blob(rooted),
+            }],
+            "{}".into(),
+        );
+        s.ac_put(&rec).unwrap();
+        s.set_root("tree:/example", &[ObjectRef::Blob(rooted)])
+            .unwrap();
+
+        let r = s
+            .gc(&GcOptions {
+                max_bytes: 0,
+                keep_roots: true,
+            })
+            .unwrap();
+        assert!(s.contains_blob(&rooted), "rooted blob deleted");
+        assert!(!s.contains_blob(&loose), "unrooted blob kept");
+        assert!(r.kept_for_roots >= 1);
+        assert!(
+            s.ac_get(&key).unwrap().is_some(),
+            "the record of a rooted output is kept"
+        );
+
+        s.gc(&GcOptions {
+            max_bytes: 0,
+            keep_roots: false,
+        })
+        .unwrap();
+        assert!(!s.contains_blob(&rooted));
+        assert!(s.ac_get(&key).unwrap().is_none());
+    }
+
+    #[test]
+    fn stats_count_objects_and_both_sizes() {
+        let (_tmp, s) = store();
+        let text = "compressible ".repeat(10_000);
+        s.put_bytes(text.as_bytes()).unwrap();
+        s.put_bytes(text.as_bytes()).unwrap();
+        let st = s.stats().unwrap();
+        assert_eq!(st.blobs.objects, 1);
+        assert_eq!(st.blobs.logical_bytes, text.len() as u64);
+        assert!(st.blobs.stored_bytes < st.blobs.logical_bytes / 10);
+        let dedup = st
+            .counters
+            .iter()
+            .find(|(n, _)| n == "blobs_deduplicated")
+            .unwrap()
+            .1;
+        assert_eq!(dedup, 1);
+    }
+}
