@@ -10,13 +10,15 @@
 //! last change; a younger entry means "hash again", which costs one read of a file that was
 //! just edited anyway.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
-use serde::{Deserialize, Serialize};
+use rayon::prelude::*;
 
 use crate::digest::{BlobDigest, hash_file};
 use crate::error::{Result, StoreError};
@@ -27,8 +29,8 @@ const ENTRY_FORMAT: u8 = 1;
 /// seconds covers filesystems with one- and two-second timestamps (ext3, FAT).
 pub const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct Entry {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Entry {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
@@ -56,8 +58,14 @@ impl StatLookup {
     }
 }
 
-fn key_of(path: &Path) -> PathBuf {
-    std::path::absolute(path).unwrap_or_else(|_| path.to_owned())
+/// The index key of a path: its absolute form (as given when it already is absolute:
+/// normalizing costs more than the rest of a hit).
+fn key_of(path: &Path) -> Cow<'_, Path> {
+    if path.is_absolute() {
+        Cow::Borrowed(path)
+    } else {
+        Cow::Owned(std::path::absolute(path).unwrap_or_else(|_| path.to_owned()))
+    }
 }
 
 fn stamp(secs: i64, nsec: i64) -> i128 {
@@ -83,14 +91,44 @@ fn entry_for(meta: &Metadata, digest: BlobDigest) -> Entry {
     }
 }
 
+/// Entries have a fixed layout (a format byte, then little-endian fields): decoding is a few
+/// loads, which matters on the hot path of a no-op build.
+const ENTRY_LEN: usize = 1 + 8 + 16 + 16 + 8 + 8 + 16 + 32 + 8;
+
+fn encode(e: &Entry) -> [u8; ENTRY_LEN] {
+    let mut out = [0u8; ENTRY_LEN];
+    out[0] = ENTRY_FORMAT;
+    let mut at = 1;
+    let mut put = |bytes: &[u8]| {
+        out[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&e.size.to_le_bytes());
+    put(&e.mtime_ns.to_le_bytes());
+    put(&e.ctime_ns.to_le_bytes());
+    put(&e.ino.to_le_bytes());
+    put(&e.dev.to_le_bytes());
+    put(&e.recorded_ns.to_le_bytes());
+    put(e.digest.hash());
+    put(&e.digest.size().to_le_bytes());
+    out
+}
+
 fn decode(bytes: &[u8]) -> Option<Entry> {
-    let (&ver, rest) = bytes.split_first()?;
-    if ver != ENTRY_FORMAT {
+    if bytes.len() != ENTRY_LEN || bytes[0] != ENTRY_FORMAT {
         return None;
     }
-    bincode::serde::decode_from_slice(rest, bincode::config::standard())
-        .ok()
-        .map(|(e, _)| e)
+    let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let i128_at = |i: usize| i128::from_le_bytes(bytes[i..i + 16].try_into().expect("16 bytes"));
+    Some(Entry {
+        size: u64_at(1),
+        mtime_ns: i128_at(9),
+        ctime_ns: i128_at(25),
+        ino: u64_at(41),
+        dev: u64_at(49),
+        recorded_ns: i128_at(57),
+        digest: BlobDigest::from_parts(bytes[73..105].try_into().expect("32 bytes"), u64_at(105)),
+    })
 }
 
 impl Store {
@@ -144,15 +182,43 @@ impl Store {
         digest: BlobDigest,
     ) -> Result<()> {
         let key = key_of(path);
-        let mut value = vec![ENTRY_FORMAT];
-        value.extend(
-            bincode::serde::encode_to_vec(entry_for(meta, digest), bincode::config::standard())
-                .expect("stat entries always encode"),
-        );
-        self.stat
-            .insert(key.as_os_str().as_bytes(), value)
-            .map_err(|e| self.index_err(e))?;
+        let key = key.as_os_str().as_bytes();
+        let entry = entry_for(meta, digest);
+        self.stat.insert(key, &encode(&entry)[..]).map_err(|e| self.index_err(e))?;
+        if let Ok(mut m) = self.stat_mem.write()
+            && !m.is_empty()
+        {
+            m.insert(key.into(), entry);
+        }
         Ok(())
+    }
+
+    /// Loads every stat-cache entry under `dir` into memory, so that lookups of files
+    /// there cost a `stat(2)` and a hash-map probe instead of an index lookup. For callers
+    /// about to re-check a whole tree.
+    pub fn stat_preload(&self, dir: &Path) -> Result<usize> {
+        let key = key_of(dir);
+        let mut prefix = key.as_os_str().as_bytes().to_vec();
+        if !prefix.ends_with(b"/") {
+            prefix.push(b'/');
+        }
+        let mut loaded: HashMap<Box<[u8]>, Entry> = HashMap::new();
+        for item in self.stat.scan_prefix(&prefix) {
+            let (k, v) = item.map_err(|e| self.index_err(e))?;
+            if let Some(e) = decode(&v) {
+                loaded.insert(k.as_ref().into(), e);
+            }
+        }
+        let n = loaded.len();
+        if let Ok(mut m) = self.stat_mem.write() {
+            m.extend(loaded);
+        }
+        Ok(n)
+    }
+
+    /// [`Store::file_digest`] of many files, in parallel.
+    pub fn file_digests(&self, paths: &[&Path]) -> Vec<Result<BlobDigest>> {
+        paths.par_iter().map(|p| self.file_digest(p)).collect()
     }
 
     /// The digest of a file's contents, read only when the stat cache cannot vouch for it.
@@ -195,13 +261,18 @@ mod tests {
         assert_eq!(store.stat_lookup(&f).unwrap(), StatLookup::Miss);
         // Pretend the entry was recorded long after the change (ctime cannot be set back,
         // so rewrite the entry's recording time instead).
-        let key = key_of(&f);
-        let mut e = decode(&store.stat.get(key.as_os_str().as_bytes()).unwrap().unwrap()).unwrap();
+        let key = key_of(&f).as_os_str().as_bytes().to_vec();
+        let mut e = decode(&store.stat.get(&key).unwrap().unwrap()).unwrap();
         e.recorded_ns += 10 * RACY_WINDOW_NS;
-        let mut v = vec![ENTRY_FORMAT];
-        v.extend(bincode::serde::encode_to_vec(&e, bincode::config::standard()).unwrap());
-        store.stat.insert(key.as_os_str().as_bytes(), v).unwrap();
+        store.stat.insert(&key, &encode(&e)[..]).unwrap();
         assert_eq!(store.stat_lookup(&f).unwrap(), StatLookup::Hit(d));
+        // The same answer from memory after a preload, and for a relative path.
+        assert_eq!(store.stat_preload(dir.path()).unwrap(), 1);
+        assert_eq!(store.stat_lookup(&f).unwrap(), StatLookup::Hit(d));
+        // An edit is still caught from memory.
+        std::fs::write(&f, b"HELLO").unwrap();
+        assert_eq!(store.stat_lookup(&f).unwrap(), StatLookup::Miss);
+        assert_eq!(store.file_digests(&[&f])[0].as_ref().unwrap(), &BlobDigest::of_bytes(b"HELLO"));
     }
 
     #[test]
