@@ -232,8 +232,10 @@ impl Store {
     /// Deletes least-recently-used objects until the store fits `max_bytes`.
     pub fn gc(&self, opts: &GcOptions) -> Result<GcReport> {
         self.flush()?;
-        let mut report = GcReport::default();
-        report.removed_temporaries = remove_stale_temporaries(&self.root.join(TMP_DIR));
+        let mut report = GcReport {
+            removed_temporaries: remove_stale_temporaries(&self.root.join(TMP_DIR)),
+            ..GcReport::default()
+        };
         let keep = if opts.keep_roots {
             self.rooted_objects()?
         } else {
@@ -309,10 +311,10 @@ impl Store {
                     keep.insert((ObjectKind::Blob, d.to_hex()));
                 }
                 ObjectRef::Tree(d) => {
-                    if keep.insert((ObjectKind::Tree, d.to_hex())) {
-                        if let Ok(t) = self.get_tree(&d) {
-                            stack.extend(t.blobs().map(|b| ObjectRef::Blob(*b)));
-                        }
+                    if keep.insert((ObjectKind::Tree, d.to_hex()))
+                        && let Ok(t) = self.get_tree(&d)
+                    {
+                        stack.extend(t.blobs().map(|b| ObjectRef::Blob(*b)));
                     }
                 }
             }

@@ -66,12 +66,15 @@ impl Counters {
     }
 }
 
+/// Called when another process holds a store's lock (see [`StoreOptions::on_blocked`]).
+pub type OnBlocked = Box<dyn FnOnce(&Path, &str) + Send>;
+
 /// How to open a store.
 #[derive(Default)]
 pub struct StoreOptions {
     /// Called once, before blocking, when another process holds the store's lock; gets the
     /// store's path and what the holder wrote about itself ("pid 123: keel build").
-    pub on_blocked: Option<Box<dyn FnOnce(&Path, &str) + Send>>,
+    pub on_blocked: Option<OnBlocked>,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -288,14 +291,14 @@ impl Store {
     /// Stores a file's contents as a blob. A file the stat cache knows unchanged, whose
     /// blob is already stored, is not read at all.
     pub fn put_file(&self, path: &Path) -> Result<BlobDigest> {
-        if let Some(digest) = self.stat_lookup(path)?.digest() {
-            if self.has_object(ObjectKind::Blob, &digest) {
-                self.counters
-                    .blobs_deduplicated
-                    .fetch_add(1, Ordering::Relaxed);
-                self.touch(ObjectKind::Blob, digest.hash());
-                return Ok(digest);
-            }
+        if let Some(digest) = self.stat_lookup(path)?.digest()
+            && self.has_object(ObjectKind::Blob, &digest)
+        {
+            self.counters
+                .blobs_deduplicated
+                .fetch_add(1, Ordering::Relaxed);
+            self.touch(ObjectKind::Blob, digest.hash());
+            return Ok(digest);
         }
         let file = File::open(path).map_err(StoreError::io("open", path))?;
         let before = file.metadata().map_err(StoreError::io("stat", path))?;
@@ -520,10 +523,7 @@ impl Drop for Store {
     }
 }
 
-fn acquire_lock(
-    root: &Path,
-    on_blocked: Option<Box<dyn FnOnce(&Path, &str) + Send>>,
-) -> Result<File> {
+fn acquire_lock(root: &Path, on_blocked: Option<OnBlocked>) -> Result<File> {
     let path = root.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
