@@ -707,3 +707,6 @@ fn summarize(graph: &Graph, reports: &[Option<ActionReport>], wall: Duration) ->
     }
     s
 }
+
+#[cfg(test)]
+mod tests;
