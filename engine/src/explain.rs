@@ -596,3 +596,6 @@ pub fn explain(store: &Store, graph: &Graph, target: &str) -> Result<Explanation
         chain,
     })
 }
+
+#[cfg(test)]
+mod tests;
