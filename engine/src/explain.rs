@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 use crate::graph::{ActionId, Graph};
-use crate::keys::{ActionKind, Evr, KeyInputs, KeyRecord, OutputDigest, compute_output_digest};
+use crate::keys::{
+    ActionKind, Evr, KeyInputs, KeyRecord, OutputDigest, compute_key, compute_output_digest,
+};
 
 /// How a named input changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -515,9 +517,9 @@ pub fn plan(store: &Store, graph: &Graph, targets: &[ActionId]) -> Result<Plan, 
                 None => pending.push(dep.name.clone()),
             }
         }
-        let current = KeyRecord::new(action.inputs.clone(), deps);
-        let key = current.compute_key();
+        let key = compute_key(&action.inputs, &deps);
         let previous = load_previous(store, &action.name);
+        let current = || KeyRecord::new(action.inputs.clone(), deps.clone());
         let decision = if pending.is_empty() {
             let hit = match previous.as_ref() {
                 Some(p) if p.key == key && p.record.is_some() => p.record.clone(),
@@ -531,11 +533,11 @@ pub fn plan(store: &Store, graph: &Graph, targets: &[ActionId]) -> Result<Plan, 
                     Decision::UpToDate
                 }
                 None => Decision::WillRun {
-                    reasons: reasons_against(previous.as_ref(), &current, &key, &[]),
+                    reasons: reasons_against(previous.as_ref(), &current(), &key, &[]),
                 },
             }
         } else {
-            let reasons = reasons_against(previous.as_ref(), &current, &key, &pending);
+            let reasons = reasons_against(previous.as_ref(), &current(), &key, &pending);
             if reasons.iter().all(DirtyReason::is_cascade) {
                 Decision::MayRun { reasons }
             } else {

@@ -372,18 +372,7 @@ impl KeyRecord {
 
     /// The key these inputs hash to (pure).
     pub fn compute_key(&self) -> ActionKey {
-        let mut w = KeyWriter(DigestHasher::new());
-        w.0.field(KEY_SCHEME);
-        w.str(self.inputs.kind().tag());
-        w.u64(u64::from(self.version));
-        self.inputs.hash_into(&mut w);
-        w.u64(self.deps.len() as u64);
-        for (name, out) in &self.deps {
-            w.str(name);
-            w.0.field(out.hash());
-            w.u64(out.size());
-        }
-        w.0.finalize()
+        key_of(self.version, &self.inputs, &self.deps)
     }
 
     /// The JSON stored beside the result.
@@ -395,6 +384,28 @@ impl KeyRecord {
     pub fn from_json(json: &str) -> Option<KeyRecord> {
         serde_json::from_str(json).ok()
     }
+}
+
+/// The key of an action with these inputs and dependency outputs, under the current key
+/// version of its kind (pure). The same as `KeyRecord::new(..).compute_key()`, without
+/// copying the inputs.
+pub fn compute_key(inputs: &KeyInputs, deps: &BTreeMap<String, OutputDigest>) -> ActionKey {
+    key_of(inputs.kind().key_version(), inputs, deps)
+}
+
+fn key_of(version: u32, inputs: &KeyInputs, deps: &BTreeMap<String, OutputDigest>) -> ActionKey {
+    let mut w = KeyWriter(DigestHasher::new());
+    w.0.field(KEY_SCHEME);
+    w.str(inputs.kind().tag());
+    w.u64(u64::from(version));
+    inputs.hash_into(&mut w);
+    w.u64(deps.len() as u64);
+    for (name, out) in deps {
+        w.str(name);
+        w.0.field(out.hash());
+        w.u64(out.size());
+    }
+    w.0.finalize()
 }
 
 /// The output digest of a set of outputs (pure): the summary blob alone if there is one,

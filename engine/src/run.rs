@@ -24,7 +24,7 @@ use crate::explain::{
     self, DirtyReason, Explanation, Plan, Previous, load_previous, reasons_against,
 };
 use crate::graph::{ActionId, Graph};
-use crate::keys::{ActionKind, KeyRecord, OutputDigest, compute_output_digest};
+use crate::keys::{ActionKind, KeyRecord, OutputDigest, compute_key, compute_output_digest};
 use crate::sched::{ReadyQueue, compute_priorities};
 
 /// How to run a build.
@@ -305,17 +305,24 @@ impl<'s> Engine<'s> {
             .collect();
         let prio = compute_priorities(graph, &mask, &durations);
 
-        let mut remaining: Vec<usize> = graph.iter().map(|(_, a)| a.deps.len()).collect();
-        let mut ready = ReadyQueue::default();
+        let mut st = BuildState {
+            graph,
+            mask: &mask,
+            prio,
+            remaining: graph.iter().map(|(_, a)| a.deps.len()).collect(),
+            ready: ReadyQueue::default(),
+            records: vec![None; n],
+            outputs: vec![None; n],
+            reports: vec![None; n],
+            stopping: false,
+            keep_going: config.keep_going,
+            started,
+        };
         for id in graph.ids() {
-            if mask[id.index()] && remaining[id.index()] == 0 {
-                ready.push(prio[id.index()], id);
+            if mask[id.index()] && st.remaining[id.index()] == 0 {
+                st.ready.push(st.prio[id.index()], id);
             }
         }
-        let mut records: Vec<Option<Arc<ActionRecord>>> = vec![None; n];
-        let mut outputs: Vec<Option<OutputDigest>> = vec![None; n];
-        let mut reports: Vec<Option<ActionReport>> = vec![None; n];
-        let mut stopping = false;
         let mut running = 0usize;
 
         let (job_tx, job_rx) = mpsc::channel::<Job>();
@@ -342,38 +349,52 @@ impl<'s> Engine<'s> {
             drop(msg_tx);
             loop {
                 if config.cancel.is_cancelled() {
-                    stopping = true;
+                    st.stopping = true;
                 }
-                while running < jobs && !stopping {
-                    let Some(id) = ready.pop() else { break };
+                while !st.stopping {
+                    let Some(id) = st.ready.pop() else { break };
                     let action = graph.action(id);
                     let mut deps = BTreeMap::new();
-                    let mut dep_records = Vec::with_capacity(action.deps.len());
                     for d in &action.deps {
-                        let name = &graph.action(*d).name;
-                        let out = outputs[d.index()].expect("a ready action's deps are done");
-                        deps.insert(name.clone(), out);
-                        let rec = records[d.index()].clone().expect("done deps have records");
-                        dep_records.push((name.clone(), rec));
+                        let out = st.outputs[d.index()].expect("a ready action's deps are done");
+                        deps.insert(graph.action(*d).name.clone(), out);
                     }
-                    let current = KeyRecord::new(action.inputs.clone(), deps);
-                    let key = current.compute_key();
-                    reports[id.index()] = Some(ActionReport {
-                        name: action.name.clone(),
-                        kind: action.kind(),
-                        status: Status::Cancelled,
-                        key: Some(key),
-                        output: None,
-                        reasons: Vec::new(),
-                        start_ms: started.elapsed().as_millis() as u64,
-                        duration_ms: 0,
-                    });
+                    let key = compute_key(&action.inputs, &deps);
+                    let prev = &mut previous[id.index()];
+                    // The common case of an incremental build, decided here without a
+                    // round trip to a worker: the same key as last time, whose record
+                    // (read and verified before the build) is still in the store.
+                    if let Some(p) = prev.as_ref()
+                        && p.key == key
+                        && let Some(record) = p.record.clone()
+                    {
+                        st.dispatched(id, key);
+                        let event =
+                            st.finish(id, key, Outcome::Hit(record), Vec::new(), Duration::ZERO);
+                        emit(event)?;
+                        continue;
+                    }
+                    if running == jobs {
+                        st.ready.push(st.prio[id.index()], id);
+                        break;
+                    }
+                    st.dispatched(id, key);
                     let job = Job {
                         id,
                         key,
-                        current,
-                        previous: previous[id.index()].take(),
-                        deps: dep_records,
+                        current: KeyRecord::new(action.inputs.clone(), deps),
+                        previous: prev.take(),
+                        deps: action
+                            .deps
+                            .iter()
+                            .map(|d| {
+                                let rec = st.records[d.index()].clone();
+                                (
+                                    graph.action(*d).name.clone(),
+                                    rec.expect("done deps have records"),
+                                )
+                            })
+                            .collect(),
                     };
                     job_tx
                         .send(job)
@@ -406,57 +427,15 @@ impl<'s> Engine<'s> {
                         elapsed,
                     } => {
                         running -= 1;
-                        let report = reports[id.index()].as_mut().expect("dispatched");
-                        report.key = Some(key);
-                        report.reasons = reasons;
-                        report.duration_ms = elapsed.as_millis() as u64;
-                        let record = match *outcome {
-                            Outcome::Hit(r) => {
-                                report.status = Status::Cached;
-                                Some(r)
-                            }
-                            Outcome::Ran { record, cut_off } => {
-                                report.status = if cut_off { Status::CutOff } else { Status::Ran };
-                                Some(record)
-                            }
-                            Outcome::Failed(error) => {
-                                report.status = Status::Failed { error };
-                                if !config.keep_going {
-                                    stopping = true;
-                                }
-                                None
-                            }
-                            Outcome::Cancelled => {
-                                report.status = Status::Cancelled;
-                                None
-                            }
-                        };
-                        if let Some(record) = record {
-                            let out = compute_output_digest(&record.outputs);
-                            report.output = Some(out);
-                            outputs[id.index()] = Some(out);
-                            records[id.index()] = Some(Arc::new(record));
-                            for d in graph.dependents(id) {
-                                remaining[d.index()] -= 1;
-                                if remaining[d.index()] == 0 && mask[d.index()] {
-                                    ready.push(prio[d.index()], *d);
-                                }
-                            }
-                        }
-                        let report = report.clone();
-                        emit(Event::ActionFinished {
-                            name: report.name,
-                            kind: report.kind,
-                            status: report.status,
-                            duration_ms: report.duration_ms,
-                            t_ms: started.elapsed().as_millis() as u64,
-                        })?;
+                        let event = st.finish(id, key, *outcome, reasons, elapsed);
+                        emit(event)?;
                     }
                 }
             }
             drop(job_tx);
             Ok(())
         })?;
+        let mut reports = st.reports;
 
         // Everything never reached: say why.
         for (id, action) in graph.iter() {
@@ -537,6 +516,96 @@ impl<'s> Engine<'s> {
             out[id.index()] = p;
         }
         out
+    }
+}
+
+/// The coordinator's view of a build in progress.
+struct BuildState<'g> {
+    graph: &'g Graph,
+    mask: &'g [bool],
+    prio: Vec<u64>,
+    /// Dependencies not yet done, per action.
+    remaining: Vec<usize>,
+    ready: ReadyQueue,
+    records: Vec<Option<Arc<ActionRecord>>>,
+    outputs: Vec<Option<OutputDigest>>,
+    reports: Vec<Option<ActionReport>>,
+    /// No new work is started (a failure without keep-going, or cancellation).
+    stopping: bool,
+    keep_going: bool,
+    started: Instant,
+}
+
+impl BuildState<'_> {
+    /// Notes that `id` was taken up, with this key.
+    fn dispatched(&mut self, id: ActionId, key: ActionKey) {
+        let action = self.graph.action(id);
+        self.reports[id.index()] = Some(ActionReport {
+            name: action.name.clone(),
+            kind: action.kind(),
+            // Until a worker says otherwise: what a build interrupted now would report.
+            status: Status::Cancelled,
+            key: Some(key),
+            output: None,
+            reasons: Vec::new(),
+            start_ms: self.started.elapsed().as_millis() as u64,
+            duration_ms: 0,
+        });
+    }
+
+    /// Records how `id` ended, readies its dependents, and returns the event to emit.
+    fn finish(
+        &mut self,
+        id: ActionId,
+        key: ActionKey,
+        outcome: Outcome,
+        reasons: Vec<DirtyReason>,
+        elapsed: Duration,
+    ) -> Event {
+        let report = self.reports[id.index()].as_mut().expect("dispatched");
+        report.key = Some(key);
+        report.reasons = reasons;
+        report.duration_ms = elapsed.as_millis() as u64;
+        let record = match outcome {
+            Outcome::Hit(r) => {
+                report.status = Status::Cached;
+                Some(r)
+            }
+            Outcome::Ran { record, cut_off } => {
+                report.status = if cut_off { Status::CutOff } else { Status::Ran };
+                Some(record)
+            }
+            Outcome::Failed(error) => {
+                report.status = Status::Failed { error };
+                if !self.keep_going {
+                    self.stopping = true;
+                }
+                None
+            }
+            Outcome::Cancelled => {
+                report.status = Status::Cancelled;
+                None
+            }
+        };
+        if let Some(record) = record {
+            let out = compute_output_digest(&record.outputs);
+            report.output = Some(out);
+            self.outputs[id.index()] = Some(out);
+            self.records[id.index()] = Some(Arc::new(record));
+            for d in self.graph.dependents(id) {
+                self.remaining[d.index()] -= 1;
+                if self.remaining[d.index()] == 0 && self.mask[d.index()] {
+                    self.ready.push(self.prio[d.index()], *d);
+                }
+            }
+        }
+        Event::ActionFinished {
+            name: report.name.clone(),
+            kind: report.kind,
+            status: report.status.clone(),
+            duration_ms: report.duration_ms,
+            t_ms: self.started.elapsed().as_millis() as u64,
+        }
     }
 }
 

@@ -282,3 +282,13 @@ fn summary_output_alone_decides_the_output_digest() {
     let c = compute_output_digest(&[output("rpm", "built at 11:00"), output(SUMMARY_OUTPUT, "t")]);
     assert_ne!(a, c);
 }
+
+#[test]
+fn compute_key_agrees_with_key_record() {
+    let inputs = KeyInputs::RpmBuild(rpm_build());
+    let deps: BTreeMap<String, OutputDigest> = [("srpm:foo".into(), out("1"))].into();
+    assert_eq!(
+        compute_key(&inputs, &deps),
+        KeyRecord::new(inputs.clone(), deps).compute_key()
+    );
+}
