@@ -207,14 +207,6 @@ impl fmt::Display for DirtyReason {
     }
 }
 
-/// Whether an action is up to date.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum Freshness {
-    Fresh,
-    Dirty { reasons: Vec<DirtyReason> },
-}
-
 struct Diff(Vec<DirtyReason>);
 
 impl Diff {

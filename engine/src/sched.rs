@@ -116,3 +116,108 @@ pub fn simulate(graph: &Graph, durations: &[u64], workers: usize) -> Simulation 
         total_work: durations.iter().sum(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{KeyInputs, RepoIndexInputs};
+
+    fn node(g: &mut Graph, name: &str, deps: &[ActionId]) -> ActionId {
+        let inputs = KeyInputs::RepoIndex(RepoIndexInputs {
+            name: name.into(),
+            target_arch: String::new(),
+            indexer: String::new(),
+            options: Default::default(),
+        });
+        g.add(name, inputs, deps).unwrap()
+    }
+
+    #[test]
+    fn priorities_are_remaining_path_lengths() {
+        let mut g = Graph::new();
+        let a = node(&mut g, "a", &[]);
+        let b = node(&mut g, "b", &[a]);
+        let c = node(&mut g, "c", &[a]);
+        let _d = node(&mut g, "d", &[b, c]);
+        let p = compute_priorities(&g, &[true; 4], &[1, 10, 100, 1000]);
+        assert_eq!(p, [1 + 100 + 1000, 10 + 1000, 100 + 1000, 1000]);
+        // Outside the mask, a dependent does not count.
+        let p = compute_priorities(&g, &[true, true, true, false], &[1, 10, 100, 1000]);
+        assert_eq!(p[0], 101);
+    }
+
+    #[test]
+    fn chain_takes_the_sum_and_independent_work_spreads() {
+        let mut g = Graph::new();
+        let a = node(&mut g, "a", &[]);
+        let b = node(&mut g, "b", &[a]);
+        node(&mut g, "c", &[b]);
+        let s = simulate(&g, &[3, 4, 5], 8);
+        assert_eq!((s.wall, s.critical_path, s.total_work), (12, 12, 12));
+        assert_eq!(s.overhead(), 0.0);
+
+        let mut g = Graph::new();
+        for i in 0..5 {
+            node(&mut g, &format!("n{i}"), &[]);
+        }
+        let s = simulate(&g, &[10; 5], 2);
+        assert_eq!(s.wall, 30);
+        assert_eq!(s.lower_bound(), 25);
+    }
+
+    #[test]
+    fn the_long_chain_starts_first() {
+        // One worker would be idle at the end if the 1-unit jobs went first: with the
+        // chain head started first, two workers finish at the critical path.
+        let mut g = Graph::new();
+        let head = node(&mut g, "head", &[]);
+        node(&mut g, "tail", &[head]);
+        for i in 0..4 {
+            node(&mut g, &format!("small{i}"), &[]);
+        }
+        let s = simulate(&g, &[1, 4, 1, 1, 1, 1], 2);
+        assert_eq!(s.critical_path, 5);
+        assert_eq!(s.wall, 5);
+    }
+
+    /// Simulated durations in seconds, shaped like a distribution build (the same shape
+    /// as the benchmark's): quick sources and SRPMs, RPM builds from seconds to an hour
+    /// with the toolchain core among the slow ones, minutes for the repository and image.
+    pub(crate) fn distro_durations(g: &Graph, seed: u64) -> Vec<u64> {
+        use crate::keys::ActionKind;
+        let mut rng = crate::testing::SplitMix(seed);
+        g.iter()
+            .map(|(_, a)| match a.kind() {
+                ActionKind::SourceFetch => 1 + rng.below(5) as u64,
+                ActionKind::SrpmPack => 2 + rng.below(4) as u64,
+                ActionKind::RpmBuild => {
+                    let u = rng.below(1000) as u64;
+                    let core = a.name.as_str() < "rpm:pkg0020";
+                    10 + u * u * u / 400_000 + if core { 600 } else { 0 }
+                }
+                ActionKind::RepoIndex => 60,
+                ActionKind::Image => 300,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn distro_schedule_is_within_five_percent_of_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = keel_store::Store::open(&dir.path().join("s")).unwrap();
+        for seed in [1, 2, 3] {
+            let g = crate::testing::Distro::generate(1000, 20, seed)
+                .graph(&store)
+                .unwrap();
+            let d = distro_durations(&g, seed);
+            for workers in [2, 8, 64] {
+                let s = simulate(&g, &d, workers);
+                assert!(
+                    s.overhead() <= 0.05,
+                    "seed {seed}, {workers} workers: {s:?}, bound {}",
+                    s.lower_bound()
+                );
+            }
+        }
+    }
+}

@@ -239,13 +239,20 @@ impl SplitMix {
 }
 
 impl Distro {
+    /// No package outside the core depends on a chain longer than this.
+    pub const MAX_DEPTH: usize = 20;
+
     /// `packages` packages of which the first `core` form the toolchain core (each core
     /// package builds against the previous one; every other package against one or two
-    /// core packages and up to three packages shortly before it, which gives chains).
+    /// core packages and up to three packages shortly before it, which gives chains). Chains
+    /// of build requirements stay within about [`Distro::MAX_DEPTH`] packages (the core's
+    /// own chain aside), like a real distribution's.
     pub fn generate(packages: usize, core: usize, seed: u64) -> Distro {
         let mut rng = SplitMix(seed);
         let core = core.clamp(1, packages.max(1));
         let mut pkgs = Vec::with_capacity(packages);
+        // The longest chain of build requirements ending at each package, in packages.
+        let mut depth: Vec<usize> = Vec::with_capacity(packages);
         for i in 0..packages {
             let mut br = Vec::new();
             if i > 0 && i < core {
@@ -257,12 +264,16 @@ impl Distro {
                 let window = (i - core).min(40);
                 if window > 0 {
                     for _ in 0..rng.below(4) {
-                        br.push(i - 1 - rng.below(window));
+                        let j = i - 1 - rng.below(window);
+                        if depth[j] < Self::MAX_DEPTH {
+                            br.push(j);
+                        }
                     }
                 }
             }
             br.sort_unstable();
             br.dedup();
+            depth.push(1 + br.iter().map(|j| depth[*j]).max().unwrap_or(0));
             pkgs.push(Package {
                 name: format!("pkg{i:04}"),
                 release: 1,
