@@ -355,13 +355,16 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
         (KeyInputs::Image(o), KeyInputs::Image(n)) => {
             d.field("image name", &o.name, &n.name);
             d.field("image config", &short(&o.config), &short(&n.config));
-            d.blobs(&o.package_lists, &n.package_lists, |name, change| {
-                DirtyReason::InputChanged {
+            for (name, _) in map_changes(&o.package_lists, &n.package_lists) {
+                let show = |m: &BTreeMap<String, BlobDigest>| {
+                    m.get(&name).map_or_else(|| "absent".to_owned(), short)
+                };
+                d.0.push(DirtyReason::InputChanged {
                     field: format!("package list {name}"),
-                    old: String::new(),
-                    new: change.verb().to_owned(),
-                }
-            });
+                    old: show(&o.package_lists),
+                    new: show(&n.package_lists),
+                });
+            }
             d.field("image tools", &short(&o.tools), &short(&n.tools));
             d.field("image format", &o.format, &n.format);
             d.field("target arch", &o.target_arch, &n.target_arch);

@@ -1,10 +1,13 @@
 //! Running a graph: cache lookups, execution, recording, scheduling, keep-going and
 //! cancellation.
 //!
-//! One coordinator thread owns all build state; `jobs` worker threads each take one action
-//! at a time, look its key up, run it on a miss and record the result *before* reporting
-//! back, so a crash loses only what was in flight. The coordinator hands out work only
-//! when a worker is free, always the ready action with the longest remaining path.
+//! Before the build, the previous record of every target is read (and verified by the
+//! store) on `jobs` threads. Then one coordinator thread owns all build state: it takes the
+//! ready action with the longest remaining path, computes its key, and when the key is the
+//! previous build's it completes the action itself (the common case of an incremental
+//! build). Otherwise it hands the action to one of `jobs` worker threads — only when one is
+//! free, so priorities hold — which looks the key up, runs the action on a miss and records
+//! the result *before* reporting back, so a crash loses only what was in flight.
 
 use std::collections::BTreeMap;
 use std::fs::File;

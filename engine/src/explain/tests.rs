@@ -222,6 +222,41 @@ fn other_inputs_changed_by_field_name() {
 }
 
 #[test]
+fn image_inputs_changed_by_field_name() {
+    let image = |lists: &[(&str, &str)], format: &str| {
+        rec(
+            KeyInputs::Image(ImageInputs {
+                name: "core".into(),
+                config: blob("c"),
+                package_lists: lists
+                    .iter()
+                    .map(|(n, c)| ((*n).to_owned(), blob(c)))
+                    .collect(),
+                tools: blob("t"),
+                format: format.into(),
+                target_arch: "x86_64".into(),
+            }),
+            &[],
+        )
+    };
+    let r = compute_reasons(
+        &image(&[("base.json", "1")], "raw"),
+        &image(&[("base.json", "1"), ("extra.json", "2")], "vhdx"),
+        &[],
+    );
+    assert_eq!(
+        words(&r),
+        [
+            format!(
+                "package list extra.json changed (absent -> {})",
+                blob("2").short()
+            ),
+            "image format changed (raw -> vhdx)".to_owned(),
+        ]
+    );
+}
+
+#[test]
 fn key_version_changed() {
     let old = rec(KeyInputs::RpmBuild(rpm()), &[]);
     let mut new = old.clone();
