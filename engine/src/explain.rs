@@ -423,6 +423,41 @@ pub(crate) fn load_previous(store: &Store, target: &str) -> Option<Previous> {
     Some(Previous { key, record })
 }
 
+/// Reads the previous build of every action in `mask`, on `threads` threads.
+pub(crate) fn load_all_previous(
+    store: &Store,
+    graph: &Graph,
+    mask: &[bool],
+    threads: usize,
+) -> Vec<Option<Previous>> {
+    let ids: Vec<ActionId> = graph.ids().filter(|id| mask[id.index()]).collect();
+    let mut out: Vec<Option<Previous>> = vec![None; graph.len()];
+    if ids.is_empty() {
+        return out;
+    }
+    let chunk = ids.len().div_ceil(threads.max(1));
+    let loaded: Vec<Vec<(ActionId, Option<Previous>)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = ids
+            .chunks(chunk)
+            .map(|c| {
+                s.spawn(move || {
+                    c.iter()
+                        .map(|id| (*id, load_previous(store, &graph.action(*id).name)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("loading previous records does not panic"))
+            .collect()
+    });
+    for (id, p) in loaded.into_iter().flatten() {
+        out[id.index()] = p;
+    }
+    out
+}
+
 /// Why an action whose current key is `key` is not a cache hit (pure).
 pub(crate) fn reasons_against(
     previous: Option<&Previous>,
@@ -493,6 +528,8 @@ pub fn plan(store: &Store, graph: &Graph, targets: &[ActionId]) -> Result<Plan, 
     } else {
         graph.closure(targets)
     };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut previous = load_all_previous(store, graph, &mask, threads);
     // Known output digests of actions that are up to date; `None` for those that will or
     // may run.
     let mut outputs: Vec<Option<OutputDigest>> = vec![None; graph.len()];
@@ -513,7 +550,7 @@ pub fn plan(store: &Store, graph: &Graph, targets: &[ActionId]) -> Result<Plan, 
             }
         }
         let key = compute_key(&action.inputs, &deps);
-        let previous = load_previous(store, &action.name);
+        let previous = previous[id.index()].take();
         let current = || KeyRecord::new(action.inputs.clone(), deps.clone());
         let decision = if pending.is_empty() {
             let hit = match previous.as_ref() {

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EngineError, ExecError};
 use crate::exec::{CancelToken, ExecContext, Executor};
 use crate::explain::{
-    self, DirtyReason, Explanation, Plan, Previous, load_previous, reasons_against,
+    self, DirtyReason, Explanation, Plan, Previous, load_all_previous, reasons_against,
 };
 use crate::graph::{ActionId, Graph};
 use crate::keys::{ActionKind, KeyRecord, OutputDigest, compute_key, compute_output_digest};
@@ -291,7 +291,7 @@ impl<'s> Engine<'s> {
             jobs,
         })?;
 
-        let mut previous = self.load_all_previous(graph, &mask, jobs);
+        let mut previous = load_all_previous(self.store, graph, &mask, jobs);
         let durations: Vec<u64> = graph
             .iter()
             .map(|(id, a)| {
@@ -484,41 +484,6 @@ impl<'s> Engine<'s> {
             actions: reports,
             summary,
         })
-    }
-
-    /// Reads the previous build of every action in the build, on `jobs` threads.
-    fn load_all_previous(
-        &self,
-        graph: &Graph,
-        mask: &[bool],
-        jobs: usize,
-    ) -> Vec<Option<Previous>> {
-        let ids: Vec<ActionId> = graph.ids().filter(|id| mask[id.index()]).collect();
-        let mut out: Vec<Option<Previous>> = vec![None; graph.len()];
-        if ids.is_empty() {
-            return out;
-        }
-        let chunk = ids.len().div_ceil(jobs);
-        let loaded: Vec<Vec<(ActionId, Option<Previous>)>> = std::thread::scope(|s| {
-            let handles: Vec<_> = ids
-                .chunks(chunk)
-                .map(|c| {
-                    s.spawn(move || {
-                        c.iter()
-                            .map(|id| (*id, load_previous(self.store, &graph.action(*id).name)))
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("loading previous records does not panic"))
-                .collect()
-        });
-        for (id, p) in loaded.into_iter().flatten() {
-            out[id.index()] = p;
-        }
-        out
     }
 }
 
