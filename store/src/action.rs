@@ -277,6 +277,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Remembers `key` as the newest build of `target` (a name the caller chooses, such as
+    /// "rpm:bash"), so that a later build of the same target can find the record it
+    /// replaces and say which input changed. Replaces the previous key.
+    ///
+    /// This is a hint, not the truth: it is not rebuilt from the record files when the
+    /// index is lost, and the newest second of updates may be lost to a crash (the index
+    /// is flushed periodically). A lost entry only means "no previous build known".
+    pub fn target_set(&self, target: &str, key: &ActionKey) -> Result<()> {
+        self.targets
+            .insert(target.as_bytes(), index_value(&key.cast()))
+            .map_err(|e| self.index_err(e))?;
+        Ok(())
+    }
+
+    /// The key of the newest build of `target` recorded by [`Store::target_set`], if any.
+    pub fn target_get(&self, target: &str) -> Result<Option<ActionKey>> {
+        let found = self
+            .targets
+            .get(target.as_bytes())
+            .map_err(|e| self.index_err(e))?;
+        Ok(found
+            .as_deref()
+            .and_then(parse_index_value)
+            .map(|d| d.cast()))
+    }
+
     /// How many keys the action cache holds.
     pub fn ac_len(&self) -> usize {
         self.ac.len()
@@ -391,6 +417,23 @@ mod tests {
             .unwrap()
             .expect("rebuilt from the record files");
         assert_eq!(got.inputs_json, "{\"v\":2}");
+    }
+
+    #[test]
+    fn target_index_keeps_the_newest_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("s");
+        {
+            let store = Store::open(&root).unwrap();
+            assert_eq!(store.target_get("rpm:bash").unwrap(), None);
+            store.target_set("rpm:bash", &key(1)).unwrap();
+            store.target_set("rpm:bash", &key(2)).unwrap();
+            store.target_set("rpm:zsh", &key(3)).unwrap();
+        }
+        let store = Store::open(&root).unwrap();
+        assert_eq!(store.target_get("rpm:bash").unwrap(), Some(key(2)));
+        assert_eq!(store.target_get("rpm:zsh").unwrap(), Some(key(3)));
+        assert_eq!(store.target_get("rpm:fish").unwrap(), None);
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct Store {
     pub(crate) ac: sled::Tree,
     pub(crate) stat: sled::Tree,
     pub(crate) roots: sled::Tree,
+    /// Target name -> the key of its newest build (see [`Store::target_set`]).
+    pub(crate) targets: sled::Tree,
     pub(crate) meta: sled::Tree,
     pub(crate) atime: sled::Tree,
     pub(crate) counters: Counters,
@@ -162,6 +164,7 @@ impl Store {
             ac: tree("ac")?,
             stat: tree("stat")?,
             roots: tree("roots")?,
+            targets: tree("targets")?,
             meta: tree("meta")?,
             atime: tree("atime")?,
             db,
