@@ -369,7 +369,10 @@ fn stat_cache(c: &mut Criterion, inputs: &Inputs) {
     // What the engine does: preload the tree's entries, then check.
     g.bench_function("hit_one_file/stat_lookup_preloaded", |b| {
         let settled = inputs.settled.get_or_init(SettledFiles::create);
-        let root = settled.files[0].parent().and_then(Path::parent).expect("the source root");
+        let root = settled.files[0]
+            .parent()
+            .and_then(Path::parent)
+            .expect("the source root");
         settled.store.stat_preload(root).expect("preload");
         let file = &settled.files[0];
         b.iter(|| settled.store.stat_lookup(black_box(file)).expect("stat"));
@@ -378,7 +381,10 @@ fn stat_cache(c: &mut Criterion, inputs: &Inputs) {
         .throughput(Throughput::Elements(SETTLED_FILES as u64));
     g.bench_function("recheck_10k_files/preload_and_file_digests", |b| {
         let settled = inputs.settled.get_or_init(SettledFiles::create);
-        let root = settled.files[0].parent().and_then(Path::parent).expect("the source root");
+        let root = settled.files[0]
+            .parent()
+            .and_then(Path::parent)
+            .expect("the source root");
         let paths: Vec<&Path> = settled.files.iter().map(PathBuf::as_path).collect();
         b.iter(|| {
             settled.store.stat_preload(root).expect("preload");

@@ -184,7 +184,9 @@ impl Store {
         let key = key_of(path);
         let key = key.as_os_str().as_bytes();
         let entry = entry_for(meta, digest);
-        self.stat.insert(key, &encode(&entry)[..]).map_err(|e| self.index_err(e))?;
+        self.stat
+            .insert(key, &encode(&entry)[..])
+            .map_err(|e| self.index_err(e))?;
         if let Ok(mut m) = self.stat_mem.write()
             && !m.is_empty()
         {
@@ -272,7 +274,10 @@ mod tests {
         // An edit is still caught from memory.
         std::fs::write(&f, b"HELLO").unwrap();
         assert_eq!(store.stat_lookup(&f).unwrap(), StatLookup::Miss);
-        assert_eq!(store.file_digests(&[&f])[0].as_ref().unwrap(), &BlobDigest::of_bytes(b"HELLO"));
+        assert_eq!(
+            store.file_digests(&[&f])[0].as_ref().unwrap(),
+            &BlobDigest::of_bytes(b"HELLO")
+        );
     }
 
     #[test]
