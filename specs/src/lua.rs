@@ -116,12 +116,41 @@ fn new_state(path: &str) -> Result<LuaState, String> {
             })?,
         )?;
         lua.globals().set("posix", posix.clone())?;
+        for t in ["sources", "patches", "source_nums", "patch_nums"] {
+            lua.globals().set(t, lua.create_table()?)?;
+        }
         let loaded: Table = package.get("loaded")?;
         loaded.set("posix", posix)?;
         Ok(())
     };
     setup().map_err(|e| e.to_string())?;
     Ok(LuaState { lua })
+}
+
+/// Appends to the `sources`/`patches` and `source_nums`/`patch_nums` Lua tables, as rpm
+/// does for every `SourceN:`/`PatchN:` tag.
+pub(crate) fn add_source(eng: &mut Engine, is_patch: bool, path: &str, num: u32) -> Result<(), String> {
+    if eng.lua.is_none() {
+        eng.lua = Some(new_state(&eng.cfg.lua_path)?);
+    }
+    let lua = eng.lua.as_ref().map(|l| l.lua.clone()).ok_or("no lua state")?;
+    let go = || -> mlua::Result<()> {
+        let g = lua.globals();
+        let (a, b) = if is_patch { ("patches", "patch_nums") } else { ("sources", "source_nums") };
+        for (k, v) in [(a, LValue::String(lua.create_string(path)?)), (b, LValue::Integer(i64::from(num)))] {
+            let t: Table = match g.get::<LValue>(k)? {
+                LValue::Table(t) => t,
+                _ => {
+                    let t = lua.create_table()?;
+                    g.set(k, t.clone())?;
+                    t
+                }
+            };
+            t.raw_set(t.raw_len() + 1, v)?;
+        }
+        Ok(())
+    };
+    go().map_err(|e| e.to_string())
 }
 
 fn lua_number(n: f64) -> String {
@@ -250,6 +279,7 @@ pub(crate) fn run(
                 let parametric = {
                     let e = cell.borrow();
                     match e.table.get(&k) {
+                        None if crate::macros::is_builtin_with_arg(&k) => true,
                         None => return Ok(LValue::Nil),
                         Some(d) => d.opts.is_some(),
                     }

@@ -77,6 +77,11 @@ const BUILTINS: &[(&str, bool, bool)] = &[
     ("warn", true, false),
 ];
 
+/// Whether `name` is a built-in macro that takes an argument.
+pub fn is_builtin_with_arg(name: &str) -> bool {
+    builtin(name).is_some_and(|b| b.0)
+}
+
 fn builtin(name: &str) -> Option<(bool, bool)> {
     BUILTINS.iter().find(|b| b.0 == name).map(|b| (b.1, b.2))
 }
@@ -1136,8 +1141,23 @@ impl Engine {
 
     /// Expands one parametric macro with explicit arguments (Lua's `macros.name{...}`).
     pub fn call_with_args(&mut self, name: &str, args: Vec<String>) -> Result<String, ()> {
-        let Some(me) = self.lookup(name) else { return Err(()) };
         let mut out = String::new();
+        let Some(me) = self.lookup(name) else {
+            if builtin(name).is_none() {
+                return Err(());
+            }
+            let saved = self.error;
+            self.error = false;
+            let mut a = vec![name.to_string()];
+            a.extend(args);
+            if a.len() < 2 {
+                a.push(String::new());
+            }
+            self.call_builtin(&mut out, name, &a);
+            let failed = self.error;
+            self.error = saved;
+            return if failed { Err(()) } else { Ok(out) };
+        };
         let saved = self.error;
         self.error = false;
         let mut a = vec![name.to_string()];

@@ -1,4 +1,5 @@
 //! One module per command.
+pub mod spec;
 pub mod store;
 
 pub struct Context;
