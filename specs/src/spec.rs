@@ -1021,7 +1021,21 @@ impl<'c> Reader<'c> {
 
     fn parse_files(&mut self) -> R<Part> {
         let l = self.line.clone();
-        let idx = self.section_package(&l, true, false)?;
+        self.eng.table.push_literal("license", "%license", LEVEL_SPEC);
+        let r = self.parse_files_inner(&l);
+        self.eng.table.pop("license");
+        r
+    }
+
+    fn parse_files_inner(&mut self, l: &str) -> R<Part> {
+        let idx = self.section_package(l, true, false)?;
+        if let Some(i) = idx {
+            if self.packages[i].has_files {
+                let n = self.packages[i].name.clone();
+                self.warnings.push(format!("line {}: multiple %files for package '{n}'", self.line_num));
+                self.packages[i].files.clear();
+            }
+        }
         let (next, lines) = self.parse_lines(STRIP_COMMENTS)?;
         if let Some(i) = idx {
             let p = &mut self.packages[i];
@@ -1041,42 +1055,143 @@ impl<'c> Reader<'c> {
             Part::BuildRequires => self.src.has_generate_buildrequires = true,
             _ => {}
         }
-        if part == Part::Script {
-            let l = self.line.clone();
-            // scriptlets take -n/-p/-e/-q/-f options; only package existence matters here
-            let words = split_args(&l);
-            let mut name = None;
-            let mut sub = true;
-            let mut i = 1;
-            while i < words.len() {
-                match words[i].as_str() {
-                    "-n" => {
-                        sub = false;
-                        i += 1;
-                        name = words.get(i).cloned();
-                    }
-                    "-p" | "-f" | "-P" => i += 1,
-                    "-e" | "-q" | "--" => {}
-                    w if w.starts_with('-') => {}
-                    w => {
-                        if name.is_none() {
-                            name = Some(w.to_string());
-                        }
-                        if l.trim_start().starts_with("%trigger") || l.trim_start().starts_with("%filetrigger") || l.trim_start().starts_with("%transfiletrigger") {
-                            break;
-                        }
-                    }
+        if part != Part::Script {
+            let (next, _) = self.parse_lines(0)?;
+            return Ok(next);
+        }
+        let l = self.line.clone();
+        let lnum = self.line_num;
+        let t = l.trim_start();
+        let kw: String = t.chars().take_while(|c| !c.is_ascii_whitespace()).collect();
+        let kwl = kw.to_ascii_lowercase();
+        let (tagflags, trigger, partname): (u32, bool, &str) = match kwl.as_str() {
+            "%pre" => (sense::SCRIPT_PRE, false, "%pre"),
+            "%post" => (sense::SCRIPT_POST, false, "%post"),
+            "%preun" => (sense::SCRIPT_PREUN, false, "%preun"),
+            "%postun" => (sense::SCRIPT_POSTUN, false, "%postun"),
+            "%pretrans" => (sense::PRETRANS, false, "%pretrans"),
+            "%posttrans" => (sense::POSTTRANS, false, "%posttrans"),
+            "%verifyscript" => (sense::SCRIPT_VERIFY, false, "%verifyscript"),
+            _ => (0, true, "%trigger"),
+        };
+        let mut head = l.clone();
+        if trigger {
+            // split at the " -- " separator
+            let b = l.as_bytes();
+            let mut found = None;
+            let mut k = 0;
+            while let Some(p) = l[k..].find("--") {
+                let at = k + p;
+                let s2 = at + 2;
+                if at >= 1 && (b[at - 1] == b' ' || b[at - 1] == b'\t') && b.get(s2).is_some_and(|c| *c == b' ' || *c == b'\t') {
+                    found = Some(at);
+                    break;
                 }
-                i += 1;
+                k = s2;
             }
-            if let Some(n) = name {
-                let full = if sub { format!("{}-{}", self.packages[0].name, n) } else { n };
-                if !self.packages.iter().any(|p| p.name == full) {
-                    return Err(format!("line {}: Package does not exist: {}", self.line_num, l.trim_end()));
+            let Some(at) = found else {
+                return Err(format!("line {lnum}: triggers must have --: {}", l.trim_end()));
+            };
+            if l[at + 2..].trim().is_empty() {
+                return Err(format!("line {lnum}: missing trigger condition: {}", l.trim_end()));
+            }
+            head = l[..at].to_string();
+        }
+        let words = split_args(&head);
+        let mut prog = "/bin/sh".to_string();
+        let mut name: Option<String> = None;
+        let mut by_name = false;
+        let mut expand_flags = false;
+        let mut positional = Vec::new();
+        let mut i = 1;
+        while i < words.len() {
+            let w = words[i].clone();
+            let val = |i: &mut usize, rest: &str| -> R<String> {
+                if !rest.is_empty() {
+                    return Ok(rest.to_string());
                 }
+                *i += 1;
+                words.get(*i).cloned().ok_or_else(|| format!("line {lnum}: Bad option {w}: {}", l.trim_end()))
+            };
+            if w.len() > 1 && w.starts_with('-') && !w.starts_with("--") {
+                let c = w.as_bytes()[1];
+                let rest = w[2..].to_string();
+                match c {
+                    b'p' => {
+                        prog = val(&mut i, &rest)?;
+                        if prog.starts_with('<') {
+                            if !prog.ends_with('>') {
+                                return Err(format!("line {lnum}: internal script must end with '>': {prog}"));
+                            }
+                        } else if !prog.starts_with('/') {
+                            return Err(format!("line {lnum}: script program must begin with '/': {prog}"));
+                        }
+                    }
+                    b'n' => {
+                        name = Some(val(&mut i, &rest)?);
+                        by_name = true;
+                    }
+                    b'f' => {
+                        val(&mut i, &rest)?;
+                    }
+                    b'P' => {
+                        val(&mut i, &rest)?;
+                    }
+                    b'e' | b'q' => expand_flags = true,
+                    _ => return Err(format!("line {lnum}: Bad option {w}: {}", l.trim_end())),
+                }
+            } else {
+                positional.push(w);
+            }
+            i += 1;
+        }
+        if let Some(p) = positional.first() {
+            if name.is_none() {
+                name = Some(p.clone());
+            }
+            if positional.len() > 1 {
+                return Err(format!("line {lnum}: Too many names: {}", l.trim_end()));
             }
         }
+        let idx = match name {
+            None => 0,
+            Some(n) => {
+                let full = if by_name { n } else { format!("{}-{}", self.packages[0].name, n) };
+                match self.packages.iter().position(|p| p.name == full) {
+                    Some(i) => i,
+                    None => return Err(format!("line {lnum}: Package does not exist: {}", l.trim_end())),
+                }
+            }
+        };
+        let prog_argv = split_args(&prog);
         let (next, _) = self.parse_lines(0)?;
+        let _ = partname;
+        let pkg = &mut self.packages[idx];
+        let interp = prog_argv.first().cloned().unwrap_or_default();
+        let rpmlib = |pkg: &mut Package, feat: &str, ver: &str| {
+            merge_dep(
+                &mut pkg.requires,
+                Dep {
+                    name: format!("rpmlib({feat})"),
+                    flags: sense::RPMLIB | sense::LESS | sense::EQUAL,
+                    evr: ver.into(),
+                    rich: None,
+                },
+            );
+        };
+        if interp == "<lua>" {
+            rpmlib(pkg, "BuiltinLuaScripts", "4.2.2-1");
+        } else if interp.starts_with('<') {
+            return Err(format!("line {lnum}: unsupported internal script: {interp}"));
+        } else {
+            merge_dep(&mut pkg.requires, Dep { name: interp, flags: tagflags | sense::INTERP, evr: String::new(), rich: None });
+        }
+        if expand_flags {
+            rpmlib(pkg, "ScriptletExpansion", "4.9.0-1");
+        }
+        if !trigger && prog_argv.len() > 1 {
+            rpmlib(pkg, "ScriptletInterpreterArgs", "4.0.3-1");
+        }
         Ok(next)
     }
 
@@ -1315,7 +1430,7 @@ impl<'c> Reader<'c> {
             } else {
                 self.expand(&format!("{{ %{{__rpmuncompress}} {path} || echo patch_fail ; }} | %{{__patch}} {args}"))?
             };
-            out.push_str(&format!("echo \"Patch #{num} ({file}):\"\n{cmd}\n"));
+            out.push_str(&format!("echo \"Patch #{num} ({file}):\"\n{cmd}\n\n"));
         }
         Ok(out)
     }
