@@ -1,1 +1,4 @@
-pub fn report(e: &anyhow::Error) -> i32 { eprintln!("error: {e:#}"); 1 }
+pub fn report(e: &anyhow::Error) -> i32 {
+    eprintln!("error: {e:#}");
+    1
+}

@@ -33,8 +33,15 @@ pub struct Dep {
 /// A rich dependency tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rich {
-    Simple { name: String, flags: u32, evr: String },
-    Op { op: RichOp, operands: Vec<Rich> },
+    Simple {
+        name: String,
+        flags: u32,
+        evr: String,
+    },
+    Op {
+        op: RichOp,
+        operands: Vec<Rich>,
+    },
 }
 
 /// Operators of rich dependencies.
@@ -92,6 +99,24 @@ fn is_white(c: char) -> bool {
 
 /// Parses a dependency field (`a, b >= 1, (c or d)`) into dependencies with `base` flags.
 pub fn parse_field(field: &str, base: u32, allow_rich: bool) -> Result<Vec<Dep>, String> {
+    parse_field_ctx(field, base, allow_rich, RichContext::Requires)
+}
+
+/// Which kind of dependency a rich dependency appears in: rpm forbids `if` in negative
+/// contexts (Conflicts, Supplements, Enhances) and `unless` in positive ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RichContext {
+    Requires,
+    Conflicts,
+}
+
+/// [`parse_field`] with the rich dependency context of the tag.
+pub fn parse_field_ctx(
+    field: &str,
+    base: u32,
+    allow_rich: bool,
+    context: RichContext,
+) -> Result<Vec<Dep>, String> {
     let mut out = Vec::new();
     let mut rest = field;
     loop {
@@ -103,8 +128,13 @@ pub fn parse_field(field: &str, base: u32, allow_rich: bool) -> Result<Vec<Dep>,
             if !allow_rich {
                 return Err("No rich dependencies allowed for this type".into());
             }
-            let (tree, text, used) = parse_rich(rest)?;
-            out.push(Dep { name: text, flags: base & !sense::SENSEMASK, evr: String::new(), rich: Some(Box::new(tree)) });
+            let (tree, text, used) = parse_rich_for(rest, context)?;
+            out.push(Dep {
+                name: text,
+                flags: base & !sense::SENSEMASK,
+                evr: String::new(),
+                rich: Some(Box::new(tree)),
+            });
             rest = &rest[used..];
             continue;
         }
@@ -114,7 +144,11 @@ pub fn parse_field(field: &str, base: u32, allow_rich: bool) -> Result<Vec<Dep>,
         let mut flags = base & !sense::SENSEMASK;
         let mut evr = String::new();
         let oend = after.find(is_white).unwrap_or(after.len());
-        let sense = if oend > 0 { parse_sense(&after[..oend]) } else { 0 };
+        let sense = if oend > 0 {
+            parse_sense(&after[..oend])
+        } else {
+            0
+        };
         if sense != 0 {
             flags |= sense;
             let v = after[oend..].trim_start_matches(is_white);
@@ -126,7 +160,12 @@ pub fn parse_field(field: &str, base: u32, allow_rich: bool) -> Result<Vec<Dep>,
             after = &v[vend..];
         }
         check_dep(name, &evr)?;
-        out.push(Dep { name: name.to_string(), flags, evr, rich: None });
+        out.push(Dep {
+            name: name.to_string(),
+            flags,
+            evr,
+            rich: None,
+        });
         rest = after;
     }
     Ok(out)
@@ -169,8 +208,55 @@ fn op_str(op: RichOp) -> &'static str {
 /// Parses one rich dependency starting at `(`; returns the tree, its normalized text and the
 /// number of bytes consumed.
 pub fn parse_rich(s: &str) -> Result<(Rich, String, usize), String> {
-    let mut p = RichParser { s: s.as_bytes(), pos: 0, depth: 0 };
-    let (tree, text) = p.group()?;
+    parse_rich_for(s, RichContext::Requires)
+}
+
+const CHECK: u32 = 1;
+const NO_WITH: u32 = 2;
+const NO_AND: u32 = 4;
+const NO_OR: u32 = 8;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RawOp {
+    Single,
+    And,
+    Or,
+    If,
+    Unless,
+    Else,
+    With,
+    Without,
+}
+
+fn context_check(op: RawOp, check: u32) -> Result<(), String> {
+    if matches!(op, RawOp::With | RawOp::Without) && check & NO_WITH != 0 {
+        return Err("Illegal ops in with/without".into());
+    }
+    if check & CHECK == 0 {
+        return Ok(());
+    }
+    if matches!(op, RawOp::And | RawOp::If) && check & NO_AND != 0 {
+        return Err("Illegal context for 'unless', please use 'or' instead".into());
+    }
+    if matches!(op, RawOp::Or | RawOp::Unless) && check & NO_OR != 0 {
+        return Err("Illegal context for 'if', please use 'and' instead".into());
+    }
+    Ok(())
+}
+
+/// Parses one rich dependency for a tag of the given context.
+pub fn parse_rich_for(s: &str, context: RichContext) -> Result<(Rich, String, usize), String> {
+    let mut p = RichParser {
+        s: s.as_bytes(),
+        pos: 0,
+        depth: 0,
+    };
+    let mut check = CHECK;
+    let (tree, text) = p.group(&mut check)?;
+    match context {
+        RichContext::Conflicts => context_check(RawOp::Or, check)?,
+        RichContext::Requires => context_check(RawOp::And, check)?,
+    }
     Ok((tree, text, p.pos))
 }
 
@@ -208,7 +294,10 @@ impl RichParser<'_> {
         String::from_utf8_lossy(&self.s[st..self.pos]).into_owned()
     }
 
-    fn group(&mut self) -> Result<(Rich, String), String> {
+    fn group(&mut self, checkp: &mut u32) -> Result<(Rich, String), String> {
+        let mut check = *checkp;
+        let mut firstop = RawOp::Single;
+        let mut lastop = RawOp::Single;
         self.depth += 1;
         if self.depth > 128 {
             return Err("Rich dependency nested too deeply".into());
@@ -226,7 +315,13 @@ impl RichParser<'_> {
             }
             // operand
             let (t, txt) = if self.s[self.pos] == b'(' {
-                self.group()?
+                let mut sub = check & CHECK;
+                let r = self.group(&mut sub)?;
+                if matches!(lastop, RawOp::If | RawOp::Unless) {
+                    sub &= !(NO_AND | NO_OR);
+                }
+                check |= sub;
+                r
             } else {
                 let name = self.word();
                 if name.is_empty() {
@@ -248,7 +343,12 @@ impl RichParser<'_> {
                     (0, String::new())
                 };
                 check_dep(&name, &evr)?;
-                let d = Dep { name: name.clone(), flags, evr: evr.clone(), rich: None };
+                let d = Dep {
+                    name: name.clone(),
+                    flags,
+                    evr: evr.clone(),
+                    rich: None,
+                };
                 (Rich::Simple { name, flags, evr }, d.nevr())
             };
             operands.push(t);
@@ -263,12 +363,30 @@ impl RichParser<'_> {
                 break;
             }
             let w = self.word();
+            let raw = match w.as_str() {
+                "and" => RawOp::And,
+                "or" => RawOp::Or,
+                "if" => RawOp::If,
+                "unless" => RawOp::Unless,
+                "else" => RawOp::Else,
+                "with" => RawOp::With,
+                "without" => RawOp::Without,
+                _ => RawOp::Single,
+            };
+            if firstop == RawOp::Single {
+                firstop = raw;
+            }
+            lastop = raw;
             if w == "else" {
                 if else_seen || !matches!(op, Some(RichOp::If) | Some(RichOp::Unless)) {
                     return Err(format!("Invalid rich dependency operator: {w}"));
                 }
                 else_seen = true;
-                op = Some(if op == Some(RichOp::If) { RichOp::IfElse } else { RichOp::UnlessElse });
+                op = Some(if op == Some(RichOp::If) {
+                    RichOp::IfElse
+                } else {
+                    RichOp::UnlessElse
+                });
                 text.push_str(" else ");
                 continue;
             }
@@ -277,7 +395,8 @@ impl RichParser<'_> {
             };
             match op {
                 None => op = Some(o),
-                Some(prev) if prev == o && matches!(o, RichOp::And | RichOp::Or | RichOp::With) => {}
+                Some(prev) if prev == o && matches!(o, RichOp::And | RichOp::Or | RichOp::With) => {
+                }
                 Some(_) => return Err("Cannot chain different ops".into()),
             }
             text.push(' ');
@@ -285,6 +404,23 @@ impl RichParser<'_> {
             text.push(' ');
         }
         self.depth -= 1;
+        context_check(firstop, check)?;
+        if firstop == RawOp::If {
+            check |= NO_OR;
+        }
+        if firstop == RawOp::Unless {
+            check |= NO_AND;
+        }
+        if matches!(lastop, RawOp::And | RawOp::Or) {
+            check &= !(NO_AND | NO_OR);
+        }
+        if !matches!(
+            lastop,
+            RawOp::Single | RawOp::With | RawOp::Without | RawOp::Or
+        ) {
+            check |= NO_WITH;
+        }
+        *checkp |= check;
         let tree = match op {
             None => operands.pop().ok_or("Empty rich dependency")?,
             Some(op) => Rich::Op { op, operands },
@@ -312,10 +448,16 @@ mod tests {
         assert_eq!(d[0].name, "(foo or bar >= 2)");
         assert_eq!(d[1].name, "(x if y else z)");
         match d[1].rich.as_deref() {
-            Some(Rich::Op { op: RichOp::IfElse, operands }) => assert_eq!(operands.len(), 3),
+            Some(Rich::Op {
+                op: RichOp::IfElse,
+                operands,
+            }) => assert_eq!(operands.len(), 3),
             other => panic!("unexpected {other:?}"),
         }
         assert!(parse_field("(a or b and c)", 0, true).is_err());
+        assert!(parse_field("(g unless h)", 0, true).is_err());
+        assert!(parse_field_ctx("(g unless h)", 0, true, RichContext::Conflicts).is_ok());
+        assert!(parse_field_ctx("(g if h)", 0, true, RichContext::Conflicts).is_err());
         assert!(parse_field("(a or b", 0, true).is_err());
         assert!(parse_field("(a or b)", 0, false).is_err());
         let deep = format!("{}a{}", "(".repeat(1000), ")".repeat(1000));

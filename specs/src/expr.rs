@@ -65,7 +65,14 @@ pub fn eval(
     src: &str,
     expand: Option<&mut dyn FnMut(&str) -> Result<String, String>>,
 ) -> Result<Value, String> {
-    let mut p = Parser { s: src.as_bytes(), pos: 0, tok: Tok::Eof, depth: 0, expand, discard: false };
+    let mut p = Parser {
+        s: src.as_bytes(),
+        pos: 0,
+        tok: Tok::Eof,
+        depth: 0,
+        expand,
+        discard: false,
+    };
     let err = |m: String| format!("{m}: {src}");
     p.next().map_err(err)?;
     let v = p.ternary().map_err(err)?;
@@ -317,9 +324,11 @@ impl Parser<'_, '_> {
                 return Err("types must match".into());
             }
             v1 = match (v1, v2) {
-                (Value::Int(a), Value::Int(b)) => {
-                    Value::Int(if op == "+" { a.wrapping_add(b) } else { a.wrapping_sub(b) })
-                }
+                (Value::Int(a), Value::Int(b)) => Value::Int(if op == "+" {
+                    a.wrapping_add(b)
+                } else {
+                    a.wrapping_sub(b)
+                }),
                 (Value::Ver(_), _) => return Err("+ and - not supported for versions".into()),
                 (Value::Str(a), Value::Str(b)) if op == "+" => Value::Str(a + &b),
                 _ => return Err("- not supported for strings".into()),
@@ -419,7 +428,11 @@ mod tests {
     use super::*;
 
     fn check(src: &str, want: &str) {
-        assert_eq!(eval(src, None).map(|v| v.render()).unwrap_or_else(|e| e), want, "{src}");
+        assert_eq!(
+            eval(src, None).map(|v| v.render()).unwrap_or_else(|e| e),
+            want,
+            "{src}"
+        );
     }
 
     #[test]
@@ -437,7 +450,11 @@ mod tests {
         check("-3 + 1", "-2");
         check("\"a\" < \"b\"", "1");
         check("0 && 1/0", "0");
-        assert!(eval("0 || \"x\"", None).unwrap_err().starts_with("types must match"));
+        assert!(
+            eval("0 || \"x\"", None)
+                .unwrap_err()
+                .starts_with("types must match")
+        );
         assert!(eval("foo", None).unwrap_err().starts_with("bare words"));
         assert!(eval("1/0", None).is_err());
         assert!(eval("(1", None).is_err());

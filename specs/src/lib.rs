@@ -12,9 +12,9 @@ pub mod deps;
 pub mod expr;
 pub mod lua;
 pub mod macros;
+pub mod query;
 pub mod spec;
 pub mod vercmp;
-pub mod query;
 
 use std::path::{Path, PathBuf};
 
@@ -46,7 +46,11 @@ pub struct MacroSetup {
 
 impl Default for MacroSetup {
     fn default() -> Self {
-        MacroSetup { macro_path: DEFAULT_MACRO_PATH.into(), target: None, cli: Vec::new() }
+        MacroSetup {
+            macro_path: DEFAULT_MACRO_PATH.into(),
+            target: None,
+            cli: Vec::new(),
+        }
     }
 }
 
@@ -54,16 +58,26 @@ impl Default for MacroSetup {
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
     #[error("failed to load macro file {}: {source}", path.display())]
-    Load { path: PathBuf, source: std::io::Error },
+    Load {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to define macro {0:?}")]
     Define(String),
 }
 
 fn glob_one(pattern: &str) -> Vec<PathBuf> {
     let p = Path::new(pattern);
-    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if !name.contains('*') && !name.contains('?') {
-        return if p.exists() { vec![p.to_path_buf()] } else { Vec::new() };
+        return if p.exists() {
+            vec![p.to_path_buf()]
+        } else {
+            Vec::new()
+        };
     }
     let dir = p.parent().unwrap_or(Path::new("/"));
     let mut out: Vec<PathBuf> = match std::fs::read_dir(dir) {
@@ -98,16 +112,27 @@ fn wildmatch(pat: &str, s: &str) -> bool {
 
 /// Builds the macro table the way rpm does at startup: rpmrc macros, then every file on
 /// the macro path, then the command-line items in order. Returns warnings to print.
-pub fn load_macros(setup: &MacroSetup, cfg: &EngineConfig) -> Result<(MacroTable, Vec<String>), SetupError> {
+pub fn load_macros(
+    setup: &MacroSetup,
+    cfg: &EngineConfig,
+) -> Result<(MacroTable, Vec<String>), SetupError> {
     let mut t = MacroTable::new();
     let host = match std::env::consts::ARCH {
         "x86" => "i686",
         a => a,
     };
-    let target = setup.target.clone().unwrap_or_else(|| format!("{host}-linux"));
+    let target = setup
+        .target
+        .clone()
+        .unwrap_or_else(|| format!("{host}-linux"));
     let mut parts = target.split('-');
     let cpu = parts.next().unwrap_or(host).to_string();
-    let os = target.rsplit('-').next().filter(|_| target.contains('-')).unwrap_or("linux").to_string();
+    let os = target
+        .rsplit('-')
+        .next()
+        .filter(|_| target.contains('-'))
+        .unwrap_or("linux")
+        .to_string();
     let lvl = macros::LEVEL_RPMRC;
     t.push("_target", None, &format!("{cpu}-{os}"), lvl);
     t.push("_target_cpu", None, &cpu, lvl);
@@ -117,10 +142,18 @@ pub fn load_macros(setup: &MacroSetup, cfg: &EngineConfig) -> Result<(MacroTable
     let mut warnings = Vec::new();
     for pat in setup.macro_path.split(':').filter(|s| !s.is_empty()) {
         let pat = pat.replace("%{_target}", &format!("{cpu}-{os}"));
-        let pat = if let Some(r) = pat.strip_prefix("~/") { format!("{home}/{r}") } else { pat };
+        let pat = if let Some(r) = pat.strip_prefix("~/") {
+            format!("{home}/{r}")
+        } else {
+            pat
+        };
         for f in glob_one(&pat) {
             let n = f.to_string_lossy();
-            if n.ends_with(".rpmnew") || n.ends_with(".rpmsave") || n.ends_with(".rpmorig") || f.is_dir() {
+            if n.ends_with(".rpmnew")
+                || n.ends_with(".rpmsave")
+                || n.ends_with(".rpmorig")
+                || f.is_dir()
+            {
                 continue;
             }
             if let Ok(w) = t.load_file(&f, cfg) {
@@ -139,7 +172,10 @@ pub fn load_macros(setup: &MacroSetup, cfg: &EngineConfig) -> Result<(MacroTable
                 }
             }
             CliMacro::Load(p) => {
-                let w = t.load_file(p, cfg).map_err(|source| SetupError::Load { path: p.clone(), source })?;
+                let w = t.load_file(p, cfg).map_err(|source| SetupError::Load {
+                    path: p.clone(),
+                    source,
+                })?;
                 warnings.extend(w);
             }
         }
@@ -152,7 +188,9 @@ pub fn find_specs(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             let Ok(ft) = e.file_type() else { continue };

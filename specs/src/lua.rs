@@ -80,13 +80,23 @@ fn new_state(path: &str) -> Result<LuaState, String> {
         )?;
         posix.set(
             "access",
-            lua.create_function(|_, (p, _m): (String, Option<String>)| Ok(std::path::Path::new(&p).exists()))?,
+            lua.create_function(|_, (p, _m): (String, Option<String>)| {
+                Ok(std::path::Path::new(&p).exists())
+            })?,
         )?;
         posix.set(
             "stat",
             lua.create_function(|lua, (p, sel): (String, Option<String>)| {
-                let Ok(md) = std::fs::metadata(&p) else { return Ok(LValue::Nil) };
-                let ty = if md.is_dir() { "directory" } else if md.is_file() { "regular" } else { "other" };
+                let Ok(md) = std::fs::metadata(&p) else {
+                    return Ok(LValue::Nil);
+                };
+                let ty = if md.is_dir() {
+                    "directory"
+                } else if md.is_file() {
+                    "regular"
+                } else {
+                    "other"
+                };
                 match sel.as_deref() {
                     Some("type") => Ok(LValue::String(lua.create_string(ty)?)),
                     Some("size") => Ok(LValue::Integer(md.len() as i64)),
@@ -104,8 +114,10 @@ fn new_state(path: &str) -> Result<LuaState, String> {
             lua.create_function(|lua, p: Option<String>| {
                 let t = lua.create_table()?;
                 if let Ok(rd) = std::fs::read_dir(p.unwrap_or_else(|| ".".into())) {
-                    let mut names: Vec<String> =
-                        rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+                    let mut names: Vec<String> = rd
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
                     names.push(".".into());
                     names.push("..".into());
                     for (i, n) in names.into_iter().enumerate() {
@@ -129,15 +141,31 @@ fn new_state(path: &str) -> Result<LuaState, String> {
 
 /// Appends to the `sources`/`patches` and `source_nums`/`patch_nums` Lua tables, as rpm
 /// does for every `SourceN:`/`PatchN:` tag.
-pub(crate) fn add_source(eng: &mut Engine, is_patch: bool, path: &str, num: u32) -> Result<(), String> {
+pub(crate) fn add_source(
+    eng: &mut Engine,
+    is_patch: bool,
+    path: &str,
+    num: u32,
+) -> Result<(), String> {
     if eng.lua.is_none() {
         eng.lua = Some(new_state(&eng.cfg.lua_path)?);
     }
-    let lua = eng.lua.as_ref().map(|l| l.lua.clone()).ok_or("no lua state")?;
+    let lua = eng
+        .lua
+        .as_ref()
+        .map(|l| l.lua.clone())
+        .ok_or("no lua state")?;
     let go = || -> mlua::Result<()> {
         let g = lua.globals();
-        let (a, b) = if is_patch { ("patches", "patch_nums") } else { ("sources", "source_nums") };
-        for (k, v) in [(a, LValue::String(lua.create_string(path)?)), (b, LValue::Integer(i64::from(num)))] {
+        let (a, b) = if is_patch {
+            ("patches", "patch_nums")
+        } else {
+            ("sources", "source_nums")
+        };
+        for (k, v) in [
+            (a, LValue::String(lua.create_string(path)?)),
+            (b, LValue::Integer(i64::from(num))),
+        ] {
             let t: Table = match g.get::<LValue>(k)? {
                 LValue::Table(t) => t,
                 _ => {
@@ -154,7 +182,11 @@ pub(crate) fn add_source(eng: &mut Engine, is_patch: bool, path: &str, num: u32)
 }
 
 fn lua_number(n: f64) -> String {
-    if n.fract() == 0.0 && n.abs() < 1e15 { format!("{n:.1}") } else { format!("{n}") }
+    if n.fract() == 0.0 && n.abs() < 1e15 {
+        format!("{n:.1}")
+    } else {
+        format!("{n}")
+    }
 }
 
 /// Runs a chunk; `cur` is the enclosing parametric macro (name, opts, argv) for `opt`/`arg`.
@@ -166,8 +198,15 @@ pub(crate) fn run(
     if eng.lua.is_none() {
         eng.lua = Some(new_state(&eng.cfg.lua_path)?);
     }
-    let lua = eng.lua.as_ref().map(|l| l.lua.clone()).ok_or("no lua state")?;
-    let name = cur.as_ref().map(|c| c.0.clone()).unwrap_or_else(|| "<lua>".into());
+    let lua = eng
+        .lua
+        .as_ref()
+        .map(|l| l.lua.clone())
+        .ok_or("no lua state")?;
+    let name = cur
+        .as_ref()
+        .map(|c| c.0.clone())
+        .unwrap_or_else(|| "<lua>".into());
     let chunk_src = format!("local opt, arg = ...;{script}");
     let func = match lua.load(&chunk_src).set_name(name.clone()).into_function() {
         Ok(f) => f,
@@ -183,7 +222,8 @@ pub(crate) fn run(
             None => (Vec::new(), argv.iter().skip(1).cloned().collect()),
         };
         for (c, a) in found {
-            opt.set(c.to_string(), a.unwrap_or_default()).map_err(|e| e.to_string())?;
+            opt.set(c.to_string(), a.unwrap_or_default())
+                .map_err(|e| e.to_string())?;
         }
         for (i, a) in operands.into_iter().enumerate() {
             argt.set(i + 1, a).map_err(|e| e.to_string())?;
@@ -343,7 +383,10 @@ pub(crate) fn run(
     let _ = globals.set("rpm", prev_rpm);
     let _ = globals.set("macros", prev_macros);
     let _ = globals.set("__keel_call", LValue::Nil);
-    let printed = lua.app_data_mut::<PrintBuf>().and_then(|mut pb| pb.0.pop()).unwrap_or_default();
+    let printed = lua
+        .app_data_mut::<PrintBuf>()
+        .and_then(|mut pb| pb.0.pop())
+        .unwrap_or_default();
     match result {
         Ok(extra) => {
             let mut s = printed;
@@ -369,13 +412,23 @@ mod tests {
     fn lua_print_expand_define_and_args() {
         let mut e = Engine::new(MacroTable::new(), EngineConfig::default());
         e.define_str("foo bar", LEVEL_CMDLINE);
-        assert_eq!(e.expand("%{lua: print(rpm.expand('%foo')) print('x')}").unwrap(), "barx");
+        assert_eq!(
+            e.expand("%{lua: print(rpm.expand('%foo')) print('x')}")
+                .unwrap(),
+            "barx"
+        );
         e.expand("%{lua: rpm.define('baz 7')}").unwrap();
         assert_eq!(e.expand("%baz").unwrap(), "7");
-        e.define_str("y(p:) %{lua: print(opt.p or 'nil'); print(#arg)}", LEVEL_CMDLINE);
+        e.define_str(
+            "y(p:) %{lua: print(opt.p or 'nil'); print(#arg)}",
+            LEVEL_CMDLINE,
+        );
         assert_eq!(e.expand("%y -p 7 a b").unwrap(), "72");
         assert_eq!(e.expand("%{lua: print(macros.foo)}").unwrap(), "bar");
-        assert_eq!(e.expand("%{lua: print(rpm.vercmp('1.0', '1.1'))}").unwrap(), "-1");
+        assert_eq!(
+            e.expand("%{lua: print(rpm.vercmp('1.0', '1.1'))}").unwrap(),
+            "-1"
+        );
         assert!(e.expand("%{lua: error('boom')}").is_err());
         assert!(e.expand("%{lua: this is not lua}").is_err());
     }

@@ -239,19 +239,34 @@ impl MacroTable {
     pub fn push(&mut self, name: &str, opts: Option<&str>, body: &str, level: i32) {
         self.push_def(
             name,
-            MacroDef { opts: opts.map(str::to_string), body: body.to_string(), level, auto: false, literal: false },
+            MacroDef {
+                opts: opts.map(str::to_string),
+                body: body.to_string(),
+                level,
+                auto: false,
+                literal: false,
+            },
         );
     }
 
     pub fn push_literal(&mut self, name: &str, body: &str, level: i32) {
         self.push_def(
             name,
-            MacroDef { opts: None, body: body.to_string(), level, auto: false, literal: true },
+            MacroDef {
+                opts: None,
+                body: body.to_string(),
+                level,
+                auto: false,
+                literal: true,
+            },
         );
     }
 
     fn push_def(&mut self, name: &str, def: MacroDef) {
-        self.map.entry(name.to_string()).or_default().push(Arc::new(def));
+        self.map
+            .entry(name.to_string())
+            .or_default()
+            .push(Arc::new(def));
     }
 
     pub fn pop(&mut self, name: &str) {
@@ -280,7 +295,8 @@ impl MacroTable {
         let text = String::from_utf8_lossy(&bytes);
         let table = std::mem::take(self);
         let mut eng = Engine::new(table, cfg.clone());
-        eng.table.push_literal("__file_name", &path.to_string_lossy(), LEVEL_MACROFILES);
+        eng.table
+            .push_literal("__file_name", &path.to_string_lossy(), LEVEL_MACROFILES);
         for (_line, logical) in logical_lines(&text) {
             let t = logical.trim_start_matches([' ', '\t']);
             if let Some(rest) = t.strip_prefix('%') {
@@ -377,7 +393,12 @@ pub struct ShellRunner {
 
 impl ShellRunner {
     pub fn new(argv: Vec<String>, timeout: Duration) -> Self {
-        ShellRunner { argv, timeout, wrapper: Vec::new(), cache: Mutex::new(HashMap::new()) }
+        ShellRunner {
+            argv,
+            timeout,
+            wrapper: Vec::new(),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Output of the command with trailing newlines removed.
@@ -393,7 +414,9 @@ impl ShellRunner {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
-        let mut child = c.spawn().map_err(|e| format!("Failed to open shell expansion pipe for command: {cmd}: {e}"))?;
+        let mut child = c
+            .spawn()
+            .map_err(|e| format!("Failed to open shell expansion pipe for command: {cmd}: {e}"))?;
         let mut stdout = child.stdout.take().ok_or("no stdout")?;
         let reader = std::thread::spawn(move || {
             let mut v = Vec::new();
@@ -407,7 +430,10 @@ impl ShellRunner {
                 Ok(None) if start.elapsed() > self.timeout => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!("shell expansion timed out after {:?}: {cmd}", self.timeout));
+                    return Err(format!(
+                        "shell expansion timed out after {:?}: {cmd}",
+                        self.timeout
+                    ));
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(2)),
                 Err(e) => return Err(e.to_string()),
@@ -438,7 +464,10 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            shell: Arc::new(ShellRunner::new(vec!["/bin/sh".into(), "-c".into()], Duration::from_secs(60))),
+            shell: Arc::new(ShellRunner::new(
+                vec!["/bin/sh".into(), "-c".into()],
+                Duration::from_secs(60),
+            )),
             lua_path: "/usr/lib/rpm//lua/?.lua".into(),
             confdir: PathBuf::from("/usr/lib/rpm"),
         }
@@ -448,6 +477,8 @@ impl Default for EngineConfig {
 /// A diagnostic: warnings and errors as rpm prints them (without the `error: ` prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Diag {
+    /// `%{echo:}`: rpm prints it on stdout.
+    Notice(String),
     Warning(String),
     Error(String),
 }
@@ -557,7 +588,9 @@ impl Engine {
         let mut i = 0;
         while !self.error && i < s.len() {
             if out.len() > MAX_OUTPUT {
-                self.err(format!("macro expansion exceeds the size limit of {MAX_OUTPUT} bytes"));
+                self.err(format!(
+                    "macro expansion exceeds the size limit of {MAX_OUTPUT} bytes"
+                ));
                 return;
             }
             // copy text up to the next '%'
@@ -634,7 +667,12 @@ impl Engine {
                     g = None;
                     lastc = None;
                     if fe < s.len() && is_blank(s[fe]) {
-                        lastc = Some(s[fe..].iter().position(|&c| c == b'\n').map_or(s.len(), |p| fe + p));
+                        lastc = Some(
+                            s[fe..]
+                                .iter()
+                                .position(|&c| c == b'\n')
+                                .map_or(s.len(), |p| fe + p),
+                        );
                     }
                 }
             }
@@ -698,7 +736,11 @@ impl Engine {
                             self.err(format!(
                                 "%{}: {}",
                                 name,
-                                if needarg { "argument expected" } else { "unexpected argument" }
+                                if needarg {
+                                    "argument expected"
+                                } else {
+                                    "unexpected argument"
+                                }
                             ));
                         } else {
                             self.call_builtin(out, name, &args);
@@ -711,7 +753,15 @@ impl Engine {
         }
     }
 
-    fn grab_args(&mut self, args: &mut Vec<String>, src: &str, se: usize, lastc: usize, split: bool, raw: bool) -> usize {
+    fn grab_args(
+        &mut self,
+        args: &mut Vec<String>,
+        src: &str,
+        se: usize,
+        lastc: usize,
+        split: bool,
+        raw: bool,
+    ) -> usize {
         let s = src.as_bytes();
         let text = &src[se.min(lastc)..lastc];
         if raw {
@@ -768,7 +818,13 @@ impl Engine {
                         for (n, b) in &autos {
                             self.table.push_def(
                                 n,
-                                MacroDef { opts: None, body: b.clone(), level: lvl, auto: true, literal: true },
+                                MacroDef {
+                                    opts: None,
+                                    body: b.clone(),
+                                    level: lvl,
+                                    auto: true,
+                                    literal: true,
+                                },
                             );
                             self.scoped.push((lvl, n.clone()));
                         }
@@ -779,7 +835,13 @@ impl Engine {
                         for (n, b) in &autos {
                             self.table.push_def(
                                 n,
-                                MacroDef { opts: None, body: b.clone(), level: lvl, auto: true, literal: true },
+                                MacroDef {
+                                    opts: None,
+                                    body: b.clone(),
+                                    level: lvl,
+                                    auto: true,
+                                    literal: true,
+                                },
                             );
                             self.scoped.push((lvl, n.clone()));
                         }
@@ -918,7 +980,9 @@ impl Engine {
             return consumed;
         }
         let sb = s.get(sbody).copied();
-        if !sb.is_some_and(is_blank) && !(sb == Some(b'\\') && s.get(sbody + 1).copied().is_some_and(is_eol)) {
+        if !sb.is_some_and(is_blank)
+            && !(sb == Some(b'\\') && s.get(sbody + 1).copied().is_some_and(is_eol))
+        {
             self.warn(format!("Macro %{name} needs whitespace before body"));
         }
         let body = if expand_body {
@@ -960,13 +1024,22 @@ impl Engine {
         let a1 = args.get(1).map(String::as_str).unwrap_or("");
         match name {
             "define" | "global" => {
-                let src = if args.len() > 2 { format!("{} {}", args[1], args[2]) } else { a1.to_string() };
-                let (lvl, exp) = if name == "global" { (LEVEL_GLOBAL, true) } else { (self.level, false) };
+                let src = if args.len() > 2 {
+                    format!("{} {}", args[1], args[2])
+                } else {
+                    a1.to_string()
+                };
+                let (lvl, exp) = if name == "global" {
+                    (LEVEL_GLOBAL, true)
+                } else {
+                    (self.level, false)
+                };
                 self.define(&src, lvl, exp, true);
             }
             "undefine" => {
                 let c0 = a1.as_bytes().first().copied();
-                if !(c0.is_some_and(|c| c.is_ascii_alphabetic()) || (c0 == Some(b'_') && a1.len() > 1))
+                if !(c0.is_some_and(|c| c.is_ascii_alphabetic())
+                    || (c0 == Some(b'_') && a1.len() > 1))
                     || builtin(a1).is_some()
                 {
                     self.err(format!("Macro %{a1} has illegal name (%undefine)"));
@@ -1028,7 +1101,10 @@ impl Engine {
             }
             "getconfdir" => out.push_str(&self.cfg.confdir.to_string_lossy()),
             "getncpus" => out.push_str(
-                &std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).to_string(),
+                &std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+                    .to_string(),
             ),
             "exists" => out.push(if Path::new(a1).exists() { '1' } else { '0' }),
             "expand" => {
@@ -1056,7 +1132,7 @@ impl Engine {
                     }
                 }
             }
-            "echo" => self.diagnostics.push(a1.to_string()),
+            "echo" => self.diags.push(Diag::Notice(a1.to_string())),
             "warn" => {
                 self.diags.push(Diag::Warning(a1.to_string()));
             }
@@ -1064,7 +1140,11 @@ impl Engine {
                 self.diags.push(Diag::Error(a1.to_string()));
                 self.error = true;
             }
-            "verbose" => out.push('0'),
+            "verbose" => {
+                if args.len() < 2 {
+                    out.push('0');
+                }
+            }
             "lua" => self.run_lua(out, a1),
             "load" => {
                 let p = PathBuf::from(a1);
@@ -1104,7 +1184,11 @@ impl Engine {
     fn expression(&mut self, out: &mut String, e: &str) {
         let mut f = |x: &str| -> Result<String, String> {
             let (r, failed) = self.expand_this(x);
-            if failed { Err("macro expansion failed".into()) } else { Ok(r) }
+            if failed {
+                Err("macro expansion failed".into())
+            } else {
+                Ok(r)
+            }
         };
         match expr::eval(e, Some(&mut f)) {
             Ok(v) => out.push_str(&v.render()),
@@ -1162,7 +1246,12 @@ impl Engine {
         self.error = false;
         let mut a = vec![name.to_string()];
         a.extend(args);
-        self.do_macro(&mut out, name, &me, if me.opts.is_some() { Some(a) } else { None });
+        self.do_macro(
+            &mut out,
+            name,
+            &me,
+            if me.opts.is_some() { Some(a) } else { None },
+        );
         let failed = self.error;
         self.error = saved;
         if failed { Err(()) } else { Ok(out) }
@@ -1195,20 +1284,46 @@ mod tests {
         for d in defs {
             assert!(e.define_str(d, LEVEL_CMDLINE), "{d}");
         }
-        let got = e.expand(src).unwrap_or_else(|_| format!("ERROR {:?}", e.diags));
+        let got = e
+            .expand(src)
+            .unwrap_or_else(|_| format!("ERROR {:?}", e.diags));
         assert_eq!(got, want, "{src}");
     }
 
     #[test]
     fn basics() {
-        check(&["foo bar"], "%foo %{foo} %%foo %nope", "bar bar %foo %nope");
-        check(&["foo bar"], "%{?foo} %{?nope} %{!?nope:x} %{?foo:y} %{!?foo:z}", "bar  x y ");
-        check(&["bar(x:y) [%{-x*}] [%{-y}] [%*] [%**] [%#] [%0] [%1]"], "%bar -x 3 q -y r", "[3] [-y] [q r] [-x 3 q -y r] [2] [bar] [q]");
-        check(&["bar(x:y) [%{-x*}] [%*] [%#]"], "%{bar:hello world}", "[] [hello world] [1]");
-        check(&["bar(x:y) [%{-x*}] [%*] [%#]"], "%{bar -x 5 z}", "[5] [z] [1]");
+        check(
+            &["foo bar"],
+            "%foo %{foo} %%foo %nope",
+            "bar bar %foo %nope",
+        );
+        check(
+            &["foo bar"],
+            "%{?foo} %{?nope} %{!?nope:x} %{?foo:y} %{!?foo:z}",
+            "bar  x y ",
+        );
+        check(
+            &["bar(x:y) [%{-x*}] [%{-y}] [%*] [%**] [%#] [%0] [%1]"],
+            "%bar -x 3 q -y r",
+            "[3] [-y] [q r] [-x 3 q -y r] [2] [bar] [q]",
+        );
+        check(
+            &["bar(x:y) [%{-x*}] [%*] [%#]"],
+            "%{bar:hello world}",
+            "[] [hello world] [1]",
+        );
+        check(
+            &["bar(x:y) [%{-x*}] [%*] [%#]"],
+            "%{bar -x 5 z}",
+            "[5] [z] [1]",
+        );
         check(&[], "%{expand:%%{?nope:a}b}", "b");
         check(&[], "%[1+2*3] %{expr:2*3}", "7 6");
-        check(&[], "%{basename:/a/b.c} %{dirname:/a/b.c} %{suffix:b.tar.gz} %{shrink:  a   b }", "b.c /a gz a b");
+        check(
+            &[],
+            "%{basename:/a/b.c} %{dirname:/a/b.c} %{suffix:b.tar.gz} %{shrink:  a   b }",
+            "b.c /a gz a b",
+        );
         check(&[], "%{shescape:it's}", "'it'\\''s'");
         check(&[], "%{url2path:https://x.org/a/b.tgz}", "/a/b.tgz");
         check(&[], "%(echo hi)", "hi");
@@ -1247,7 +1362,10 @@ mod tests {
 
     #[test]
     fn getopt_permutes_like_glibc() {
-        let a: Vec<String> = ["m", "a", "-x", "1", "b"].iter().map(|s| s.to_string()).collect();
+        let a: Vec<String> = ["m", "a", "-x", "1", "b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         let (o, r) = getopt(&a, "x:").unwrap();
         assert_eq!(o, vec![('x', Some("1".into()))]);
         assert_eq!(r, vec!["a".to_string(), "b".to_string()]);

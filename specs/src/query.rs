@@ -39,12 +39,21 @@ impl Header {
             self.scalars.insert("URL", p.url.clone());
         }
         let e = p.epoch.map(|e| format!("{e}:")).unwrap_or_default();
-        self.scalars.insert("EVR", format!("{e}{}-{}", p.version, p.release));
-        self.scalars.insert("NVR", format!("{}-{}-{}", p.name, p.version, p.release));
-        self.scalars.insert("NEVR", format!("{}-{e}{}-{}", p.name, p.version, p.release));
+        self.scalars
+            .insert("EVR", format!("{e}{}-{}", p.version, p.release));
+        self.scalars
+            .insert("NVR", format!("{}-{}-{}", p.name, p.version, p.release));
+        self.scalars
+            .insert("NEVR", format!("{}-{e}{}-{}", p.name, p.version, p.release));
         // headers read from a spec carry no SOURCERPM, so rpm treats them as source headers
-        self.scalars.insert("NVRA", format!("{}-{}-{}.src", p.name, p.version, p.release));
-        self.scalars.insert("NEVRA", format!("{}-{e}{}-{}.src", p.name, p.version, p.release));
+        self.scalars.insert(
+            "NVRA",
+            format!("{}-{}-{}.src", p.name, p.version, p.release),
+        );
+        self.scalars.insert(
+            "NEVRA",
+            format!("{}-{e}{}-{}.src", p.name, p.version, p.release),
+        );
     }
 
     fn set_deps(&mut self, kind: &'static str, d: &[Dep]) {
@@ -96,7 +105,14 @@ impl Header {
             .map(|p| format!("{} = {}", p.name, p.evr()))
             .collect();
         if !provides.is_empty() {
-            h.arrays.insert("PROVIDENAME", spec.packages.iter().filter(|p| p.has_files).map(|p| p.name.clone()).collect());
+            h.arrays.insert(
+                "PROVIDENAME",
+                spec.packages
+                    .iter()
+                    .filter(|p| p.has_files)
+                    .map(|p| p.name.clone())
+                    .collect(),
+            );
             h.arrays.insert("PROVIDENEVRS", provides);
         }
         for (k, v) in [
@@ -110,8 +126,20 @@ impl Header {
                 h.arrays.insert(k, v.clone());
             }
         }
-        let srcs: Vec<String> = s.sources.iter().rev().filter(|x| !x.is_patch).map(|x| x.file.clone()).collect();
-        let pats: Vec<String> = s.sources.iter().rev().filter(|x| x.is_patch).map(|x| x.file.clone()).collect();
+        let srcs: Vec<String> = s
+            .sources
+            .iter()
+            .rev()
+            .filter(|x| !x.is_patch)
+            .map(|x| x.file.clone())
+            .collect();
+        let pats: Vec<String> = s
+            .sources
+            .iter()
+            .rev()
+            .filter(|x| x.is_patch)
+            .map(|x| x.file.clone())
+            .collect();
         if !srcs.is_empty() {
             h.arrays.insert("SOURCE", srcs);
         }
@@ -139,9 +167,17 @@ impl Header {
 #[derive(Debug, Clone)]
 enum Item {
     Lit(String),
-    Tag { name: String, repeat: bool, width: String },
+    Tag {
+        name: String,
+        repeat: bool,
+        width: String,
+    },
     Array(Vec<Item>),
-    Cond { tag: String, yes: Vec<Item>, no: Vec<Item> },
+    Cond {
+        tag: String,
+        yes: Vec<Item>,
+        no: Vec<Item>,
+    },
 }
 
 /// A compiled query format.
@@ -249,7 +285,11 @@ fn parse_items(c: &[char], pos: &mut usize, end: Option<char>) -> Result<Vec<Ite
                         let repeat = t.starts_with('=');
                         let t = t.trim_start_matches('=');
                         let name = t.split(':').next().unwrap_or("").to_ascii_uppercase();
-                        items.push(Item::Tag { name, repeat, width });
+                        items.push(Item::Tag {
+                            name,
+                            repeat,
+                            width,
+                        });
                     }
                     Some('|') => {
                         *pos += 1;
@@ -273,7 +313,11 @@ fn parse_items(c: &[char], pos: &mut usize, end: Option<char>) -> Result<Vec<Ite
                             return Err("| expected at end of expression".into());
                         }
                         *pos += 1;
-                        items.push(Item::Cond { tag: t.trim_start_matches('=').to_ascii_uppercase(), yes, no });
+                        items.push(Item::Cond {
+                            tag: t.trim_start_matches('=').to_ascii_uppercase(),
+                            yes,
+                            no,
+                        });
                     }
                     _ => return Err("missing { after %".into()),
                 }
@@ -299,14 +343,27 @@ fn pad(v: &str, width: &str) -> String {
     }
     let left = width.starts_with('-');
     let n: usize = width.trim_start_matches('-').parse().unwrap_or(0);
-    if left { format!("{v:<n$}") } else { format!("{v:>n$}") }
+    if left {
+        format!("{v:<n$}")
+    } else {
+        format!("{v:>n$}")
+    }
 }
 
-fn render_items(items: &[Item], h: &Header, idx: Option<usize>, out: &mut String) -> Result<(), String> {
+fn render_items(
+    items: &[Item],
+    h: &Header,
+    idx: Option<usize>,
+    out: &mut String,
+) -> Result<(), String> {
     for it in items {
         match it {
             Item::Lit(s) => out.push_str(s),
-            Item::Tag { name, repeat, width } => {
+            Item::Tag {
+                name,
+                repeat,
+                width,
+            } => {
                 let i = if *repeat { 0 } else { idx.unwrap_or(0) };
                 match h.value(name, i) {
                     Some(v) => out.push_str(&pad(&v, width)),
@@ -365,8 +422,12 @@ mod tests {
     fn scalars_arrays_and_repeat() {
         let mut h = Header::default();
         h.scalars.insert("NAME", "t".into());
-        h.arrays.insert("PROVIDENEVRS", vec!["a".into(), "b = 1".into()]);
-        let q = QueryFormat::parse("%{NAME}|%{EPOCH}\\n[%{=NAME} P %{PROVIDENEVRS}\\n][%{REQUIRENEVRS} ]|").unwrap();
+        h.arrays
+            .insert("PROVIDENEVRS", vec!["a".into(), "b = 1".into()]);
+        let q = QueryFormat::parse(
+            "%{NAME}|%{EPOCH}\\n[%{=NAME} P %{PROVIDENEVRS}\\n][%{REQUIRENEVRS} ]|",
+        )
+        .unwrap();
         assert_eq!(q.render(&h).unwrap(), "t|(none)\nt P a\nt P b = 1\n|");
         let q = QueryFormat::parse("[%{NAME} %{PROVIDENEVRS}]").unwrap();
         assert!(q.render(&h).is_err());

@@ -17,6 +17,8 @@ pub struct SpecError {
     pub file: PathBuf,
     pub line: usize,
     pub message: String,
+    /// `%{echo:}` output produced before the failure (rpm prints it on stdout).
+    pub notices: Vec<String>,
 }
 
 /// A binary package declared by the spec.
@@ -99,6 +101,8 @@ pub struct Spec {
     pub warnings: Vec<String>,
     /// Non-fatal errors rpm prints (e.g. bad `%changelog`), without the `error: ` prefix.
     pub errors: Vec<String>,
+    /// `%{echo:}` output, which rpm prints on stdout while parsing.
+    pub notices: Vec<String>,
 }
 
 /// Everything needed to read specs; built once, shared by every spec read.
@@ -111,7 +115,10 @@ pub struct ReaderConfig {
 
 impl ReaderConfig {
     pub fn new(macros: MacroTable, engine: EngineConfig) -> Self {
-        ReaderConfig { macros: Arc::new(macros), engine }
+        ReaderConfig {
+            macros: Arc::new(macros),
+            engine,
+        }
     }
 }
 
@@ -227,7 +234,10 @@ impl LineType {
         !matches!(self, LineType::Endif | LineType::Else)
     }
     fn is_if(self) -> bool {
-        matches!(self, LineType::If | LineType::IfArch | LineType::IfNArch | LineType::IfOs | LineType::IfNOs)
+        matches!(
+            self,
+            LineType::If | LineType::IfArch | LineType::IfNArch | LineType::IfOs | LineType::IfNOs
+        )
     }
     fn is_elif(self) -> bool {
         matches!(self, LineType::Elif | LineType::ElifArch | LineType::ElifOs)
@@ -307,6 +317,7 @@ struct Reader<'c> {
     src: SourcePackage,
     warnings: Vec<String>,
     errors: Vec<String>,
+    notices: Vec<String>,
     autonum_source: i64,
     autonum_patch: i64,
     have_prep: bool,
@@ -328,6 +339,7 @@ impl<'c> Reader<'c> {
         for d in std::mem::take(&mut self.eng.diags) {
             match d {
                 Diag::Warning(w) => self.warnings.push(w),
+                Diag::Notice(n) => self.notices.push(n),
                 Diag::Error(e) => {
                     if first_err.is_none() {
                         first_err = Some(e.clone());
@@ -349,7 +361,9 @@ impl<'c> Reader<'c> {
     }
 
     fn expand_at_line(&mut self, s: &str, line: usize) -> R<String> {
-        self.eng.table.push_literal("__file_lineno", &line.to_string(), LEVEL_SPEC);
+        self.eng
+            .table
+            .push_literal("__file_lineno", &line.to_string(), LEVEL_SPEC);
         let r = self.expand(s);
         self.eng.table.pop("__file_lineno");
         r
@@ -375,8 +389,14 @@ impl<'c> Reader<'c> {
         if lines.is_empty() {
             lines = Vec::new();
         }
-        self.eng.table.push_literal("__file_name", &path.to_string_lossy(), LEVEL_SPEC);
-        self.files.push(OpenFile { name: path, lines, idx: 0 });
+        self.eng
+            .table
+            .push_literal("__file_name", &path.to_string_lossy(), LEVEL_SPEC);
+        self.files.push(OpenFile {
+            name: path,
+            lines,
+            idx: 0,
+        });
         self.line_num = 0;
         Ok(())
     }
@@ -405,7 +425,9 @@ impl<'c> Reader<'c> {
                             return Err(format!("line {l}: Unclosed %if"));
                         }
                         if start_line > 0 {
-                            return Err(format!("line {start_line}: unclosed macro or bad line continuation"));
+                            return Err(format!(
+                                "line {start_line}: unclosed macro or bad line continuation"
+                            ));
                         }
                         return Ok(false);
                     };
@@ -429,8 +451,12 @@ impl<'c> Reader<'c> {
                     }
                     break;
                 }
-                if self.files.last().is_some_and(|f| f.idx >= f.lines.len()) && needs_continuation(&lbuf) {
-                    return Err(format!("line {start_line}: unclosed macro or bad line continuation"));
+                if self.files.last().is_some_and(|f| f.idx >= f.lines.len())
+                    && needs_continuation(&lbuf)
+                {
+                    return Err(format!(
+                        "line {start_line}: unclosed macro or bad line continuation"
+                    ));
                 }
                 // expandMacrosInSpecBuf
                 let trimmed = lbuf.trim_start();
@@ -446,14 +472,25 @@ impl<'c> Reader<'c> {
                         ));
                     }
                 }
-                let top = self.stack.last().map_or((true, false), |r| (r.reading, r.readable));
-                let do_expand = if cond.is_some_and(|c| c.is_elif()) { top.1 } else { top.0 };
+                let top = self
+                    .stack
+                    .last()
+                    .map_or((true, false), |r| (r.reading, r.readable));
+                let do_expand = if cond.is_some_and(|c| c.is_elif()) {
+                    top.1
+                } else {
+                    top.0
+                };
                 let expanded = if do_expand {
                     let ln = self.line_num;
                     let is_comment = trimmed.starts_with('#');
                     let e = self.expand_at_line(&lbuf, ln).map_err(|m| strip_loc(&m))?;
-                    if strip & STRIP_COMMENTS != 0 && is_comment && !same_modulo_percent(&lbuf, &e) {
-                        self.warnings.push(format!("Macro expanded in comment on line {ln}: {}", comment_diff(&lbuf, &e)));
+                    if strip & STRIP_COMMENTS != 0 && is_comment && !same_modulo_percent(&lbuf, &e)
+                    {
+                        self.warnings.push(format!(
+                            "Macro expanded in comment on line {ln}: {}",
+                            comment_diff(&lbuf, &e)
+                        ));
                     }
                     e
                 } else {
@@ -463,7 +500,10 @@ impl<'c> Reader<'c> {
             }
             // copyNextLineFinish
             let buf = self.pending.take().unwrap_or_default();
-            let lead = buf.len() - buf.trim_start_matches(|c: char| c.is_ascii_whitespace() && c != '\n').len();
+            let lead = buf.len()
+                - buf
+                    .trim_start_matches(|c: char| c.is_ascii_whitespace() && c != '\n')
+                    .len();
             let line_type = parse_line_type(&buf[lead..]);
             let bytes = buf.as_bytes();
             let mut k = 0;
@@ -521,21 +561,43 @@ impl<'c> Reader<'c> {
     }
 
     fn classify(&mut self, lt: Option<LineType>) -> R<Classified> {
-        let Some(lt) = lt else { return Ok(Classified::Done) };
+        let Some(lt) = lt else {
+            return Ok(Classified::Done);
+        };
         let prev = self.stack.last().map_or(LineType::Endif, |r| r.last);
         let s = self.line.trim_start().to_string();
-        let fname = self.files.last().map(|f| f.name.display().to_string()).unwrap_or_default();
-        if lt.wrong_after(prev) || (matches!(lt, LineType::Endif | LineType::Else) || lt.is_elif()) && self.stack.len() <= 1 {
+        let fname = self
+            .files
+            .last()
+            .map(|f| f.name.display().to_string())
+            .unwrap_or_default();
+        if lt.wrong_after(prev)
+            || (matches!(lt, LineType::Endif | LineType::Else) || lt.is_elif())
+                && self.stack.len() <= 1
+        {
             if prev == LineType::Endif || self.stack.len() <= 1 {
-                return Err(format!("{fname}: line {}: {} with no %if", self.line_num, lt.text()));
+                return Err(format!(
+                    "{fname}: line {}: {} with no %if",
+                    self.line_num,
+                    lt.text()
+                ));
             }
-            return Err(format!("{fname}: line {}: {} after {}", self.line_num, lt.text(), prev.text()));
+            return Err(format!(
+                "{fname}: line {}: {} after {}",
+                self.line_num,
+                lt.text(),
+                prev.text()
+            ));
         }
         let mut matched = false;
         let argmatch = |me: &mut Self, mac: &str| -> R<bool> {
             let rest = s[lt.text().len()..].trim();
             if rest.is_empty() {
-                return Err(format!("{fname}:{}: Argument expected for {}", me.line_num, s.trim_end()));
+                return Err(format!(
+                    "{fname}:{}: Argument expected for {}",
+                    me.line_num,
+                    s.trim_end()
+                ));
             }
             let want = me.expand(mac)?;
             Ok(rest.split_ascii_whitespace().any(|w| w == want))
@@ -547,7 +609,10 @@ impl<'c> Reader<'c> {
             LineType::IfNOs => matched = !argmatch(self, "%{_target_os}")?,
             LineType::If | LineType::Elif => {
                 let expr = &s[lt.text().len()..];
-                let top = self.stack.last().map_or((true, false), |r| (r.reading, r.readable));
+                let top = self
+                    .stack
+                    .last()
+                    .map_or((true, false), |r| (r.reading, r.readable));
                 let check = if lt == LineType::If { top.0 } else { top.1 };
                 if check {
                     match crate::expr::eval_bool(expr.trim_end_matches('\n')) {
@@ -580,10 +645,17 @@ impl<'c> Reader<'c> {
                 if self.stack.last().is_some_and(|r| r.reading) {
                     let f = s[8..].trim();
                     if f.is_empty() {
-                        return Err(format!("{fname}:{}: malformed %include statement", self.line_num));
+                        return Err(format!(
+                            "{fname}:{}: malformed %include statement",
+                            self.line_num
+                        ));
                     }
                     let p = PathBuf::from(f);
-                    let p = if p.is_absolute() { p } else { self.spec_dir.join(p) };
+                    let p = if p.is_absolute() {
+                        p
+                    } else {
+                        self.spec_dir.join(p)
+                    };
                     self.push_file(p)?;
                     return Ok(Classified::Retry);
                 }
@@ -592,7 +664,12 @@ impl<'c> Reader<'c> {
         if lt.is_if() {
             let parent = self.stack.last().map_or(true, |r| r.reading);
             let reading = parent && matched;
-            self.stack.push(ReadLevel { reading, readable: !reading && parent, last: lt, line: self.line_num });
+            self.stack.push(ReadLevel {
+                reading,
+                readable: !reading && parent,
+                last: lt,
+                line: self.line_num,
+            });
             self.line.clear();
         } else if lt.is_elif() {
             if let Some(top) = self.stack.last_mut() {
@@ -629,7 +706,12 @@ impl<'c> Reader<'c> {
     }
 
     /// Parses `%package`/`%description`/`%files` arguments: the package index it refers to.
-    fn section_package(&mut self, part_line: &str, allow_f: bool, create: bool) -> R<Option<usize>> {
+    fn section_package(
+        &mut self,
+        part_line: &str,
+        allow_f: bool,
+        create: bool,
+    ) -> R<Option<usize>> {
         let words = split_args(part_line);
         let mut name: Option<String> = None;
         let mut sub = false;
@@ -639,7 +721,11 @@ impl<'c> Reader<'c> {
             if w == "-n" {
                 i += 1;
                 let Some(n) = words.get(i) else {
-                    return Err(format!("line {}: Bad package specification: {}", self.line_num, part_line.trim_end()));
+                    return Err(format!(
+                        "line {}: Bad package specification: {}",
+                        self.line_num,
+                        part_line.trim_end()
+                    ));
                 };
                 name = Some(n.clone());
                 sub = false;
@@ -656,7 +742,11 @@ impl<'c> Reader<'c> {
                 name = Some(w.clone());
                 sub = true;
             } else {
-                return Err(format!("line {}: Too many names: {}", self.line_num, part_line.trim_end()));
+                return Err(format!(
+                    "line {}: Too many names: {}",
+                    self.line_num,
+                    part_line.trim_end()
+                ));
             }
             i += 1;
         }
@@ -668,15 +758,26 @@ impl<'c> Reader<'c> {
         let found = self.packages.iter().position(|p| p.name == full);
         if create {
             if found.is_some() {
-                return Err(format!("line {}: Package already exists: {}", self.line_num, part_line.trim_end()));
+                return Err(format!(
+                    "line {}: Package already exists: {}",
+                    self.line_num,
+                    part_line.trim_end()
+                ));
             }
-            let pkg = Package { name: full, ..Default::default() };
+            let pkg = Package {
+                name: full,
+                ..Default::default()
+            };
             self.packages.push(pkg);
             return Ok(Some(self.packages.len() - 1));
         }
         match found {
             Some(i) => Ok(Some(i)),
-            None => Err(format!("line {}: Package does not exist: {}", self.line_num, part_line.trim_end())),
+            None => Err(format!(
+                "line {}: Package does not exist: {}",
+                self.line_num,
+                part_line.trim_end()
+            )),
         }
     }
 
@@ -737,8 +838,18 @@ impl<'c> Reader<'c> {
             }
         }
         let p = &self.packages[idx];
-        let nvr = if idx == 0 { "(main package)".to_string() } else { p.name.clone() };
-        for (v, tag) in [(&p.name, "Name"), (&p.version, "Version"), (&p.release, "Release"), (&p.summary, "Summary"), (&p.license, "License")] {
+        let nvr = if idx == 0 {
+            "(main package)".to_string()
+        } else {
+            p.name.clone()
+        };
+        for (v, tag) in [
+            (&p.name, "Name"),
+            (&p.version, "Version"),
+            (&p.release, "Release"),
+            (&p.summary, "Summary"),
+            (&p.license, "License"),
+        ] {
             if v.is_empty() {
                 return Err(format!("{tag} field must be present in package: {nvr}"));
             }
@@ -750,13 +861,56 @@ impl<'c> Reader<'c> {
         let lnum = self.line_num;
         let lower = line.to_ascii_lowercase();
         const TAGS: &[&str] = &[
-            "name", "version", "release", "epoch", "summary", "license", "sourcelicense", "distribution",
-            "disturl", "vendor", "group", "packager", "url", "vcs", "source", "patch", "nosource", "nopatch",
-            "excludearch", "exclusivearch", "excludeos", "exclusiveos", "icon", "provides", "requires",
-            "recommends", "suggests", "supplements", "enhances", "prereq", "conflicts", "obsoletes",
-            "prefixes", "prefix", "buildroot", "buildarchitectures", "buildarch", "buildconflicts",
-            "buildprereq", "buildrequires", "autoreqprov", "autoreq", "autoprov", "docdir", "disttag",
-            "bugurl", "translationurl", "upstreamreleases", "orderwithrequires", "removepathpostfixes",
+            "name",
+            "version",
+            "release",
+            "epoch",
+            "summary",
+            "license",
+            "sourcelicense",
+            "distribution",
+            "disturl",
+            "vendor",
+            "group",
+            "packager",
+            "url",
+            "vcs",
+            "source",
+            "patch",
+            "nosource",
+            "nopatch",
+            "excludearch",
+            "exclusivearch",
+            "excludeos",
+            "exclusiveos",
+            "icon",
+            "provides",
+            "requires",
+            "recommends",
+            "suggests",
+            "supplements",
+            "enhances",
+            "prereq",
+            "conflicts",
+            "obsoletes",
+            "prefixes",
+            "prefix",
+            "buildroot",
+            "buildarchitectures",
+            "buildarch",
+            "buildconflicts",
+            "buildprereq",
+            "buildrequires",
+            "autoreqprov",
+            "autoreq",
+            "autoprov",
+            "docdir",
+            "disttag",
+            "bugurl",
+            "translationurl",
+            "upstreamreleases",
+            "orderwithrequires",
+            "removepathpostfixes",
             "modularitylabel",
         ];
         let unknown = || format!("line {lnum}: Unknown tag: {line}");
@@ -782,7 +936,9 @@ impl<'c> Reader<'c> {
                     if !rest.starts_with('(') {
                         return Err(unknown());
                     }
-                    let Some(close) = rest.find(')') else { return Err(unknown()) };
+                    let Some(close) = rest.find(')') else {
+                        return Err(unknown());
+                    };
                     qual = rest[1..close].trim().to_string();
                     rest = rest[close + 1..].trim_start();
                     if !rest.starts_with(':') {
@@ -807,22 +963,51 @@ impl<'c> Reader<'c> {
         };
         let is_main = idx == 0;
         let macro_name: Option<&str> = match tag {
-            "name" | "version" | "release" | "epoch" | "summary" | "license" | "sourcelicense"
-            | "distribution" | "disturl" | "vendor" | "group" | "packager" | "url" | "vcs" | "prefixes"
-            | "prefix" | "disttag" | "bugurl" | "translationurl" | "upstreamreleases"
-            | "removepathpostfixes" | "modularitylabel" => Some(tag),
+            "name"
+            | "version"
+            | "release"
+            | "epoch"
+            | "summary"
+            | "license"
+            | "sourcelicense"
+            | "distribution"
+            | "disturl"
+            | "vendor"
+            | "group"
+            | "packager"
+            | "url"
+            | "vcs"
+            | "prefixes"
+            | "prefix"
+            | "disttag"
+            | "bugurl"
+            | "translationurl"
+            | "upstreamreleases"
+            | "removepathpostfixes"
+            | "modularitylabel" => Some(tag),
             _ => None,
         };
         match tag {
             "name" => {
                 single(line)?;
-                check_chars(field, true).map_err(|c| format!("line {lnum}: Illegal char '{c}' (0x{:x}) in: {field}", c as u32))?;
+                check_chars(field, true).map_err(|c| {
+                    format!(
+                        "line {lnum}: Illegal char '{c}' (0x{:x}) in: {field}",
+                        c as u32
+                    )
+                })?;
                 self.packages[idx].name = field.to_string();
             }
             "version" | "release" => {
                 single(line)?;
-                if let Some(c) = field.chars().find(|c| !(c.is_ascii_alphanumeric() || "._+%{}~^".contains(*c))) {
-                    return Err(format!("line {lnum}: Illegal char '{c}' (0x{:x}) in: {field}", c as u32));
+                if let Some(c) = field
+                    .chars()
+                    .find(|c| !(c.is_ascii_alphanumeric() || "._+%{}~^".contains(*c)))
+                {
+                    return Err(format!(
+                        "line {lnum}: Illegal char '{c}' (0x{:x}) in: {field}",
+                        c as u32
+                    ));
                 }
                 if tag == "version" {
                     self.packages[idx].version = field.to_string();
@@ -833,7 +1018,9 @@ impl<'c> Reader<'c> {
             "epoch" => {
                 single(line)?;
                 let Ok(e) = field.parse::<u32>() else {
-                    return Err(format!("line {lnum}: Epoch field must be an unsigned number: {line}"));
+                    return Err(format!(
+                        "line {lnum}: Epoch field must be an unsigned number: {line}"
+                    ));
                 };
                 self.packages[idx].epoch = Some(e);
             }
@@ -849,11 +1036,14 @@ impl<'c> Reader<'c> {
             "exclusivearch" => self.src.exclusive_arch.extend(split_args(field)),
             "excludeos" => self.src.exclude_os.extend(split_args(field)),
             "exclusiveos" => self.src.exclusive_os.extend(split_args(field)),
-            "requires" | "recommends" | "suggests" | "supplements" | "enhances" | "orderwithrequires"
-            | "prereq" | "conflicts" | "obsoletes" | "provides" => {
+            "requires" | "recommends" | "suggests" | "supplements" | "enhances"
+            | "orderwithrequires" | "prereq" | "conflicts" | "obsoletes" | "provides" => {
                 let mut flags = 0u32;
                 if !qual.is_empty() && tag != "prereq" {
-                    for q in qual.split(|c: char| c == ',' || c.is_ascii_whitespace()).filter(|s| !s.is_empty()) {
+                    for q in qual
+                        .split(|c: char| c == ',' || c.is_ascii_whitespace())
+                        .filter(|s| !s.is_empty())
+                    {
                         flags |= match q {
                             "interp" => sense::INTERP,
                             "meta" => sense::META,
@@ -880,7 +1070,13 @@ impl<'c> Reader<'c> {
                     flags |= sense::SCRIPT_PRE | sense::SCRIPT_PREUN;
                 }
                 let rich = !matches!(tag, "provides" | "obsoletes" | "orderwithrequires");
-                let ds = deps::parse_field(field, flags, rich).map_err(|e| format!("line {lnum}: {e}: {line}"))?;
+                let ctx = if matches!(tag, "conflicts" | "supplements" | "enhances") {
+                    deps::RichContext::Conflicts
+                } else {
+                    deps::RichContext::Requires
+                };
+                let ds = deps::parse_field_ctx(field, flags, rich, ctx)
+                    .map_err(|e| format!("line {lnum}: {e}: {line}"))?;
                 if tag == "obsoletes" {
                     for d in &ds {
                         if d.evr.is_empty() {
@@ -911,8 +1107,18 @@ impl<'c> Reader<'c> {
                 }
             }
             "buildrequires" | "buildprereq" | "buildconflicts" => {
-                let ds = deps::parse_field(field, 0, true).map_err(|e| format!("line {lnum}: {e}: {line}"))?;
-                let list = if tag == "buildconflicts" { &mut self.src.build_conflicts } else { &mut self.src.build_requires };
+                let ctx = if tag == "buildconflicts" {
+                    deps::RichContext::Conflicts
+                } else {
+                    deps::RichContext::Requires
+                };
+                let ds = deps::parse_field_ctx(field, 0, true, ctx)
+                    .map_err(|e| format!("line {lnum}: {e}: {line}"))?;
+                let list = if tag == "buildconflicts" {
+                    &mut self.src.build_conflicts
+                } else {
+                    &mut self.src.build_requires
+                };
                 for d in ds {
                     merge_dep(list, d);
                 }
@@ -929,7 +1135,9 @@ impl<'c> Reader<'c> {
                     }
                 } else {
                     if archs.len() != 1 || archs[0] != "noarch" {
-                        return Err(format!("line {lnum}: Only noarch subpackages are supported: {line}"));
+                        return Err(format!(
+                            "line {lnum}: Only noarch subpackages are supported: {line}"
+                        ));
                     }
                     self.packages[idx].arch = "noarch".into();
                     self.packages[idx].arch_set = true;
@@ -946,7 +1154,9 @@ impl<'c> Reader<'c> {
             "prefixes" | "prefix" => {
                 for p in split_args(field) {
                     if p.len() > 1 && p.ends_with('/') {
-                        return Err(format!("line {lnum}: Prefixes must not end with \"/\": {line}"));
+                        return Err(format!(
+                            "line {lnum}: Prefixes must not end with \"/\": {line}"
+                        ));
                     }
                 }
             }
@@ -956,7 +1166,9 @@ impl<'c> Reader<'c> {
             let m = if m == "prefix" { "prefixes" } else { m };
             self.eng.table.push(m, None, field, LEVEL_SPEC);
             if is_main {
-                self.eng.table.push(&m.to_ascii_uppercase(), None, field, LEVEL_SPEC);
+                self.eng
+                    .table
+                    .push(&m.to_ascii_uppercase(), None, field, LEVEL_SPEC);
             }
         }
         Ok(())
@@ -965,9 +1177,16 @@ impl<'c> Reader<'c> {
     fn add_source(&mut self, is_patch: bool, line: &str, field: &str) -> R<()> {
         let name = if is_patch { "patch" } else { "source" };
         let after = &line[name.len()..];
-        let numtxt: String = after.chars().take_while(|c| *c != ':' && *c != ' ' && *c != '\t').collect();
+        let numtxt: String = after
+            .chars()
+            .take_while(|c| *c != ':' && *c != ' ' && *c != '\t')
+            .collect();
         let lnum = self.line_num;
-        let auto = if is_patch { &mut self.autonum_patch } else { &mut self.autonum_source };
+        let auto = if is_patch {
+            &mut self.autonum_patch
+        } else {
+            &mut self.autonum_source
+        };
         let num: u32 = if numtxt.trim().is_empty() {
             *auto += 1;
             *auto as u32
@@ -982,7 +1201,12 @@ impl<'c> Reader<'c> {
                 Err(_) => return Err(format!("line {lnum}: Bad {name} number: {line}")),
             }
         };
-        if self.src.sources.iter().any(|s| s.is_patch == is_patch && s.num == num) {
+        if self
+            .src
+            .sources
+            .iter()
+            .any(|s| s.is_patch == is_patch && s.num == num)
+        {
             return Err(format!("{name} {num} defined multiple times"));
         }
         let file = match field.rfind('/') {
@@ -998,11 +1222,21 @@ impl<'c> Reader<'c> {
         let path = self.expand(&format!("%{{_sourcedir}}/{file}"))?;
         let path = clean_path(&path);
         let up = if is_patch { "PATCH" } else { "SOURCE" };
-        self.eng.table.push(&format!("{up}{num}"), None, &path, LEVEL_SPEC);
-        self.eng.table.push(&format!("{up}URL{num}"), None, field, LEVEL_SPEC);
+        self.eng
+            .table
+            .push(&format!("{up}{num}"), None, &path, LEVEL_SPEC);
+        self.eng
+            .table
+            .push(&format!("{up}URL{num}"), None, field, LEVEL_SPEC);
         self.lua_sources.push((is_patch, path.clone(), num));
-        crate::lua::add_source(&mut self.eng, is_patch, &path, num).map_err(|e| format!("line {lnum}: {e}"))?;
-        self.src.sources.push(SourceEntry { num, is_patch, full: field.to_string(), file });
+        crate::lua::add_source(&mut self.eng, is_patch, &path, num)
+            .map_err(|e| format!("line {lnum}: {e}"))?;
+        self.src.sources.push(SourceEntry {
+            num,
+            is_patch,
+            full: field.to_string(),
+            file,
+        });
         Ok(())
     }
 
@@ -1021,7 +1255,9 @@ impl<'c> Reader<'c> {
 
     fn parse_files(&mut self) -> R<Part> {
         let l = self.line.clone();
-        self.eng.table.push_literal("license", "%license", LEVEL_SPEC);
+        self.eng
+            .table
+            .push_literal("license", "%license", LEVEL_SPEC);
         let r = self.parse_files_inner(&l);
         self.eng.table.pop("license");
         r
@@ -1032,7 +1268,10 @@ impl<'c> Reader<'c> {
         if let Some(i) = idx {
             if self.packages[i].has_files {
                 let n = self.packages[i].name.clone();
-                self.warnings.push(format!("line {}: multiple %files for package '{n}'", self.line_num));
+                self.warnings.push(format!(
+                    "line {}: multiple %files for package '{n}'",
+                    self.line_num
+                ));
                 self.packages[i].files.clear();
             }
         }
@@ -1083,17 +1322,26 @@ impl<'c> Reader<'c> {
             while let Some(p) = l[k..].find("--") {
                 let at = k + p;
                 let s2 = at + 2;
-                if at >= 1 && (b[at - 1] == b' ' || b[at - 1] == b'\t') && b.get(s2).is_some_and(|c| *c == b' ' || *c == b'\t') {
+                if at >= 1
+                    && (b[at - 1] == b' ' || b[at - 1] == b'\t')
+                    && b.get(s2).is_some_and(|c| *c == b' ' || *c == b'\t')
+                {
                     found = Some(at);
                     break;
                 }
                 k = s2;
             }
             let Some(at) = found else {
-                return Err(format!("line {lnum}: triggers must have --: {}", l.trim_end()));
+                return Err(format!(
+                    "line {lnum}: triggers must have --: {}",
+                    l.trim_end()
+                ));
             };
             if l[at + 2..].trim().is_empty() {
-                return Err(format!("line {lnum}: missing trigger condition: {}", l.trim_end()));
+                return Err(format!(
+                    "line {lnum}: missing trigger condition: {}",
+                    l.trim_end()
+                ));
             }
             head = l[..at].to_string();
         }
@@ -1111,7 +1359,10 @@ impl<'c> Reader<'c> {
                     return Ok(rest.to_string());
                 }
                 *i += 1;
-                words.get(*i).cloned().ok_or_else(|| format!("line {lnum}: Bad option {w}: {}", l.trim_end()))
+                words
+                    .get(*i)
+                    .cloned()
+                    .ok_or_else(|| format!("line {lnum}: Bad option {w}: {}", l.trim_end()))
             };
             if w.len() > 1 && w.starts_with('-') && !w.starts_with("--") {
                 let c = w.as_bytes()[1];
@@ -1121,10 +1372,14 @@ impl<'c> Reader<'c> {
                         prog = val(&mut i, &rest)?;
                         if prog.starts_with('<') {
                             if !prog.ends_with('>') {
-                                return Err(format!("line {lnum}: internal script must end with '>': {prog}"));
+                                return Err(format!(
+                                    "line {lnum}: internal script must end with '>': {prog}"
+                                ));
                             }
                         } else if !prog.starts_with('/') {
-                            return Err(format!("line {lnum}: script program must begin with '/': {prog}"));
+                            return Err(format!(
+                                "line {lnum}: script program must begin with '/': {prog}"
+                            ));
                         }
                     }
                     b'n' => {
@@ -1156,10 +1411,19 @@ impl<'c> Reader<'c> {
         let idx = match name {
             None => 0,
             Some(n) => {
-                let full = if by_name { n } else { format!("{}-{}", self.packages[0].name, n) };
+                let full = if by_name {
+                    n
+                } else {
+                    format!("{}-{}", self.packages[0].name, n)
+                };
                 match self.packages.iter().position(|p| p.name == full) {
                     Some(i) => i,
-                    None => return Err(format!("line {lnum}: Package does not exist: {}", l.trim_end())),
+                    None => {
+                        return Err(format!(
+                            "line {lnum}: Package does not exist: {}",
+                            l.trim_end()
+                        ));
+                    }
                 }
             }
         };
@@ -1182,9 +1446,19 @@ impl<'c> Reader<'c> {
         if interp == "<lua>" {
             rpmlib(pkg, "BuiltinLuaScripts", "4.2.2-1");
         } else if interp.starts_with('<') {
-            return Err(format!("line {lnum}: unsupported internal script: {interp}"));
+            return Err(format!(
+                "line {lnum}: unsupported internal script: {interp}"
+            ));
         } else {
-            merge_dep(&mut pkg.requires, Dep { name: interp, flags: tagflags | sense::INTERP, evr: String::new(), rich: None });
+            merge_dep(
+                &mut pkg.requires,
+                Dep {
+                    name: interp,
+                    flags: tagflags | sense::INTERP,
+                    evr: String::new(),
+                    rich: None,
+                },
+            );
         }
         if expand_flags {
             rpmlib(pkg, "ScriptletExpansion", "4.9.0-1");
@@ -1236,7 +1510,10 @@ impl<'c> Reader<'c> {
     }
 
     fn find_source(&self, num: u32, patch: bool) -> Option<&SourceEntry> {
-        self.src.sources.iter().find(|s| s.num == num && s.is_patch == patch)
+        self.src
+            .sources
+            .iter()
+            .find(|s| s.num == num && s.is_patch == patch)
     }
 
     fn untar(&mut self, num: u32, quiet: bool) -> R<String> {
@@ -1245,7 +1522,11 @@ impl<'c> Reader<'c> {
         };
         let file = s.file.clone();
         let path = clean_path(&self.expand(&format!("%{{_sourcedir}}/{file}"))?);
-        let mut b = self.expand(&format!("%{{__rpmuncompress}} -x {}{}", if quiet { "" } else { "-v " }, path))?;
+        let mut b = self.expand(&format!(
+            "%{{__rpmuncompress}} -x {}{}",
+            if quiet { "" } else { "-v " },
+            path
+        ))?;
         b.push_str("\nSTATUS=$?\nif [ $STATUS -ne 0 ]; then\n  exit $STATUS\nfi");
         Ok(b)
     }
@@ -1270,7 +1551,9 @@ impl<'c> Reader<'c> {
                     Ok(rest.to_string())
                 } else {
                     *i += 1;
-                    args.get(*i).cloned().ok_or_else(|| format!("line {lnum}: Bad %setup option {a}: missing argument to an option"))
+                    args.get(*i).cloned().ok_or_else(|| {
+                        format!("line {lnum}: Bad %setup option {a}: missing argument to an option")
+                    })
                 }
             };
             if let Some(flags) = a.strip_prefix('-').filter(|_| a.len() > 1) {
@@ -1299,7 +1582,11 @@ impl<'c> Reader<'c> {
                         'D' => leave = true,
                         'T' => skip = true,
                         'q' => {}
-                        _ => return Err(format!("line {lnum}: Bad %setup option {a}: unknown option")),
+                        _ => {
+                            return Err(format!(
+                                "line {lnum}: Bad %setup option {a}: unknown option"
+                            ));
+                        }
                     }
                     k += 1;
                 }
@@ -1356,7 +1643,8 @@ impl<'c> Reader<'c> {
         let fuzz_def = self.expand("%{_default_patch_fuzz}").unwrap_or_default();
         let mut fuzz: i64 = fuzz_def.trim().parse().unwrap_or(0);
         let (mut p, mut rev, mut empt, mut utc) = (0i64, false, false, false);
-        let (mut b, mut d, mut o): (Option<String>, Option<String>, Option<String>) = (None, None, None);
+        let (mut b, mut d, mut o): (Option<String>, Option<String>, Option<String>) =
+            (None, None, None);
         let mut nums: Vec<String> = Vec::new();
         let mut i = 1;
         let mut positional = Vec::new();
@@ -1370,13 +1658,23 @@ impl<'c> Reader<'c> {
                         Ok(rest.clone())
                     } else {
                         *i += 1;
-                        args.get(*i).cloned().ok_or_else(|| format!("missing argument: {a}: {}", line.trim_end()))
+                        args.get(*i)
+                            .cloned()
+                            .ok_or_else(|| format!("missing argument: {a}: {}", line.trim_end()))
                     }
                 };
                 match c {
                     'P' => nums.push(val(&mut i)?),
-                    'p' => p = val(&mut i)?.parse().map_err(|_| format!("bad number: {a}: {}", line.trim_end()))?,
-                    'F' => fuzz = val(&mut i)?.parse().map_err(|_| format!("bad number: {a}: {}", line.trim_end()))?,
+                    'p' => {
+                        p = val(&mut i)?
+                            .parse()
+                            .map_err(|_| format!("bad number: {a}: {}", line.trim_end()))?
+                    }
+                    'F' => {
+                        fuzz = val(&mut i)?
+                            .parse()
+                            .map_err(|_| format!("bad number: {a}: {}", line.trim_end()))?
+                    }
                     'R' => rev = true,
                     'E' => empt = true,
                     'Z' => utc = true,
@@ -1393,7 +1691,8 @@ impl<'c> Reader<'c> {
         let _ = lnum;
         nums.extend(positional);
         if nums.is_empty() {
-            self.warnings.push(format!("Patch number not specified: {}", line.trim_end()));
+            self.warnings
+                .push(format!("Patch number not specified: {}", line.trim_end()));
             nums.push("0".into());
         }
         let mut out = String::new();
@@ -1411,8 +1710,14 @@ impl<'c> Reader<'c> {
                 "{} -p{} {}{}{}{}",
                 flags,
                 p,
-                b.as_ref().map(|b| format!("-b --suffix {b}")).unwrap_or_default(),
-                if fuzz >= 0 { format!(" --fuzz={fuzz}") } else { String::new() },
+                b.as_ref()
+                    .map(|b| format!("-b --suffix {b}"))
+                    .unwrap_or_default(),
+                if fuzz >= 0 {
+                    format!(" --fuzz={fuzz}")
+                } else {
+                    String::new()
+                },
                 d.as_ref().map(|d| format!(" -d {d}")).unwrap_or_default(),
                 o.as_ref().map(|o| format!(" -o {o}")).unwrap_or_default(),
             );
@@ -1428,7 +1733,9 @@ impl<'c> Reader<'c> {
             let cmd = if not_compressed(Path::new(&path)) {
                 self.expand(&format!("%{{__patch}} {args} < {path}"))?
             } else {
-                self.expand(&format!("{{ %{{__rpmuncompress}} {path} || echo patch_fail ; }} | %{{__patch}} {args}"))?
+                self.expand(&format!(
+                    "{{ %{{__rpmuncompress}} {path} || echo patch_fail ; }} | %{{__patch}} {args}"
+                ))?
             };
             out.push_str(&format!("echo \"Patch #{num} ({file}):\"\n{cmd}\n\n"));
         }
@@ -1438,10 +1745,16 @@ impl<'c> Reader<'c> {
     fn parse_empty(&mut self, prev: Part) -> R<Part> {
         let rest = self.line.trim_start()[4..].trim();
         if !rest.is_empty() {
-            return Err(format!("line {}: %end doesn't take any arguments: {}", self.line_num, self.line));
+            return Err(format!(
+                "line {}: %end doesn't take any arguments: {}",
+                self.line_num, self.line
+            ));
         }
         if prev == Part::Empty {
-            return Err(format!("line {}: %end not expected here, no section to close: {}", self.line_num, self.line));
+            return Err(format!(
+                "line {}: %end not expected here, no section to close: {}",
+                self.line_num, self.line
+            ));
         }
         if !self.read_line(STRIP_TRAILINGSPACE | STRIP_COMMENTS)? {
             return Ok(Part::None);
@@ -1452,7 +1765,10 @@ impl<'c> Reader<'c> {
                 return Ok(p);
             }
             if !self.line.trim().is_empty() {
-                return Err(format!("line {} doesn't belong to any section: {}", self.line_num, self.line));
+                return Err(format!(
+                    "line {} doesn't belong to any section: {}",
+                    self.line_num, self.line
+                ));
             }
             if !self.read_line(STRIP_TRAILINGSPACE | STRIP_COMMENTS)? {
                 return Ok(Part::None);
@@ -1493,9 +1809,13 @@ impl<'c> Reader<'c> {
                 Part::Files => self.parse_files()?,
                 Part::Changelog => self.parse_changelog()?,
                 Part::Policies => self.parse_lines(STRIP_TRAILINGSPACE | STRIP_COMMENTS)?.0,
-                p @ (Part::Build | Part::Install | Part::Check | Part::Clean | Part::Conf | Part::BuildRequires | Part::Script) => {
-                    self.parse_script(p)?
-                }
+                p @ (Part::Build
+                | Part::Install
+                | Part::Check
+                | Part::Clean
+                | Part::Conf
+                | Part::BuildRequires
+                | Part::Script) => self.parse_script(p)?,
                 Part::None => Part::None,
             };
             prev = stored;
@@ -1515,10 +1835,26 @@ impl<'c> Reader<'c> {
             let evr = self.packages[i].evr();
             let name = self.packages[i].name.clone();
             let p = &mut self.packages[i];
-            merge_dep(&mut p.provides, Dep { name: name.clone(), flags: sense::EQUAL, evr: evr.clone(), rich: None });
+            merge_dep(
+                &mut p.provides,
+                Dep {
+                    name: name.clone(),
+                    flags: sense::EQUAL,
+                    evr: evr.clone(),
+                    rich: None,
+                },
+            );
             let isaprov = format!("{name}{isa}");
             if p.arch != "noarch" && isaprov != name {
-                merge_dep(&mut p.provides, Dep { name: isaprov, flags: sense::EQUAL, evr, rich: None });
+                merge_dep(
+                    &mut p.provides,
+                    Dep {
+                        name: isaprov,
+                        flags: sense::EQUAL,
+                        evr,
+                        rich: None,
+                    },
+                );
             }
         }
         Ok(())
@@ -1644,7 +1980,13 @@ fn check_chars(s: &str, name: bool) -> Result<(), char> {
 
 /// Inserts keeping rpm's order (name, then EVR, then flags) and dropping duplicates.
 fn merge_dep(list: &mut Vec<Dep>, d: Dep) {
-    let key = |x: &Dep| (x.name.clone().into_bytes(), x.evr.clone().into_bytes(), x.flags);
+    let key = |x: &Dep| {
+        (
+            x.name.clone().into_bytes(),
+            x.evr.clone().into_bytes(),
+            x.flags,
+        )
+    };
     let k = key(&d);
     match list.binary_search_by(|x| key(x).cmp(&k)) {
         Ok(_) => {}
@@ -1667,7 +2009,9 @@ fn clean_path(p: &str) -> String {
 }
 
 fn not_compressed(p: &Path) -> bool {
-    let Ok(mut f) = std::fs::File::open(p) else { return false };
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
     let mut buf = [0u8; 8];
     let n = std::io::Read::read(&mut f, &mut buf).unwrap_or(0);
     let b = &buf[..n];
@@ -1692,7 +2036,9 @@ fn literal_files(line: &str) -> Vec<String> {
     loop {
         rest = rest.trim_start();
         if let Some(r) = rest.strip_prefix('%') {
-            let name_end = r.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(r.len());
+            let name_end = r
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(r.len());
             let mut after = &r[name_end..];
             if after.starts_with('(') {
                 if let Some(c) = after.find(')') {
@@ -1732,7 +2078,10 @@ fn changelog_times(text: &str) -> Result<(Vec<i64>, Vec<String>), (Vec<i64>, Str
         };
         if let Some(l) = last {
             if l < t {
-                return Err((times, "%changelog not in descending chronological order".into()));
+                return Err((
+                    times,
+                    "%changelog not in descending chronological order".into(),
+                ));
             }
         }
         last = Some(t);
@@ -1757,7 +2106,9 @@ fn changelog_times(text: &str) -> Result<(Vec<i64>, Vec<String>), (Vec<i64>, Str
 
 fn parse_changelog_date(s: &str) -> Option<i64> {
     const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     const LEN: [i64; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
     let w: Vec<&str> = s.split_ascii_whitespace().collect();
     let w0 = *w.first()?;
@@ -1775,7 +2126,10 @@ fn parse_changelog_date(s: &str) -> Option<i64> {
             return None;
         }
         w.get(4)?;
-        (w.get(5)?.parse::<i64>().ok()?, parts[0] * 3600 + parts[1] * 60 + parts[2])
+        (
+            w.get(5)?.parse::<i64>().ok()?,
+            parts[0] * 3600 + parts[1] * 60 + parts[2],
+        )
     } else {
         (y.parse::<i64>().ok()?, 12 * 3600)
     };
@@ -1808,7 +2162,11 @@ pub fn read_spec(path: &Path, cfg: &ReaderConfig) -> Result<Spec, SpecError> {
     }
 }
 
-fn read_once(path: &Path, cfg: &ReaderConfig, target_cpu: Option<String>) -> Result<Spec, SpecError> {
+fn read_once(
+    path: &Path,
+    cfg: &ReaderConfig,
+    target_cpu: Option<String>,
+) -> Result<Spec, SpecError> {
     let mut table = (*cfg.macros).clone();
     if let Some(cpu) = &target_cpu {
         table.push("_target_cpu", None, cpu, crate::macros::LEVEL_RPMRC);
@@ -1824,7 +2182,12 @@ fn read_once(path: &Path, cfg: &ReaderConfig, target_cpu: Option<String>) -> Res
         include_depth: 0,
         line_num: 0,
         pending: None,
-        stack: vec![ReadLevel { reading: true, readable: false, last: LineType::Endif, line: 0 }],
+        stack: vec![ReadLevel {
+            reading: true,
+            readable: false,
+            last: LineType::Endif,
+            line: 0,
+        }],
         parsed: String::new(),
         line: String::new(),
         spec_dir,
@@ -1833,6 +2196,7 @@ fn read_once(path: &Path, cfg: &ReaderConfig, target_cpu: Option<String>) -> Res
         src: SourcePackage::default(),
         warnings: Vec::new(),
         errors: Vec::new(),
+        notices: Vec::new(),
         autonum_source: -1,
         autonum_patch: -1,
         have_prep: false,
@@ -1851,13 +2215,20 @@ fn read_once(path: &Path, cfg: &ReaderConfig, target_cpu: Option<String>) -> Res
             source: r.src,
             warnings: r.warnings,
             errors: r.errors,
+            notices: r.notices,
         }),
         Err(m) if m == BUILDARCH_RESTART => Err(SpecError {
             file: PathBuf::from(r.src.build_archs.join(" ")),
             line: 0,
             message: m,
+            notices: Vec::new(),
         }),
-        Err(m) => Err(SpecError { file: path.to_path_buf(), line: r.line_num, message: m }),
+        Err(m) => Err(SpecError {
+            file: path.to_path_buf(),
+            line: r.line_num,
+            message: m,
+            notices: r.notices,
+        }),
     }
 }
 
@@ -1880,21 +2251,33 @@ mod tests {
         assert!(parse_changelog_date("Mon Jan 01 2024 A <a@b> - 1").is_some());
         assert!(parse_changelog_date("Xyz Jan 01 2024").is_none());
         assert!(parse_changelog_date("Mon Jan 32 2024").is_none());
-        let (t, _) = changelog_times("* Tue Jan 02 2024 a\n- x\n* Mon Jan 01 2024 b\n- y\n").unwrap();
+        let (t, _) =
+            changelog_times("* Tue Jan 02 2024 a\n- x\n* Mon Jan 01 2024 b\n- y\n").unwrap();
         assert_eq!(t[0] - t[1], 86400);
         assert!(changelog_times("* Mon Jan 01 2024 a\n- x\n* Tue Jan 02 2024 b\n- y\n").is_err());
     }
 
     #[test]
     fn popt_like_split() {
-        assert_eq!(split_args("a 'b c' \"d\\\"e\" f\\ g"), vec!["a", "b c", "d\"e", "f g"]);
+        assert_eq!(
+            split_args("a 'b c' \"d\\\"e\" f\\ g"),
+            vec!["a", "b c", "d\"e", "f g"]
+        );
     }
 
     #[test]
     fn dep_merge_sorts_and_dedups() {
         let mut v = Vec::new();
         for n in ["zlib", "gcc", "(a or b)", "aaa", "zlib"] {
-            merge_dep(&mut v, Dep { name: n.into(), flags: 0, evr: String::new(), rich: None });
+            merge_dep(
+                &mut v,
+                Dep {
+                    name: n.into(),
+                    flags: 0,
+                    evr: String::new(),
+                    rich: None,
+                },
+            );
         }
         let n: Vec<&str> = v.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(n, vec!["(a or b)", "aaa", "gcc", "zlib"]);

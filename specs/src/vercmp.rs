@@ -64,7 +64,11 @@ pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
         let run = |s: &[u8], mut k: usize| {
             let st = k;
             while k < s.len()
-                && (if numeric { s[k].is_ascii_digit() } else { s[k].is_ascii_alphabetic() })
+                && (if numeric {
+                    s[k].is_ascii_digit()
+                } else {
+                    s[k].is_ascii_alphabetic()
+                })
             {
                 k += 1;
             }
@@ -74,7 +78,11 @@ pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
         let (s2, e2) = run(b, j);
         if s2 == e2 {
             // Segments of different types: numeric is newer.
-            return if numeric { Ordering::Greater } else { Ordering::Less };
+            return if numeric {
+                Ordering::Greater
+            } else {
+                Ordering::Less
+            };
         }
         let mut x = &a[s1..e1];
         let mut y = &b[s2..e2];
@@ -125,7 +133,11 @@ impl Evr {
             Some(p) => (rest[..p].to_string(), Some(rest[p + 1..].to_string())),
             None => (rest.to_string(), None),
         };
-        Evr { epoch, version, release }
+        Evr {
+            epoch,
+            version,
+            release,
+        }
     }
 
     /// Compares two EVRs; a missing epoch is 0, a missing release on either side is ignored.

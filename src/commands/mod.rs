@@ -4,5 +4,7 @@ pub mod store;
 
 pub struct Context;
 impl Context {
-    pub fn new(_g: &crate::GlobalArgs) -> anyhow::Result<Self> { Ok(Context) }
+    pub fn new(_g: &crate::GlobalArgs) -> anyhow::Result<Self> {
+        Ok(Context)
+    }
 }

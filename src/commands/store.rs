@@ -1,3 +1,7 @@
 #[derive(Debug, clap::Subcommand)]
-pub enum StoreCommand { Stats }
-pub fn run(_ctx: &super::Context, _cmd: StoreCommand) -> anyhow::Result<i32> { Ok(0) }
+pub enum StoreCommand {
+    Stats,
+}
+pub fn run(_ctx: &super::Context, _cmd: StoreCommand) -> anyhow::Result<i32> {
+    Ok(0)
+}

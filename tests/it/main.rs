@@ -1,0 +1,3 @@
+//! Integration tests: drive the real `keel` binary.
+
+mod spec_corpus;
