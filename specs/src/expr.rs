@@ -41,6 +41,9 @@ impl Value {
 
 const MAX_NESTING: usize = 256;
 
+/// Expands macros found inside an expression (`%[...]`).
+pub type Expander<'e> = &'e mut dyn FnMut(&str) -> Result<String, String>;
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Int(i64),
@@ -55,16 +58,13 @@ struct Parser<'a, 'e> {
     pos: usize,
     tok: Tok,
     depth: usize,
-    expand: Option<&'e mut dyn FnMut(&str) -> Result<String, String>>,
+    expand: Option<Expander<'e>>,
     discard: bool,
 }
 
 /// Evaluates an expression. With `expand`, macros inside the expression are expanded
 /// lazily (the `%[...]` form); the error is the message rpm prints.
-pub fn eval(
-    src: &str,
-    expand: Option<&mut dyn FnMut(&str) -> Result<String, String>>,
-) -> Result<Value, String> {
+pub fn eval(src: &str, expand: Option<Expander<'_>>) -> Result<Value, String> {
     let mut p = Parser {
         s: src.as_bytes(),
         pos: 0,

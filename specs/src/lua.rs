@@ -39,10 +39,10 @@ fn new_state(path: &str) -> Result<LuaState, String> {
                 };
                 parts.push(s);
             }
-            if let Some(mut pb) = lua.app_data_mut::<PrintBuf>() {
-                if let Some(top) = pb.0.last_mut() {
-                    top.push_str(&parts.join("\t"));
-                }
+            if let Some(mut pb) = lua.app_data_mut::<PrintBuf>()
+                && let Some(top) = pb.0.last_mut()
+            {
+                top.push_str(&parts.join("\t"));
             }
             Ok(())
         })?;

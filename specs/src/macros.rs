@@ -169,12 +169,12 @@ fn split_quoted(s: &str) -> Vec<String> {
     out
 }
 
+/// Options found (with their arguments) and the remaining operands.
+pub(crate) type Parsed = (Vec<(char, Option<String>)>, Vec<String>);
+
 /// GNU getopt over `args[1..]` (permuting, `--` ends options). Returns the options found
 /// and the remaining operands, or the unknown option character.
-pub(crate) fn getopt(
-    args: &[String],
-    opts: &str,
-) -> Result<(Vec<(char, Option<String>)>, Vec<String>), char> {
+pub(crate) fn getopt(args: &[String], opts: &str) -> Result<Parsed, char> {
     let mut found = Vec::new();
     let mut operands = Vec::new();
     if opts == "-" {
@@ -339,10 +339,8 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
             let mut p = scan_from;
             while p < b.len() {
                 match b[p] {
-                    b'\\' => {
-                        if p + 1 < b.len() {
-                            p += 1;
-                        }
+                    b'\\' if p + 1 < b.len() => {
+                        p += 1;
                     }
                     b'%' => match b.get(p + 1) {
                         Some(b'{') => {
@@ -474,6 +472,10 @@ impl Default for EngineConfig {
     }
 }
 
+/// An expansion failed; the messages are in [`Engine::diags`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failed;
+
 /// A diagnostic: warnings and errors as rpm prints them (without the `error: ` prefix).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Diag {
@@ -546,11 +548,11 @@ impl Engine {
     }
 
     /// Expands `src`; `Err` carries nothing (the messages are in `diags`).
-    pub fn expand(&mut self, src: &str) -> Result<String, ()> {
+    pub fn expand(&mut self, src: &str) -> Result<String, Failed> {
         self.error = false;
         let mut out = String::new();
         self.expand_into(&mut out, src);
-        if self.error { Err(()) } else { Ok(out) }
+        if self.error { Err(Failed) } else { Ok(out) }
     }
 
     /// Expands into a fresh buffer, keeping the error flag of the caller's expansion.
@@ -912,10 +914,8 @@ impl Engine {
             let (mut bc, mut pc, mut xc) = (0i32, 0i32, 0i32);
             while i < s.len() && (bc > 0 || pc > 0 || !is_eol(s[i])) {
                 match s[i] {
-                    b'\\' => {
-                        if i + 1 < s.len() {
-                            i += 1;
-                        }
+                    b'\\' if i + 1 < s.len() => {
+                        i += 1;
                     }
                     b'%' => match s.get(i + 1) {
                         Some(b'{') => {
@@ -980,9 +980,8 @@ impl Engine {
             return consumed;
         }
         let sb = s.get(sbody).copied();
-        if !sb.is_some_and(is_blank)
-            && !(sb == Some(b'\\') && s.get(sbody + 1).copied().is_some_and(is_eol))
-        {
+        let escaped_newline = sb == Some(b'\\') && s.get(sbody + 1).copied().is_some_and(is_eol);
+        if !(sb.is_some_and(is_blank) || escaped_newline) {
             self.warn(format!("Macro %{name} needs whitespace before body"));
         }
         let body = if expand_body {
@@ -1107,31 +1106,23 @@ impl Engine {
                     .to_string(),
             ),
             "exists" => out.push(if Path::new(a1).exists() { '1' } else { '0' }),
-            "expand" => {
-                if !a1.is_empty() {
-                    let a = a1.to_string();
-                    self.expand_into(out, &a);
-                }
+            "expand" if !a1.is_empty() => {
+                let a = a1.to_string();
+                self.expand_into(out, &a);
             }
             "shescape" => {
                 out.push('\'');
                 out.push_str(&a1.replace('\'', "'\\''"));
                 out.push('\'');
             }
-            "uncompress" => {
-                if !a1.is_empty() {
-                    self.expand_into(out, "%__rpmuncompress ");
-                    out.push_str(a1);
-                }
+            "uncompress" if !a1.is_empty() => {
+                self.expand_into(out, "%__rpmuncompress ");
+                out.push_str(a1);
             }
-            "macrobody" => {
-                if !a1.is_empty() {
-                    match self.table.get(a1) {
-                        Some(d) => out.push_str(&d.body.clone()),
-                        None => self.err(format!("no such macro: '{a1}'")),
-                    }
-                }
-            }
+            "macrobody" if !a1.is_empty() => match self.table.get(a1) {
+                Some(d) => out.push_str(&d.body.clone()),
+                None => self.err(format!("no such macro: '{a1}'")),
+            },
             "echo" => self.diags.push(Diag::Notice(a1.to_string())),
             "warn" => {
                 self.diags.push(Diag::Warning(a1.to_string()));
@@ -1140,10 +1131,8 @@ impl Engine {
                 self.diags.push(Diag::Error(a1.to_string()));
                 self.error = true;
             }
-            "verbose" => {
-                if args.len() < 2 {
-                    out.push('0');
-                }
+            "verbose" if args.len() < 2 => {
+                out.push('0');
             }
             "lua" => self.run_lua(out, a1),
             "load" => {
@@ -1212,23 +1201,23 @@ impl Engine {
     }
 
     /// Expands `%{name}`-style text and returns it, keeping the caller's error state.
-    pub fn expand_nested(&mut self, s: &str) -> Result<String, ()> {
+    pub fn expand_nested(&mut self, s: &str) -> Result<String, Failed> {
         let (r, failed) = self.expand_this(s);
         if failed {
             // the caller (Lua) reports its own error
             self.error = false;
-            Err(())
+            Err(Failed)
         } else {
             Ok(r)
         }
     }
 
     /// Expands one parametric macro with explicit arguments (Lua's `macros.name{...}`).
-    pub fn call_with_args(&mut self, name: &str, args: Vec<String>) -> Result<String, ()> {
+    pub fn call_with_args(&mut self, name: &str, args: Vec<String>) -> Result<String, Failed> {
         let mut out = String::new();
         let Some(me) = self.lookup(name) else {
             if builtin(name).is_none() {
-                return Err(());
+                return Err(Failed);
             }
             let saved = self.error;
             self.error = false;
@@ -1240,7 +1229,7 @@ impl Engine {
             self.call_builtin(&mut out, name, &a);
             let failed = self.error;
             self.error = saved;
-            return if failed { Err(()) } else { Ok(out) };
+            return if failed { Err(Failed) } else { Ok(out) };
         };
         let saved = self.error;
         self.error = false;
@@ -1254,7 +1243,7 @@ impl Engine {
         );
         let failed = self.error;
         self.error = saved;
-        if failed { Err(()) } else { Ok(out) }
+        if failed { Err(Failed) } else { Ok(out) }
     }
 }
 

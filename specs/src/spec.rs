@@ -356,7 +356,7 @@ impl<'c> Reader<'c> {
         let e = self.drain_diags();
         match r {
             Ok(v) => Ok(v),
-            Err(()) => Err(e.unwrap_or_else(|| "macro expansion failed".into())),
+            Err(crate::macros::Failed) => Err(e.unwrap_or_else(|| "macro expansion failed".into())),
         }
     }
 
@@ -662,7 +662,7 @@ impl<'c> Reader<'c> {
             }
         }
         if lt.is_if() {
-            let parent = self.stack.last().map_or(true, |r| r.reading);
+            let parent = self.stack.last().is_none_or(|r| r.reading);
             let reading = parent && matched;
             self.stack.push(ReadLevel {
                 reading,
@@ -1265,15 +1265,15 @@ impl<'c> Reader<'c> {
 
     fn parse_files_inner(&mut self, l: &str) -> R<Part> {
         let idx = self.section_package(l, true, false)?;
-        if let Some(i) = idx {
-            if self.packages[i].has_files {
-                let n = self.packages[i].name.clone();
-                self.warnings.push(format!(
-                    "line {}: multiple %files for package '{n}'",
-                    self.line_num
-                ));
-                self.packages[i].files.clear();
-            }
+        if let Some(i) = idx
+            && self.packages[i].has_files
+        {
+            let n = self.packages[i].name.clone();
+            self.warnings.push(format!(
+                "line {}: multiple %files for package '{n}'",
+                self.line_num
+            ));
+            self.packages[i].files.clear();
         }
         let (next, lines) = self.parse_lines(STRIP_COMMENTS)?;
         if let Some(i) = idx {
@@ -2040,10 +2040,10 @@ fn literal_files(line: &str) -> Vec<String> {
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(r.len());
             let mut after = &r[name_end..];
-            if after.starts_with('(') {
-                if let Some(c) = after.find(')') {
-                    after = &after[c + 1..];
-                }
+            if after.starts_with('(')
+                && let Some(c) = after.find(')')
+            {
+                after = &after[c + 1..];
             }
             rest = after;
             continue;
@@ -2058,8 +2058,11 @@ fn literal_files(line: &str) -> Vec<String> {
     out
 }
 
+/// The entries read before the problem, and rpm's message.
+type ChangelogError = (Vec<i64>, String);
+
 /// Changelog entry times, newest first, as rpm validates them.
-fn changelog_times(text: &str) -> Result<(Vec<i64>, Vec<String>), (Vec<i64>, String)> {
+fn changelog_times(text: &str) -> Result<(Vec<i64>, Vec<String>), ChangelogError> {
     let mut times = Vec::new();
     let warns = Vec::new();
     let s = text.trim_start();
@@ -2076,13 +2079,13 @@ fn changelog_times(text: &str) -> Result<(Vec<i64>, Vec<String>), (Vec<i64>, Str
         let Some(t) = parse_changelog_date(date) else {
             return Err((times, format!("bad date in %changelog: {date}")));
         };
-        if let Some(l) = last {
-            if l < t {
-                return Err((
-                    times,
-                    "%changelog not in descending chronological order".into(),
-                ));
-            }
+        if let Some(l) = last
+            && l < t
+        {
+            return Err((
+                times,
+                "%changelog not in descending chronological order".into(),
+            ));
         }
         last = Some(t);
         times.push(t);
