@@ -19,8 +19,39 @@ pub struct LuaState {
 
 struct PrintBuf(Vec<String>);
 
-fn new_state(path: &str) -> Result<LuaState, String> {
+fn new_state(path: &str, contain: Option<&crate::macros::Containment>) -> Result<LuaState, String> {
     let lua = Lua::new();
+    if let Some(c) = contain {
+        lua.set_memory_limit(c.lua_memory)
+            .map_err(|e| e.to_string())?;
+        // no processes, no writes: only what reading a spec needs
+        let locked = || -> mlua::Result<()> {
+            let os: Table = lua.globals().get("os")?;
+            let io: Table = lua.globals().get("io")?;
+            let deny = lua.create_function(|_, ()| -> mlua::Result<()> {
+                Err(mlua::Error::runtime("not permitted while reading a spec"))
+            })?;
+            for f in ["execute", "remove", "rename", "tmpname", "exit"] {
+                os.set(f, deny.clone())?;
+            }
+            for f in ["popen", "output", "lines", "write"] {
+                io.set(f, deny.clone())?;
+            }
+            let real_open: Function = io.get("open")?;
+            io.set(
+                "open",
+                lua.create_function(move |_, (p, m): (String, Option<String>)| {
+                    let m = m.unwrap_or_else(|| "r".into());
+                    if m.contains(['w', 'a', '+']) {
+                        return Err(mlua::Error::runtime("not permitted while reading a spec"));
+                    }
+                    real_open.call::<MultiValue>((p, m))
+                })?,
+            )?;
+            Ok(())
+        };
+        locked().map_err(|e| e.to_string())?;
+    }
     let setup = || -> mlua::Result<()> {
         let package: Table = lua.globals().get("package")?;
         package.set("path", path)?;
@@ -148,7 +179,10 @@ pub(crate) fn add_source(
     num: u32,
 ) -> Result<(), String> {
     if eng.lua.is_none() {
-        eng.lua = Some(new_state(&eng.cfg.lua_path)?);
+        eng.lua = Some(new_state(
+            &eng.cfg.lua_path,
+            eng.cfg.containment.as_deref(),
+        )?);
     }
     let lua = eng
         .lua
@@ -196,7 +230,10 @@ pub(crate) fn run(
     cur: Option<(String, Option<String>, Vec<String>)>,
 ) -> Result<String, String> {
     if eng.lua.is_none() {
-        eng.lua = Some(new_state(&eng.cfg.lua_path)?);
+        eng.lua = Some(new_state(
+            &eng.cfg.lua_path,
+            eng.cfg.containment.as_deref(),
+        )?);
     }
     let lua = eng
         .lua
@@ -231,6 +268,19 @@ pub(crate) fn run(
     }
     if let Some(mut pb) = lua.app_data_mut::<PrintBuf>() {
         pb.0.push(String::new());
+    }
+    if let Some(c) = eng.cfg.containment.as_deref() {
+        let deadline = std::time::Instant::now() + c.lua_timeout;
+        lua.set_hook(
+            mlua::HookTriggers::new().every_nth_instruction(10_000),
+            move |_, _| {
+                if std::time::Instant::now() > deadline {
+                    return Err(mlua::Error::runtime("lua script exceeded its time limit"));
+                }
+                Ok(mlua::VmState::Continue)
+            },
+        )
+        .map_err(|e| e.to_string())?;
     }
     let cell = RefCell::new(eng);
     let globals = lua.globals();

@@ -386,6 +386,8 @@ pub struct ShellRunner {
     pub timeout: Duration,
     /// Optional containment wrapper prepended to argv (e.g. a bwrap command line).
     pub wrapper: Vec<String>,
+    /// Pass the command in `$KEEL_SHELL_CMD` instead of as the last argument.
+    pub pass_in_env: bool,
     cache: Mutex<HashMap<String, String>>,
 }
 
@@ -395,6 +397,7 @@ impl ShellRunner {
             argv,
             timeout,
             wrapper: Vec::new(),
+            pass_in_env: false,
             cache: Mutex::new(HashMap::new()),
         }
     }
@@ -406,38 +409,44 @@ impl ShellRunner {
         }
         let mut argv: Vec<String> = self.wrapper.clone();
         argv.extend(self.argv.iter().cloned());
-        argv.push(cmd.to_string());
+        if !self.pass_in_env {
+            argv.push(cmd.to_string());
+        }
         let mut c = std::process::Command::new(&argv[0]);
+        if self.pass_in_env {
+            c.env("KEEL_SHELL_CMD", cmd);
+        }
         c.args(&argv[1..])
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit());
+        // Its own process group, so a timeout can take down everything it started.
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
         let mut child = c
             .spawn()
             .map_err(|e| format!("Failed to open shell expansion pipe for command: {cmd}: {e}"))?;
         let mut stdout = child.stdout.take().ok_or("no stdout")?;
-        let reader = std::thread::spawn(move || {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             let mut v = Vec::new();
             let _ = std::io::Read::read_to_end(&mut stdout, &mut v);
-            v
+            let _ = tx.send(v);
         });
-        let start = std::time::Instant::now();
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if start.elapsed() > self.timeout => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!(
-                        "shell expansion timed out after {:?}: {cmd}",
-                        self.timeout
-                    ));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
-                Err(e) => return Err(e.to_string()),
+        // The pipe closes when the command and everything holding its stdout are gone.
+        let out = match rx.recv_timeout(self.timeout) {
+            Ok(v) => v,
+            Err(_) => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return Err(format!(
+                    "shell expansion timed out after {:?}: {cmd}",
+                    self.timeout
+                ));
             }
-        }
-        let out = reader.join().unwrap_or_default();
+        };
+        let _ = child.wait();
+        // Leave nothing behind (daemonized children that closed stdout).
+        kill_group(child.id());
         let mut s = String::from_utf8_lossy(&out).into_owned();
         while s.ends_with('\n') || s.ends_with('\r') {
             s.pop();
@@ -449,6 +458,14 @@ impl ShellRunner {
     }
 }
 
+fn kill_group(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    // SAFETY: kill(2) with a negative pid signals a process group; it has no memory effects.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+}
+
 /// What an engine needs from its surroundings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -457,6 +474,72 @@ pub struct EngineConfig {
     pub lua_path: String,
     /// The rpm configuration directory (`%{getconfdir}`).
     pub confdir: PathBuf,
+    /// Limits for specs nobody should trust; `None` behaves like rpm (full rights).
+    pub containment: Option<Arc<Containment>>,
+}
+
+/// What reading an untrusted spec may do.
+///
+/// `%(shell)` runs under bubblewrap (read-only root, private `/tmp` as scratch, no
+/// network, its own session, killed with keel), with the shell runner's wall-clock limit
+/// and a virtual memory limit; Lua gets a memory limit and a wall-clock limit and loses
+/// `os.execute`, `io.popen` and file writes; `%include` and `%{load:}` must resolve inside
+/// `roots`.
+#[derive(Debug, Clone)]
+pub struct Containment {
+    pub roots: Vec<PathBuf>,
+    pub lua_memory: usize,
+    pub lua_timeout: Duration,
+}
+
+impl Containment {
+    /// Whether `p` (resolved) lies inside one of the roots.
+    pub fn allows(&self, p: &Path) -> bool {
+        let Ok(real) = p.canonicalize() else {
+            return false;
+        };
+        self.roots
+            .iter()
+            .any(|r| r.canonicalize().is_ok_and(|r| real.starts_with(r)))
+    }
+}
+
+impl ShellRunner {
+    /// A runner that executes every command inside bubblewrap with no network, a read-only
+    /// view of the filesystem, a private scratch `/tmp`, and `mem_kib` of address space.
+    pub fn contained(timeout: Duration, mem_kib: u64) -> Self {
+        let mut r = ShellRunner::new(
+            vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("ulimit -v {mem_kib} 2>/dev/null; eval \"$KEEL_SHELL_CMD\""),
+            ],
+            timeout,
+        );
+        r.wrapper = [
+            "bwrap",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/var/tmp",
+            "--unshare-all",
+            "--die-with-parent",
+            "--new-session",
+            "--",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        r.pass_in_env = true;
+        r
+    }
 }
 
 impl Default for EngineConfig {
@@ -468,6 +551,7 @@ impl Default for EngineConfig {
             )),
             lua_path: "/usr/lib/rpm//lua/?.lua".into(),
             confdir: PathBuf::from("/usr/lib/rpm"),
+            containment: None,
         }
     }
 }
@@ -1137,6 +1221,12 @@ impl Engine {
             "lua" => self.run_lua(out, a1),
             "load" => {
                 let p = PathBuf::from(a1);
+                if let Some(c) = &self.cfg.containment {
+                    if !c.allows(&p) {
+                        self.err(format!("%{{load:}} outside the allowed directories: {a1}"));
+                        return;
+                    }
+                }
                 let mut t = std::mem::take(&mut self.table);
                 let r = t.load_file(&p, &self.cfg);
                 self.table = t;

@@ -51,6 +51,7 @@ struct Opts {
     shell: Option<String>,
     shell_timeout: Option<u64>,
     lua_path: Option<String>,
+    contain: bool,
 }
 
 const REQ_QF: &str = "[%|VERBOSE?{%{REQUIREFLAGS:deptype}: }:{}|%{REQUIRENEVRS}\\n]";
@@ -124,6 +125,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
                 )
             }
             "--lua-path" => o.lua_path = Some(value(&mut i, &a, &key)?),
+            "--contain" => o.contain = true,
             "-v" | "--verbose" | "--quiet" => {}
             _ if a.starts_with("-D") && a.len() > 2 => {
                 o.setup.cli.push(CliMacro::Define(a[2..].to_string()))
@@ -145,6 +147,38 @@ fn reader_config(o: &Opts) -> anyhow::Result<(ReaderConfig, Vec<String>)> {
     }
     if let Some(p) = &o.lua_path {
         ecfg.lua_path = p.clone();
+    }
+    if o.contain {
+        // untrusted specs: contained %(shell) and Lua, %include/%{load:} only from the
+        // spec directories, the --load directories, the rpm configuration and the cwd
+        let t = Duration::from_secs(o.shell_timeout.unwrap_or(10));
+        ecfg.shell = Arc::new(ShellRunner::contained(t, 2 << 20));
+        let mut roots: Vec<PathBuf> = vec![PathBuf::from("/usr/lib/rpm"), std::env::current_dir()?];
+        for f in &o.files {
+            roots.push(
+                f.parent()
+                    .map(|p| {
+                        if p.as_os_str().is_empty() {
+                            PathBuf::from(".")
+                        } else {
+                            p.to_path_buf()
+                        }
+                    })
+                    .unwrap_or_default(),
+            );
+        }
+        for c in &o.setup.cli {
+            if let CliMacro::Load(p) = c {
+                if let Some(d) = p.parent() {
+                    roots.push(d.to_path_buf());
+                }
+            }
+        }
+        ecfg.containment = Some(Arc::new(keel_specs::macros::Containment {
+            roots,
+            lua_memory: 256 << 20,
+            lua_timeout: t,
+        }));
     }
     let (table, warnings) =
         keel_specs::load_macros(&o.setup, &ecfg).context("failed to set up macros")?;
