@@ -1221,11 +1221,11 @@ impl Engine {
             "lua" => self.run_lua(out, a1),
             "load" => {
                 let p = PathBuf::from(a1);
-                if let Some(c) = &self.cfg.containment {
-                    if !c.allows(&p) {
-                        self.err(format!("%{{load:}} outside the allowed directories: {a1}"));
-                        return;
-                    }
+                if let Some(c) = &self.cfg.containment
+                    && !c.allows(&p)
+                {
+                    self.err(format!("%{{load:}} outside the allowed directories: {a1}"));
+                    return;
                 }
                 let mut t = std::mem::take(&mut self.table);
                 let r = t.load_file(&p, &self.cfg);

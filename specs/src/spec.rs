@@ -656,14 +656,14 @@ impl<'c> Reader<'c> {
                     } else {
                         self.spec_dir.join(p)
                     };
-                    if let Some(c) = &self.cfg.engine.containment {
-                        if !c.allows(&p) {
-                            return Err(format!(
-                                "{fname}:{}: %include outside the allowed directories: {}",
-                                self.line_num,
-                                p.display()
-                            ));
-                        }
+                    if let Some(c) = &self.cfg.engine.containment
+                        && !c.allows(&p)
+                    {
+                        return Err(format!(
+                            "{fname}:{}: %include outside the allowed directories: {}",
+                            self.line_num,
+                            p.display()
+                        ));
                     }
                     self.push_file(p)?;
                     return Ok(Classified::Retry);
