@@ -12,13 +12,15 @@ use keel_specs::{EngineConfig, MacroTable, ReaderConfig, ShellRunner, read_spec}
 const HEAD: &str = "Name: hostile\nVersion: 1\nRelease: 1\nSummary: s\nLicense: MIT\n";
 
 fn contained(root: &Path) -> ReaderConfig {
-    let mut e = EngineConfig::default();
-    e.shell = Arc::new(ShellRunner::contained(Duration::from_secs(2), 1 << 20));
-    e.containment = Some(Arc::new(Containment {
-        roots: vec![root.to_path_buf()],
-        lua_memory: 64 << 20,
-        lua_timeout: Duration::from_secs(2),
-    }));
+    let e = EngineConfig {
+        shell: Arc::new(ShellRunner::contained(Duration::from_secs(2), 1 << 20)),
+        containment: Some(Arc::new(Containment {
+            roots: vec![root.to_path_buf()],
+            lua_memory: 64 << 20,
+            lua_timeout: Duration::from_secs(2),
+        })),
+        ..EngineConfig::default()
+    };
     ReaderConfig::new(MacroTable::new(), e)
 }
 

@@ -168,10 +168,10 @@ fn reader_config(o: &Opts) -> anyhow::Result<(ReaderConfig, Vec<String>)> {
             );
         }
         for c in &o.setup.cli {
-            if let CliMacro::Load(p) = c {
-                if let Some(d) = p.parent() {
-                    roots.push(d.to_path_buf());
-                }
+            if let CliMacro::Load(p) = c
+                && let Some(d) = p.parent()
+            {
+                roots.push(d.to_path_buf());
             }
         }
         ecfg.containment = Some(Arc::new(keel_specs::macros::Containment {
