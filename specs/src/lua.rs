@@ -299,8 +299,8 @@ pub(crate) fn run(
             "define",
             scope.create_function(|_, s: String| {
                 let mut e = cell.borrow_mut();
-                let lvl = e.level();
-                if e.define_str(&s, lvl) { Ok(()) } else { Err(mlua::Error::runtime("error defining macro")) }
+                // rpm.define always defines at level 0, even inside a parametric macro
+                if e.define_str(&s, 0) { Ok(()) } else { Err(mlua::Error::runtime("error defining macro")) }
             })?,
         )?;
         rpm.set(

@@ -49,6 +49,7 @@ const BUILTINS: &[(&str, bool, bool)] = &[
     ("S", true, false),
     ("basename", true, false),
     ("define", true, true),
+    ("defined", true, false),
     ("dirname", true, false),
     ("dnl", true, true),
     ("dump", false, false),
@@ -69,6 +70,7 @@ const BUILTINS: &[(&str, bool, bool)] = &[
     ("suffix", true, false),
     ("trace", false, false),
     ("u2p", true, false),
+    ("undefined", true, false),
     ("shescape", true, false),
     ("uncompress", true, false),
     ("undefine", true, false),
@@ -1129,6 +1131,10 @@ impl Engine {
                 } else {
                     self.table.pop(a1);
                 }
+            }
+            "defined" | "undefined" => {
+                let d = self.table.get(a1).is_some() || builtin(a1).is_some();
+                out.push(if d == (name == "defined") { '1' } else { '0' });
             }
             "P" | "S" => {
                 let src = format!("{}{}", if name == "S" { "%SOURCE" } else { "%PATCH" }, a1);

@@ -318,6 +318,7 @@ struct Reader<'c> {
     warnings: Vec<String>,
     errors: Vec<String>,
     notices: Vec<String>,
+    descriptions: Vec<(usize, String)>,
     autonum_source: i64,
     autonum_patch: i64,
     have_prep: bool,
@@ -1251,13 +1252,24 @@ impl<'c> Reader<'c> {
 
     fn parse_description(&mut self) -> R<Part> {
         let l = self.line.clone();
-        let idx = self.section_package(&l, false, false)?;
+        let lnum = self.line_num;
+        // -l LANG: a translated description (rpm keeps one per language)
+        let words = split_args(&l);
+        let lang = words
+            .iter()
+            .position(|w| w == "-l")
+            .and_then(|p| words.get(p + 1).cloned())
+            .unwrap_or_else(|| "C".into());
+        let idx = self.section_package(&l, true, false)?;
         let (next, _lines) = self.parse_lines(STRIP_TRAILINGSPACE | STRIP_COMMENTS)?;
         if let Some(i) = idx {
-            if self.packages[i].has_description {
-                return Err(format!("line {}: Second description", self.line_num));
+            if self.descriptions.contains(&(i, lang.clone())) {
+                return Err(format!("line {lnum}: Second description"));
             }
-            self.packages[i].has_description = true;
+            self.descriptions.push((i, lang.clone()));
+            if lang == "C" {
+                self.packages[i].has_description = true;
+            }
         }
         Ok(next)
     }
@@ -2164,22 +2176,41 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 /// Reads a spec file. `defines` and macro files are already in `cfg`.
 pub fn read_spec(path: &Path, cfg: &ReaderConfig) -> Result<Spec, SpecError> {
     match read_once(path, cfg, None) {
-        Err(e) if e.message == BUILDARCH_RESTART => {
-            // rpm restarts the parse per BuildArch with %_target_cpu set to it
-            let archs = e.file.to_string_lossy().into_owned();
-            let first = archs.split(' ').next().unwrap_or("noarch").to_string();
-            read_once(path, cfg, Some(first))
+        Err(Restart::Again(archs, table)) => {
+            // rpm restarts the parse per BuildArch with %_target_cpu set to it; macros the
+            // first pass defined before the BuildArch line stay defined.
+            let first = archs.first().cloned().unwrap_or_else(|| "noarch".into());
+            match read_once(path, cfg, Some((first, *table))) {
+                Err(Restart::Again(..)) => Err(SpecError {
+                    file: path.to_path_buf(),
+                    line: 0,
+                    message: "BuildArch restart loop".into(),
+                    notices: Vec::new(),
+                }),
+                Err(Restart::Failed(e)) => Err(e),
+                Ok(s) => Ok(s),
+            }
         }
-        r => r,
+        Err(Restart::Failed(e)) => Err(e),
+        Ok(s) => Ok(s),
     }
+}
+
+enum Restart {
+    Again(Vec<String>, Box<MacroTable>),
+    Failed(SpecError),
 }
 
 fn read_once(
     path: &Path,
     cfg: &ReaderConfig,
-    target_cpu: Option<String>,
-) -> Result<Spec, SpecError> {
-    let mut table = (*cfg.macros).clone();
+    restart: Option<(String, MacroTable)>,
+) -> Result<Spec, Restart> {
+    let target_cpu = restart.as_ref().map(|r| r.0.clone());
+    let mut table = match restart {
+        Some((_, t)) => t,
+        None => (*cfg.macros).clone(),
+    };
     if let Some(cpu) = &target_cpu {
         table.push("_target_cpu", None, cpu, crate::macros::LEVEL_RPMRC);
     }
@@ -2209,6 +2240,7 @@ fn read_once(
         warnings: Vec::new(),
         errors: Vec::new(),
         notices: Vec::new(),
+        descriptions: Vec::new(),
         autonum_source: -1,
         autonum_patch: -1,
         have_prep: false,
@@ -2229,18 +2261,21 @@ fn read_once(
             errors: r.errors,
             notices: r.notices,
         }),
-        Err(m) if m == BUILDARCH_RESTART => Err(SpecError {
-            file: PathBuf::from(r.src.build_archs.join(" ")),
-            line: 0,
-            message: m,
-            notices: Vec::new(),
-        }),
-        Err(m) => Err(SpecError {
+        Err(m) if m == BUILDARCH_RESTART => {
+            while r.files.pop().is_some() {
+                r.eng.table.pop("__file_name");
+            }
+            Err(Restart::Again(
+                r.src.build_archs.clone(),
+                Box::new(std::mem::take(&mut r.eng.table)),
+            ))
+        }
+        Err(m) => Err(Restart::Failed(SpecError {
             file: path.to_path_buf(),
             line: r.line_num,
             message: m,
             notices: r.notices,
-        }),
+        })),
     }
 }
 
