@@ -111,6 +111,9 @@ pub struct ReaderConfig {
     /// Macros loaded from macro files and defines.
     pub macros: Arc<MacroTable>,
     pub engine: EngineConfig,
+    /// Define `%_sourcedir` as each spec's own directory (the Azure Linux layout, where
+    /// sources and patches sit next to the spec), as its toolkit does with `-D`.
+    pub sourcedir_is_specdir: bool,
 }
 
 impl ReaderConfig {
@@ -118,6 +121,7 @@ impl ReaderConfig {
         ReaderConfig {
             macros: Arc::new(macros),
             engine,
+            sourcedir_is_specdir: false,
         }
     }
 }
@@ -1494,10 +1498,15 @@ impl<'c> Reader<'c> {
         if self.have_changelog {
             return Err(format!("line {}: second %changelog", self.line_num));
         }
-        self.have_changelog = true;
         let (next, lines) = self.parse_lines(STRIP_COMMENTS)?;
         let text: String = lines.concat();
-        match changelog_times(&text) {
+        let r = changelog_times(&text);
+        // rpm refuses a second %changelog only once one has produced entries
+        let entries = match &r {
+            Ok((t, _)) | Err((t, _)) => !t.is_empty(),
+        };
+        self.have_changelog |= entries;
+        match r {
             Ok((times, warns)) => {
                 self.warnings.extend(warns);
                 self.src.changelog_newest = times.first().copied();
@@ -2213,6 +2222,20 @@ fn read_once(
     };
     if let Some(cpu) = &target_cpu {
         table.push("_target_cpu", None, cpu, crate::macros::LEVEL_RPMRC);
+    }
+    if cfg.sourcedir_is_specdir && target_cpu.is_none() {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
+        table.push(
+            "_sourcedir",
+            None,
+            &dir.to_string_lossy(),
+            crate::macros::LEVEL_CMDLINE,
+        );
     }
     table.push("_docdir", None, "%{_defaultdocdir}", LEVEL_SPEC);
     table.push("_licensedir", None, "%{_defaultlicensedir}", LEVEL_SPEC);

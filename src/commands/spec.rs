@@ -52,6 +52,7 @@ struct Opts {
     shell_timeout: Option<u64>,
     lua_path: Option<String>,
     contain: bool,
+    sourcedir_is_specdir: bool,
 }
 
 const REQ_QF: &str = "[%|VERBOSE?{%{REQUIREFLAGS:deptype}: }:{}|%{REQUIRENEVRS}\\n]";
@@ -126,6 +127,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             }
             "--lua-path" => o.lua_path = Some(value(&mut i, &a, &key)?),
             "--contain" => o.contain = true,
+            "--sourcedir-is-specdir" => o.sourcedir_is_specdir = true,
             "-v" | "--verbose" | "--quiet" => {}
             _ if a.starts_with("-D") && a.len() > 2 => {
                 o.setup.cli.push(CliMacro::Define(a[2..].to_string()))
@@ -195,7 +197,8 @@ pub fn run(_ctx: &super::Context, args: SpecArgs) -> anyhow::Result<i32> {
         None => args.args,
     };
     let o = parse_args(&argv)?;
-    let (cfg, _warnings) = reader_config(&o)?;
+    let (mut cfg, _warnings) = reader_config(&o)?;
+    cfg.sourcedir_is_specdir = o.sourcedir_is_specdir;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut err = std::io::stderr().lock();
