@@ -53,6 +53,7 @@ struct Opts {
     lua_path: Option<String>,
     contain: bool,
     sourcedir_is_specdir: bool,
+    passes: usize,
 }
 
 const REQ_QF: &str = "[%|VERBOSE?{%{REQUIREFLAGS:deptype}: }:{}|%{REQUIRENEVRS}\\n]";
@@ -128,6 +129,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             "--lua-path" => o.lua_path = Some(value(&mut i, &a, &key)?),
             "--contain" => o.contain = true,
             "--sourcedir-is-specdir" => o.sourcedir_is_specdir = true,
+            "--passes" => o.passes = value(&mut i, &a, &key)?.parse().context("--passes")?,
             "-v" | "--verbose" | "--quiet" => {}
             _ if a.starts_with("-D") && a.len() > 2 => {
                 o.setup.cli.push(CliMacro::Define(a[2..].to_string()))
@@ -214,6 +216,20 @@ pub fn run(_ctx: &super::Context, args: SpecArgs) -> anyhow::Result<i32> {
                 .iter()
                 .flat_map(|d| keel_specs::find_specs(d))
                 .collect();
+            // --passes N re-reads the tree in the same process: later passes show the cost
+            // with every %(shell) result already cached.
+            for pass in 1..o.passes {
+                let t = std::time::Instant::now();
+                specs.par_iter().for_each(|p| {
+                    let _ = keel_specs::read_spec(p, &cfg);
+                });
+                let _ = writeln!(
+                    err,
+                    "pass {pass}: read {} specs in {:.2}s",
+                    specs.len(),
+                    t.elapsed().as_secs_f64()
+                );
+            }
             let start = std::time::Instant::now();
             let results: Vec<_> = specs
                 .par_iter()
