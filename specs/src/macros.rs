@@ -40,7 +40,10 @@ pub struct MacroDef {
 /// Macro name to its stack of definitions (last is current).
 #[derive(Debug, Clone, Default)]
 pub struct MacroTable {
-    map: HashMap<String, Vec<Arc<MacroDef>>>,
+    /// Definitions shared by every clone (the loaded macro files).
+    base: Arc<Stacks>,
+    /// This table's changes: a name present here shadows `base` entirely.
+    map: Stacks,
 }
 
 const BUILTINS: &[(&str, bool, bool)] = &[
@@ -225,13 +228,18 @@ pub(crate) fn getopt(args: &[String], opts: &str) -> Result<Parsed, char> {
     Ok((found, operands))
 }
 
+type Stacks = HashMap<String, Vec<Arc<MacroDef>>>;
+
 impl MacroTable {
     pub fn new() -> Self {
         Self::default()
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<MacroDef>> {
-        self.map.get(name).and_then(|v| v.last())
+        match self.map.get(name) {
+            Some(v) => v.last(),
+            None => self.base.get(name).and_then(|v| v.last()),
+        }
     }
 
     pub fn is_defined(&self, name: &str) -> bool {
@@ -264,29 +272,59 @@ impl MacroTable {
         );
     }
 
-    fn push_def(&mut self, name: &str, def: MacroDef) {
+    /// The overlay stack for `name`, copied from the shared base on first change.
+    fn stack_mut(&mut self, name: &str) -> &mut Vec<Arc<MacroDef>> {
+        let base = &self.base;
         self.map
             .entry(name.to_string())
-            .or_default()
-            .push(Arc::new(def));
+            .or_insert_with(|| base.get(name).cloned().unwrap_or_default())
+    }
+
+    fn push_def(&mut self, name: &str, def: MacroDef) {
+        self.stack_mut(name).push(Arc::new(def));
     }
 
     pub fn pop(&mut self, name: &str) {
-        if let Some(v) = self.map.get_mut(name) {
-            v.pop();
+        if self.get(name).is_some() {
+            // an empty overlay stack hides the base entry
+            self.stack_mut(name).pop();
+        }
+    }
+
+    /// Moves every change into the shared base, so clones of this table (one per spec)
+    /// copy only what that spec changes.
+    pub fn freeze(&mut self) {
+        if self.map.is_empty() {
+            return;
+        }
+        let mut base: Stacks = (*self.base).clone();
+        for (k, v) in self.map.drain() {
             if v.is_empty() {
-                self.map.remove(name);
+                base.remove(&k);
+            } else {
+                base.insert(k, v);
             }
         }
+        self.base = Arc::new(base);
     }
 
     /// Number of distinct names defined.
     pub fn len(&self) -> usize {
-        self.map.len()
+        let hidden = self
+            .map
+            .iter()
+            .filter(|(k, v)| v.is_empty() && self.base.contains_key(*k))
+            .count();
+        let added = self
+            .map
+            .iter()
+            .filter(|(k, v)| !v.is_empty() && !self.base.contains_key(*k))
+            .count();
+        self.base.len() + added - hidden
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
     }
 
     /// Loads a macro file the way rpm does: logical lines (with `\` continuations and open
@@ -1413,7 +1451,7 @@ mod tests {
         check(&[], "%{url2path:https://x.org/a/b.tgz}", "/a/b.tgz");
         check(&[], "%(echo hi)", "hi");
         check(&["f(a) %{-a:yes}%{!-a:no}"], "%f -a\n%f", "yes\nno");
-        check(&[], "%{defined:x}", "%{defined:x}");
+        check(&[], "%{defined:x} %{undefined:x} %{len:x}", "0 1 %{len:x}");
     }
 
     #[test]

@@ -656,7 +656,9 @@ impl<'c> Reader<'c> {
                         ));
                     }
                     let p = PathBuf::from(f);
-                    let p = if p.is_absolute() {
+                    // rpm opens a relative path from the working directory; keel falls
+                    // back to the spec's directory, so a tree can be read from anywhere
+                    let p = if p.is_absolute() || p.exists() {
                         p
                     } else {
                         self.spec_dir.join(p)
