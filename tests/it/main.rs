@@ -1,3 +1,0 @@
-//! Integration tests: drive the real `keel` binary.
-
-mod spec_corpus;
