@@ -4,5 +4,5 @@
 
 mod support;
 
-mod store;
 mod spec_corpus;
+mod store;
