@@ -179,10 +179,9 @@ pub(crate) fn add_source(
     num: u32,
 ) -> Result<(), String> {
     if eng.lua.is_none() {
-        eng.lua = Some(new_state(
-            &eng.cfg.lua_path,
-            eng.cfg.containment.as_deref(),
-        )?);
+        // most specs never run Lua: keep the entries until a Lua state is needed
+        eng.pending_sources.push((is_patch, path.to_string(), num));
+        return Ok(());
     }
     let lua = eng
         .lua
@@ -234,6 +233,9 @@ pub(crate) fn run(
             &eng.cfg.lua_path,
             eng.cfg.containment.as_deref(),
         )?);
+        for (is_patch, path, num) in std::mem::take(&mut eng.pending_sources) {
+            add_source(eng, is_patch, &path, num)?;
+        }
     }
     let lua = eng
         .lua

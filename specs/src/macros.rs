@@ -625,6 +625,8 @@ pub struct Engine {
     /// (level, name) of every definition pushed above the global level, to pop on return.
     scoped: Vec<(i32, String)>,
     pub(crate) lua: Option<crate::lua::LuaState>,
+    /// `SourceN`/`PatchN` entries for the Lua tables, held until a Lua state exists.
+    pub(crate) pending_sources: Vec<(bool, String, u32)>,
     /// Extra macro files loaded with `%{load:}`.
     pub loaded: Vec<PathBuf>,
 }
@@ -642,6 +644,7 @@ impl Engine {
             cur: None,
             scoped: Vec::new(),
             lua: None,
+            pending_sources: Vec::new(),
             loaded: Vec::new(),
         }
     }
