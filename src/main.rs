@@ -55,6 +55,8 @@ pub enum Command {
     /// Work with the content-addressed store
     #[command(subcommand)]
     Store(commands::store::StoreCommand),
+    /// Read spec files like rpmspec (-P, -q) or check a tree (check DIR...)
+    Spec(commands::spec::SpecArgs),
 }
 
 fn main() {
@@ -77,5 +79,6 @@ fn run() -> anyhow::Result<i32> {
     let ctx = commands::Context::new(&cli.global)?;
     match cli.command {
         Command::Store(cmd) => commands::store::run(&ctx, cmd),
+        Command::Spec(args) => commands::spec::run(&ctx, args),
     }
 }

@@ -1,5 +1,6 @@
 //! One module per command. Each takes the [`Context`] and returns an exit code.
 
+pub mod spec;
 pub mod store;
 
 use std::path::PathBuf;

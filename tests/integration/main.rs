@@ -4,4 +4,5 @@
 
 mod support;
 
+mod spec_corpus;
 mod store;
