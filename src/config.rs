@@ -1,1 +1,111 @@
+//! The tree config, `keel.toml`, at the root of a distribution tree.
+//!
+//! Found with `-C DIR`, else by searching upwards from the current directory, like cargo
+//! finds `Cargo.toml`. Unknown keys are errors that name the key, so a typo never silently
+//! does nothing.
 
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+pub const FILE_NAME: &str = "keel.toml";
+
+/// `keel.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeConfig {
+    #[serde(default)]
+    pub store: StoreSection,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// The store directory, relative to the tree root.
+    pub dir: Option<PathBuf>,
+}
+
+/// A loaded tree: its root directory and its config.
+#[derive(Debug)]
+pub struct Tree {
+    pub root: PathBuf,
+    pub config: TreeConfig,
+}
+
+impl Tree {
+    /// Loads `keel.toml` from `dir`.
+    pub fn load(dir: &Path) -> anyhow::Result<Tree> {
+        let path = dir.join(FILE_NAME);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        let config: TreeConfig =
+            toml::from_str(&text).with_context(|| format!("failed to parse {}", path.display()))?;
+        Ok(Tree {
+            root: dir.to_owned(),
+            config,
+        })
+    }
+
+    /// The tree for `-C DIR`, else the nearest `keel.toml` above the current directory.
+    pub fn find(explicit: Option<&Path>) -> anyhow::Result<Option<Tree>> {
+        if let Some(dir) = explicit {
+            if !dir.join(FILE_NAME).is_file() {
+                anyhow::bail!("{} has no {FILE_NAME}", dir.display());
+            }
+            return Tree::load(dir).map(Some);
+        }
+        let cwd = std::env::current_dir().context("failed to read the current directory")?;
+        for dir in cwd.ancestors() {
+            if dir.join(FILE_NAME).is_file() {
+                return Tree::load(dir).map(Some);
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The store directory: `--store`/`KEEL_STORE`, else `keel.toml`'s `store.dir`, else
+/// `$XDG_CACHE_HOME/keel`, else `~/.cache/keel`.
+pub fn store_dir(flag: Option<&Path>, tree: Option<&Tree>) -> anyhow::Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_owned());
+    }
+    if let Some(t) = tree
+        && let Some(d) = &t.config.store.dir
+    {
+        return Ok(t.root.join(d));
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("keel"));
+    }
+    let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).context(
+        "cannot choose a store directory: none of --store, KEEL_STORE, keel.toml's store.dir, XDG_CACHE_HOME or HOME is set",
+    )?;
+    Ok(PathBuf::from(home).join(".cache").join("keel"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = toml::from_str::<TreeConfig>("[store]\ndirr = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("dirr"), "{err}");
+    }
+
+    #[test]
+    fn flag_beats_tree_config() {
+        let tree = Tree {
+            root: "/t".into(),
+            config: toml::from_str("[store]\ndir = \"cache\"").unwrap(),
+        };
+        assert_eq!(
+            store_dir(Some(Path::new("/s")), Some(&tree)).unwrap(),
+            Path::new("/s")
+        );
+        assert_eq!(store_dir(None, Some(&tree)).unwrap(), Path::new("/t/cache"));
+    }
+}

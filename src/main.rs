@@ -34,7 +34,13 @@ pub struct GlobalArgs {
     #[arg(short = 'C', long = "tree", global = true, value_name = "DIR")]
     pub tree: Option<PathBuf>,
     /// Worker threads for hashing and parallel work [default: number of CPUs]
-    #[arg(short = 'j', long = "jobs", global = true, env = "KEEL_JOBS", value_name = "N")]
+    #[arg(
+        short = 'j',
+        long = "jobs",
+        global = true,
+        env = "KEEL_JOBS",
+        value_name = "N"
+    )]
     pub jobs: Option<usize>,
     /// Machine-readable JSON on stdout
     #[arg(long, global = true)]
@@ -66,7 +72,9 @@ fn run() -> anyhow::Result<i32> {
     output::init_logging();
     if let Some(jobs) = cli.global.jobs {
         // Only fails when a pool was already built, which nothing does before this point.
-        let _ = rayon::ThreadPoolBuilder::new().num_threads(jobs.max(1)).build_global();
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .build_global();
     }
     let ctx = commands::Context::new(&cli.global)?;
     match cli.command {

@@ -1,8 +1,59 @@
-//! One module per command.
+//! One module per command. Each takes the [`Context`] and returns an exit code.
+
 pub mod spec;
 pub mod store;
 
-pub struct Context;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+
+use crate::config::{self, Tree};
+use crate::output::Output;
+
+/// What every command may need: the output layer, the tree, and the store's location.
+#[derive(Debug)]
+pub struct Context {
+    pub out: Output,
+    pub tree: Option<Tree>,
+    store_flag: Option<PathBuf>,
+}
+
 impl Context {
-    pub fn new(_g: &crate::GlobalArgs) -> anyhow::Result<Self> { Ok(Context) }
+    pub fn new(g: &crate::GlobalArgs) -> anyhow::Result<Context> {
+        let tree = Tree::find(g.tree.as_deref())?;
+        Ok(Context {
+            out: Output {
+                json: g.json,
+                quiet: g.quiet,
+            },
+            tree,
+            store_flag: g.store.clone(),
+        })
+    }
+
+    /// The store's directory (not opened).
+    pub fn store_dir(&self) -> anyhow::Result<PathBuf> {
+        config::store_dir(self.store_flag.as_deref(), self.tree.as_ref())
+    }
+
+    /// Opens the store, telling the user when another keel holds it and this one waits.
+    pub fn open_store(&self) -> anyhow::Result<keel_store::Store> {
+        let dir = self.store_dir()?;
+        let out = self.out;
+        let opts = keel_store::StoreOptions {
+            on_blocked: Some(Box::new(move |path, holder| {
+                let who = if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (held by {holder})")
+                };
+                out.status(&format!(
+                    "    Blocking waiting for file lock on store {}{who}",
+                    path.display()
+                ));
+            })),
+        };
+        keel_store::Store::open_with(&dir, opts)
+            .with_context(|| format!("failed to open the store at {}", dir.display()))
+    }
 }

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Installs the system tools keel's demo or test suite needs, when they are missing.
+# Usage: scripts/install-deps.sh demo|test
+# Debian/Ubuntu (apt-get) and Fedora/Azure Linux (dnf or tdnf). Needs root to install;
+# says exactly what is missing otherwise.
+set -euo pipefail
+
+what=${1:?usage: install-deps.sh demo|test}
+
+# command-to-check  debian-package  rpm-package
+demo_tools=(
+  "rpmbuild rpm rpm-build"
+  "rpmspec rpm rpm-build"
+)
+test_tools=(
+  "${demo_tools[@]}"
+  "b3sum b3sum b3sum"
+  "bwrap bubblewrap bubblewrap"
+  "/usr/bin/time time time"
+  "unshare util-linux util-linux"
+  "flock util-linux util-linux"
+)
+
+case "$what" in
+  demo) tools=("${demo_tools[@]}") ;;
+  test) tools=("${test_tools[@]}") ;;
+  *) echo "install-deps.sh: unknown set '$what' (demo or test)" >&2; exit 2 ;;
+esac
+
+if command -v apt-get >/dev/null; then pm=apt; col=1
+elif command -v tdnf >/dev/null; then pm=tdnf; col=2
+elif command -v dnf >/dev/null; then pm=dnf; col=2
+else pm=none; col=1
+fi
+
+missing=()
+for entry in "${tools[@]}"; do
+  read -r -a f <<<"$entry"
+  if ! command -v "${f[0]}" >/dev/null 2>&1; then
+    missing+=("${f[$((col + 1))]}")
+  fi
+done
+# De-duplicate.
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk 'NF && !seen[$0]++')
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo is not installed. keel needs Rust 1.95 or newer: install it with rustup" >&2
+  echo "       (https://rustup.rs), then run this again." >&2
+  exit 1
+fi
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "error: these packages are missing and installing them needs root: ${missing[*]}" >&2
+  echo "       run 'make $what' as root, or install them yourself with your package manager." >&2
+  exit 1
+fi
+
+echo "Installing ${missing[*]} with $pm" >&2
+case "$pm" in
+  apt)
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    ;;
+  tdnf) tdnf install -y "${missing[@]}" ;;
+  dnf) dnf install -y "${missing[@]}" ;;
+  none)
+    echo "error: no apt-get, dnf or tdnf here; install these yourself: ${missing[*]}" >&2
+    exit 1
+    ;;
+esac

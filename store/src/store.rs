@@ -1,0 +1,648 @@
+//! The [`Store`] handle: opening, locking, the index, and blobs.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::digest::{BlobDigest, BlobKind, Digest, DigestKind};
+use crate::error::{Result, StoreError};
+use crate::object::{self, CompressHint, ObjectKind, ObjectWriter, ReadFailure, VerifyingReader};
+
+/// The store directory's layout version, in its `FORMAT` file.
+pub const STORE_FORMAT: u32 = 1;
+const FORMAT_FILE: &str = "FORMAT";
+const LOCK_FILE: &str = "lock";
+const INDEX_DIR: &str = "index";
+/// The layout of the sled index's tables; a different value means "rebuild it".
+const INDEX_FORMAT: u8 = 1;
+/// sled caches up to 1 GiB by default; keel's index is small and read mostly once per
+/// process, and memory is better spent on builds.
+const INDEX_CACHE_BYTES: u64 = 16 << 20;
+pub(crate) const TMP_DIR: &str = "tmp";
+pub(crate) const QUARANTINE_DIR: &str = "quarantine";
+
+/// Blobs up to this size are read fully and verified before [`Store::write_blob_to`] writes
+/// any byte; larger ones are verified in a first pass and streamed in a second.
+const CAT_BUFFER_LIMIT: u64 = 32 << 20;
+/// The read size when storing: large enough for BLAKE3's threads to share the hashing.
+const INGEST_BUFFER: usize = 4 << 20;
+
+/// Counters kept for `keel store stats`, summed over the store's lifetime.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub ac_hits: AtomicU64,
+    pub ac_misses: AtomicU64,
+    pub stat_hits: AtomicU64,
+    pub stat_misses: AtomicU64,
+    pub blobs_written: AtomicU64,
+    pub blobs_deduplicated: AtomicU64,
+    pub objects_read: AtomicU64,
+    pub damaged_on_read: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) const NAMES: [&'static str; 8] = [
+        "ac_hits",
+        "ac_misses",
+        "stat_hits",
+        "stat_misses",
+        "blobs_written",
+        "blobs_deduplicated",
+        "objects_read",
+        "damaged_on_read",
+    ];
+
+    pub(crate) fn all(&self) -> [&AtomicU64; 8] {
+        [
+            &self.ac_hits,
+            &self.ac_misses,
+            &self.stat_hits,
+            &self.stat_misses,
+            &self.blobs_written,
+            &self.blobs_deduplicated,
+            &self.objects_read,
+            &self.damaged_on_read,
+        ]
+    }
+}
+
+/// Called when the store's lock is held by another process: gets the store's path and what
+/// the holder wrote about itself.
+pub type OnBlocked = Box<dyn FnOnce(&Path, &str) + Send>;
+
+/// How to open a store.
+#[derive(Default)]
+pub struct StoreOptions {
+    /// Called once, before blocking, when another process holds the store's lock; gets the
+    /// store's path and what the holder wrote about itself ("pid 123: keel build").
+    pub on_blocked: Option<OnBlocked>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions").finish_non_exhaustive()
+    }
+}
+
+/// A content-addressed store rooted at one directory, owned by this process while open.
+///
+/// Dropping it flushes the index and releases the lock.
+pub struct Store {
+    pub(crate) root: PathBuf,
+    pub(crate) db: sled::Db,
+    pub(crate) ac: sled::Tree,
+    pub(crate) stat: sled::Tree,
+    pub(crate) roots: sled::Tree,
+    pub(crate) meta: sled::Tree,
+    pub(crate) atime: sled::Tree,
+    pub(crate) counters: Counters,
+    /// Last-use times not yet written to the index, by (kind, hash).
+    pub(crate) pending_atime: Mutex<HashMap<(u8, [u8; 32]), u64>>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub(crate) fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`, waiting for another process's lock.
+    pub fn open(root: &Path) -> Result<Store> {
+        Store::open_with(root, StoreOptions::default())
+    }
+
+    /// Opens the store with options.
+    pub fn open_with(root: &Path, opts: StoreOptions) -> Result<Store> {
+        fs::create_dir_all(root).map_err(StoreError::io("create store directory", root))?;
+        let root =
+            fs::canonicalize(root).map_err(StoreError::io("resolve store directory", root))?;
+        let lock = acquire_lock(&root, opts.on_blocked)?;
+        check_format(&root)?;
+        for dir in [TMP_DIR, QUARANTINE_DIR] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(StoreError::io("create directory", &p))?;
+        }
+        for kind in ObjectKind::ALL {
+            let p = root.join(kind.dir_name());
+            fs::create_dir_all(&p).map_err(StoreError::io("create directory", &p))?;
+        }
+        let (db, rebuilt) = open_index(&root)?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|source| StoreError::Index {
+                path: root.join(INDEX_DIR),
+                source,
+            })
+        };
+        let store = Store {
+            ac: tree("ac")?,
+            stat: tree("stat")?,
+            roots: tree("roots")?,
+            meta: tree("meta")?,
+            atime: tree("atime")?,
+            db,
+            root,
+            counters: Counters::default(),
+            pending_atime: Mutex::new(HashMap::new()),
+            _lock: lock,
+        };
+        // A process that died while it held the store may have recorded actions whose
+        // index entries never reached the disk: the record files are the truth, so index
+        // them again. The same after the index itself had to be rebuilt.
+        let unclean = store
+            .meta
+            .get(b"open")
+            .ok()
+            .flatten()
+            .is_some_and(|v| v.as_ref() == [1]);
+        // An index that opens but never had its format stamped is new (or was silently
+        // emptied): records already on disk must be indexed.
+        let stamped = store.meta.get(b"index-format").ok().flatten().is_some();
+        let rebuilt = rebuilt || (!stamped && has_records(&store.root));
+        if unclean || rebuilt {
+            let n = store.reindex_records()?;
+            tracing::info!(records = n, unclean, rebuilt, "re-indexed action records");
+        }
+        store
+            .meta
+            .insert(b"index-format", &[INDEX_FORMAT])
+            .map_err(|e| store.index_err(e))?;
+        store
+            .meta
+            .insert(b"open", &[1u8])
+            .map_err(|e| store.index_err(e))?;
+        store.db.flush().map_err(|e| store.index_err(e))?;
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(crate) fn index_err(&self, source: sled::Error) -> StoreError {
+        StoreError::Index {
+            path: self.root.join(INDEX_DIR),
+            source,
+        }
+    }
+
+    pub(crate) fn tmp_dir(&self) -> PathBuf {
+        self.root.join(TMP_DIR)
+    }
+
+    pub(crate) fn path_of<K: DigestKind>(&self, kind: ObjectKind, digest: &Digest<K>) -> PathBuf {
+        object::object_path(&self.root, kind, &digest.to_hex())
+    }
+
+    pub(crate) fn touch(&self, kind: ObjectKind, hash: &[u8; 32]) {
+        if let Ok(mut m) = self.pending_atime.lock() {
+            m.insert((kind.byte(), *hash), now_secs());
+        }
+    }
+
+    /// Writes pending last-use times and counters to the index, and flushes it.
+    pub fn flush(&self) -> Result<()> {
+        let pending = match self.pending_atime.lock() {
+            Ok(mut m) => std::mem::take(&mut *m),
+            Err(_) => HashMap::new(),
+        };
+        let mut batch = sled::Batch::default();
+        for ((kind, hash), secs) in pending {
+            let mut k = Vec::with_capacity(33);
+            k.push(kind);
+            k.extend_from_slice(&hash);
+            batch.insert(k, &secs.to_le_bytes());
+        }
+        self.atime
+            .apply_batch(batch)
+            .map_err(|e| self.index_err(e))?;
+        for (name, counter) in Counters::NAMES.iter().zip(self.counters.all()) {
+            let add = counter.swap(0, Ordering::Relaxed);
+            if add == 0 {
+                continue;
+            }
+            let key = format!("counter/{name}");
+            self.meta
+                .update_and_fetch(key.as_bytes(), |old| {
+                    let old = old
+                        .and_then(|o| o.try_into().ok())
+                        .map(u64::from_le_bytes)
+                        .unwrap_or(0);
+                    Some((old + add).to_le_bytes().to_vec())
+                })
+                .map_err(|e| self.index_err(e))?;
+        }
+        self.db.flush().map_err(|e| self.index_err(e))?;
+        Ok(())
+    }
+
+    // ---- blobs ------------------------------------------------------------------------
+
+    /// Stores `bytes` as a blob.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<BlobDigest> {
+        let digest = BlobDigest::of_bytes(bytes);
+        if self.has_object(ObjectKind::Blob, &digest) {
+            self.counters
+                .blobs_deduplicated
+                .fetch_add(1, Ordering::Relaxed);
+            self.touch(ObjectKind::Blob, digest.hash());
+            return Ok(digest);
+        }
+        self.put_object::<BlobKind>(ObjectKind::Blob, CompressHint::Auto, |w| w.write(bytes))
+    }
+
+    /// Stores everything `reader` yields as a blob, streaming: memory use does not grow
+    /// with the size of the input.
+    pub fn put_reader(&self, reader: impl Read, hint: CompressHint) -> Result<BlobDigest> {
+        self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| stream_into(w, reader))
+    }
+
+    /// Stores a file's contents as a blob. A file the stat cache knows unchanged, whose
+    /// blob is already stored, is not read at all.
+    pub fn put_file(&self, path: &Path) -> Result<BlobDigest> {
+        if let Some(digest) = self.stat_lookup(path)?.digest()
+            && self.has_object(ObjectKind::Blob, &digest)
+        {
+            self.counters
+                .blobs_deduplicated
+                .fetch_add(1, Ordering::Relaxed);
+            self.touch(ObjectKind::Blob, digest.hash());
+            return Ok(digest);
+        }
+        let file = File::open(path).map_err(StoreError::io("open", path))?;
+        let before = file.metadata().map_err(StoreError::io("stat", path))?;
+        // Plain reads into one buffer rather than memory maps: mapped pages of a source
+        // file were seen to stay resident while the kernel was under dirty-page pressure,
+        // which broke the bounded-memory promise. Reading costs one copy, which the write
+        // to the store needs anyway.
+        let hint = CompressHint::for_path(path);
+        let digest =
+            self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| stream_into(w, &file))?;
+        self.stat_record(path, &before, digest)?;
+        Ok(digest)
+    }
+
+    pub(crate) fn put_object<K: DigestKind>(
+        &self,
+        kind: ObjectKind,
+        hint: CompressHint,
+        fill: impl FnOnce(&mut ObjectWriter<K>) -> io::Result<()>,
+    ) -> Result<Digest<K>> {
+        let tmp_dir = self.tmp_dir();
+        let mut w = ObjectWriter::<K>::new(&tmp_dir, kind, hint)
+            .map_err(StoreError::io("create temporary object in", &tmp_dir))?;
+        fill(&mut w).map_err(StoreError::io("write temporary object in", &tmp_dir))?;
+        let (digest, tmp) = w
+            .finish()
+            .map_err(StoreError::io("write temporary object in", &tmp_dir))?;
+        let dest = self.path_of(kind, &digest);
+        let created = object::persist(tmp, &dest)
+            .map_err(StoreError::io("move object into place at", &dest))?;
+        if kind == ObjectKind::Blob {
+            let c = if created {
+                &self.counters.blobs_written
+            } else {
+                &self.counters.blobs_deduplicated
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        self.touch(kind, digest.hash());
+        Ok(digest)
+    }
+
+    /// Whether an object is present (not whether it is intact: reads verify that).
+    pub(crate) fn has_object<K: DigestKind>(&self, kind: ObjectKind, digest: &Digest<K>) -> bool {
+        self.path_of(kind, digest).is_file()
+    }
+
+    /// Whether the blob is present in the store.
+    pub fn contains_blob(&self, digest: &BlobDigest) -> bool {
+        self.has_object(ObjectKind::Blob, digest)
+    }
+
+    /// Opens an object for verified reading, quarantining it when its header is damaged.
+    pub(crate) fn open_object<K: DigestKind>(
+        &self,
+        kind: ObjectKind,
+        digest: &Digest<K>,
+    ) -> Result<VerifyingReader<K>> {
+        let path = self.path_of(kind, digest);
+        match VerifyingReader::open(&path, kind, *digest) {
+            Ok(r) => {
+                self.counters.objects_read.fetch_add(1, Ordering::Relaxed);
+                self.touch(kind, digest.hash());
+                Ok(r)
+            }
+            Err(f) => Err(self.read_failure(kind, &digest.to_hex(), path, f)),
+        }
+    }
+
+    /// Turns a failed read into an error, quarantining a damaged object so that it is never
+    /// served and the next put of the same content writes a good copy.
+    pub(crate) fn read_failure(
+        &self,
+        kind: ObjectKind,
+        hex: &str,
+        path: PathBuf,
+        f: ReadFailure,
+    ) -> StoreError {
+        match f {
+            ReadFailure::Missing => StoreError::NotFound {
+                kind: kind.name(),
+                digest: hex.to_owned(),
+            },
+            ReadFailure::Io(source) => StoreError::Io {
+                action: "read object",
+                path,
+                source,
+            },
+            ReadFailure::Damaged(why) => {
+                self.counters
+                    .damaged_on_read
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%hex, path = %path.display(), %why, "damaged object quarantined");
+                self.quarantine(kind, hex, &path);
+                StoreError::Damaged {
+                    kind: kind.name(),
+                    digest: hex.to_owned(),
+                    path,
+                    why,
+                }
+            }
+        }
+    }
+
+    /// Moves a damaged object out of the way (into `quarantine/new/`, where `verify`
+    /// reports it).
+    pub(crate) fn quarantine(&self, kind: ObjectKind, hex: &str, path: &Path) {
+        let dir = self.root.join(QUARANTINE_DIR).join("new");
+        let _ = fs::create_dir_all(&dir);
+        let dest = dir.join(format!("{}-{hex}-{}", kind.dir_name(), now_millis()));
+        if let Err(e) = fs::rename(path, &dest) {
+            // Could not move it: delete it rather than leave it to be served.
+            tracing::warn!(path = %path.display(), error = %e, "could not quarantine; removing");
+            let _ = fs::remove_file(path);
+        }
+    }
+
+    /// Reads a whole object, verified, into memory.
+    pub(crate) fn read_object<K: DigestKind>(
+        &self,
+        kind: ObjectKind,
+        digest: &Digest<K>,
+    ) -> Result<Vec<u8>> {
+        let mut r = self.open_object(kind, digest)?;
+        let mut out = Vec::with_capacity(r.declared_size().min(1 << 30) as usize);
+        match r.read_to_end(&mut out) {
+            Ok(_) => Ok(out),
+            Err(e) => Err(self.read_failure(
+                kind,
+                &digest.to_hex(),
+                self.path_of(kind, digest),
+                object::classify(e),
+            )),
+        }
+    }
+
+    /// Reads a blob into memory. Its bytes are verified against the digest first.
+    pub fn read_blob(&self, digest: &BlobDigest) -> Result<Vec<u8>> {
+        self.read_object(ObjectKind::Blob, digest)
+    }
+
+    /// Writes a blob to `out`, never writing a byte that has not been verified: small blobs
+    /// are verified in memory, large ones in a first pass (and again while streaming).
+    pub fn write_blob_to(&self, digest: &BlobDigest, out: &mut dyn Write) -> Result<u64> {
+        let r = self.open_object(ObjectKind::Blob, digest)?;
+        let size = r.declared_size();
+        let path = self.path_of(ObjectKind::Blob, digest);
+        let fail = |e: io::Error| {
+            self.read_failure(
+                ObjectKind::Blob,
+                &digest.to_hex(),
+                path.clone(),
+                object::classify(e),
+            )
+        };
+        if size <= CAT_BUFFER_LIMIT {
+            drop(r);
+            let bytes = self.read_blob(digest)?;
+            out.write_all(&bytes)
+                .map_err(StoreError::io("write blob to", "output"))?;
+            return Ok(bytes.len() as u64);
+        }
+        let mut r = r;
+        io::copy(&mut r, &mut io::sink()).map_err(fail)?;
+        let mut r = self.open_object(ObjectKind::Blob, digest)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(fail(e)),
+            };
+            out.write_all(&buf[..n])
+                .map_err(StoreError::io("write blob to", "output"))?;
+            total += n as u64;
+        }
+        Ok(total)
+    }
+
+    /// Writes a blob to a file at `dest` (replacing it), verified before it appears there.
+    pub fn materialize_blob(&self, digest: &BlobDigest, dest: &Path, mode: u32) -> Result<()> {
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".keel-")
+            .tempfile_in(dir)
+            .map_err(StoreError::io("create temporary file in", dir))?;
+        let mut r = self.open_object(ObjectKind::Blob, digest)?;
+        if let Err(e) = io::copy(&mut r, tmp.as_file_mut()) {
+            return Err(match object::classify(e) {
+                ReadFailure::Io(source) => StoreError::Io {
+                    action: "write",
+                    path: dest.to_owned(),
+                    source,
+                },
+                f => self.read_failure(
+                    ObjectKind::Blob,
+                    &digest.to_hex(),
+                    self.path_of(ObjectKind::Blob, digest),
+                    f,
+                ),
+            });
+        }
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode))
+            .map_err(StoreError::io("set permissions of", dest))?;
+        tmp.persist(dest).map_err(|e| StoreError::Io {
+            action: "write",
+            path: dest.to_owned(),
+            source: e.error,
+        })?;
+        Ok(())
+    }
+}
+
+/// Feeds everything `reader` yields to `w`, through one fixed buffer.
+fn stream_into<K: DigestKind>(w: &mut ObjectWriter<K>, mut reader: impl Read) -> io::Result<()> {
+    let mut buf = vec![0u8; INGEST_BUFFER];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => w.write(&buf[..n])?,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = %e, "could not flush the store index");
+        }
+        if self.meta.insert(b"open", &[0u8]).is_ok() {
+            let _ = self.db.flush();
+        }
+    }
+}
+
+fn acquire_lock(root: &Path, on_blocked: Option<OnBlocked>) -> Result<File> {
+    let path = root.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(StoreError::io("open lock file", &path))?;
+    // SAFETY: flock on a file descriptor we own.
+    let try_lock = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if try_lock != 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(StoreError::Io {
+                action: "lock",
+                path,
+                source: err,
+            });
+        }
+        let mut holder = String::new();
+        let _ = (&file).read_to_string(&mut holder);
+        if let Some(f) = on_blocked {
+            f(root, holder.trim());
+        }
+        loop {
+            // SAFETY: as above; blocks until the holder releases the lock or exits.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                break;
+            }
+            let err = io::Error::last_os_error();
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(StoreError::Io {
+                    action: "lock",
+                    path,
+                    source: err,
+                });
+            }
+        }
+    }
+    let who = format!(
+        "pid {}: {}\n",
+        std::process::id(),
+        std::env::args().collect::<Vec<_>>().join(" ")
+    );
+    let _ = file.set_len(0);
+    let _ = file.write_all(who.as_bytes());
+    Ok(file)
+}
+
+fn check_format(root: &Path) -> Result<()> {
+    let path = root.join(FORMAT_FILE);
+    let expected = format!("keel-store {STORE_FORMAT}");
+    match fs::read_to_string(&path) {
+        Ok(found) if found.trim() == expected => Ok(()),
+        Ok(found) => Err(StoreError::Format {
+            path: root.to_owned(),
+            found: found.trim().to_owned(),
+            expected: STORE_FORMAT,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let non_empty = fs::read_dir(root)
+                .map_err(StoreError::io("list", root))?
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name() != LOCK_FILE);
+            if non_empty {
+                return Err(StoreError::Format {
+                    path: root.to_owned(),
+                    found: "no FORMAT file in a non-empty directory".into(),
+                    expected: STORE_FORMAT,
+                });
+            }
+            fs::write(&path, format!("{expected}\n")).map_err(StoreError::io("write", &path))
+        }
+        Err(e) => Err(StoreError::Io {
+            action: "read",
+            path,
+            source: e,
+        }),
+    }
+}
+
+/// Opens the sled index; if it is damaged, moves it aside and starts a fresh one (the
+/// caller re-indexes from the record files). Returns whether it was rebuilt.
+fn open_index(root: &Path) -> Result<(sled::Db, bool)> {
+    let path = root.join(INDEX_DIR);
+    let open = |p: &Path| {
+        sled::Config::new()
+            .path(p)
+            .cache_capacity(INDEX_CACHE_BYTES)
+            .flush_every_ms(Some(1000))
+            .open()
+    };
+    let existed = path.exists();
+    match open(&path) {
+        Ok(db) => Ok((db, !existed && has_records(root))),
+        Err(e) => {
+            let aside = root.join(format!("{INDEX_DIR}.damaged-{}", now_millis()));
+            tracing::warn!(error = %e, path = %path.display(), aside = %aside.display(),
+                "the store index is damaged; moving it aside and rebuilding it");
+            fs::rename(&path, &aside).map_err(StoreError::io("move damaged index aside", &path))?;
+            let db = open(&path).map_err(|source| StoreError::Index {
+                path: path.clone(),
+                source,
+            })?;
+            Ok((db, true))
+        }
+    }
+}
+
+fn has_records(root: &Path) -> bool {
+    fs::read_dir(root.join(ObjectKind::Record.dir_name()))
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false)
+}

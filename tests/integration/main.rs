@@ -1,0 +1,7 @@
+//! Integration tests: the real `keel` binary, driven in temporary directories.
+//!
+//! One test binary (so it links once); one module per area.
+
+mod support;
+
+mod store;
