@@ -230,6 +230,7 @@ impl PackageGraph {
                 ProviderSource::Seed(i) => self.index.seed.get(i).map(|r| r.name.clone()),
             }
         };
+        let similar = Similar::new(self.index.names());
         let mut edges = Vec::new();
         let mut unresolved = Vec::new();
         // Requires of a binary package resolve the same way for every spec that pulls it
@@ -268,7 +269,7 @@ impl PackageGraph {
                         spec: SpecId(si),
                         kind: UnresolvedKind::BuildRequires,
                         dep: dep.nevr(),
-                        closest: self.closest(dep),
+                        closest: self.closest(dep, &similar),
                     }),
                 }
             }
@@ -319,7 +320,7 @@ impl PackageGraph {
                             package: pkg.name.clone(),
                         },
                         dep: text.clone(),
-                        closest: dep.map(|d| self.closest(&d)).unwrap_or_default(),
+                        closest: dep.map(|d| self.closest(&d, &similar)).unwrap_or_default(),
                     });
                 }
             }
@@ -336,8 +337,10 @@ impl PackageGraph {
         self.cycles = self.find_cycles();
     }
 
-    /// Same name at other versions, else up to three similar capability names.
-    fn closest(&self, dep: &Dep) -> Vec<String> {
+    /// Same name at other versions, else up to three capability names that differ only
+    /// in case, punctuation or digits (`perl(Math::BigInt)` and `perl-Math-BigInt`,
+    /// `python3-foo` and `python-foo`): a constant-time probe of `similar`.
+    fn closest(&self, dep: &Dep, similar: &Similar) -> Vec<String> {
         let name = match &dep.rich {
             Some(_) => return Vec::new(),
             None => dep.name.as_str(),
@@ -359,20 +362,7 @@ impl PackageGraph {
         if !same.is_empty() {
             return same;
         }
-        let prefix: String = name.chars().take(3).collect();
-        let mut cands: Vec<(usize, &str)> = self
-            .index
-            .names()
-            .filter(|n| n.starts_with(&prefix) && n.len().abs_diff(name.len()) <= 4)
-            .map(|n| (edit_distance(n, name), n))
-            .filter(|(d, _)| *d <= 3.max(name.len() / 4))
-            .collect();
-        cands.sort();
-        cands
-            .into_iter()
-            .take(3)
-            .map(|(_, n)| n.to_owned())
-            .collect()
+        similar.lookup(name)
     }
 
     fn find_cycles(&self) -> Vec<Cycle> {
@@ -583,21 +573,42 @@ fn tarjan(succ: &[Vec<usize>]) -> Vec<Vec<usize>> {
     comps
 }
 
-fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for i in 1..=a.len() {
-        let mut prev = row[0];
-        row[0] = i;
-        for j in 1..=b.len() {
-            let tmp = row[j];
-            row[j] = (row[j] + 1)
-                .min(row[j - 1] + 1)
-                .min(prev + usize::from(a[i - 1] != b[j - 1]));
-            prev = tmp;
+/// Capability names keyed by two loose forms: lowercase alphanumerics, and the same
+/// without digits.
+struct Similar<'a> {
+    by_form: HashMap<String, BTreeSet<&'a str>>,
+}
+
+impl<'a> Similar<'a> {
+    fn new(names: impl Iterator<Item = &'a str>) -> Self {
+        let mut by_form: HashMap<String, BTreeSet<&'a str>> = HashMap::new();
+        for n in names {
+            for f in forms(n) {
+                by_form.entry(f).or_default().insert(n);
+            }
         }
+        Similar { by_form }
     }
-    row[b.len()]
+
+    fn lookup(&self, name: &str) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for f in forms(name) {
+            if let Some(set) = self.by_form.get(&f) {
+                out.extend(set.iter().filter(|n| **n != name).map(|n| (*n).to_owned()));
+            }
+        }
+        out.into_iter().take(3).collect()
+    }
+}
+
+fn forms(s: &str) -> [String; 2] {
+    let alnum: String = s
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let letters: String = alnum.chars().filter(|c| !c.is_ascii_digit()).collect();
+    [alnum, letters]
 }
 
 #[cfg(test)]
@@ -620,8 +631,10 @@ mod tests {
     }
 
     #[test]
-    fn edit_distances() {
-        assert_eq!(edit_distance("python3-foo", "python-foo"), 1);
-        assert_eq!(edit_distance("abc", "abc"), 0);
+    fn similar_names() {
+        let s = Similar::new(["perl-Math-BigInt", "python-foo", "zlib"].into_iter());
+        assert_eq!(s.lookup("perl(Math::BigInt)"), ["perl-Math-BigInt"]);
+        assert_eq!(s.lookup("python3-foo"), ["python-foo"]);
+        assert!(s.lookup("openssl").is_empty());
     }
 }

@@ -149,6 +149,22 @@ impl ProvidersIndex {
         out
     }
 
+    /// `name-V-R` of a toolchain package.
+    pub fn toolchain_name(&self, i: usize) -> String {
+        self.toolchain
+            .get(i)
+            .map(|r| format!("{}-{}", r.name, r.vr()))
+            .unwrap_or_default()
+    }
+
+    /// `name-V-R` of a seed package.
+    pub fn seed_name(&self, i: usize) -> String {
+        self.seed
+            .get(i)
+            .map(|r| format!("{}-{}", r.name, r.vr()))
+            .unwrap_or_default()
+    }
+
     /// Every capability name (for "did you mean").
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.caps.keys().map(String::as_str)

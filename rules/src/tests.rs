@@ -109,7 +109,7 @@ fn version_mismatch_is_unresolved_and_names_what_came_closest() {
             "app",
             &spec(
                 "app",
-                "BuildRequires: libfoo >= 2.0\nBuildRequires: libfooo",
+                "BuildRequires: libfoo >= 2.0\nBuildRequires: lib_foo",
             ),
         ),
     ]);
@@ -126,7 +126,7 @@ fn version_mismatch_is_unresolved_and_names_what_came_closest() {
     );
     assert!(
         u.iter()
-            .any(|(d, c)| *d == "libfooo" && c.contains(&"libfoo".to_owned())),
+            .any(|(d, c)| *d == "lib_foo" && c.contains(&"libfoo".to_owned())),
         "{u:?}"
     );
     assert!(g.edges.is_empty());

@@ -70,7 +70,9 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             return Ok(v.to_string());
         }
         *i += 1;
-        args.get(*i).cloned().with_context(|| format!("{name}: argument expected"))
+        args.get(*i)
+            .cloned()
+            .with_context(|| format!("{name}: argument expected"))
     };
     while i < args.len() {
         let a = args[i].clone();
@@ -95,22 +97,37 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
                 o.qf = Some(CONF_QF.into());
             }
             "-D" | "--define" => o.setup.cli.push(CliMacro::Define(value(&mut i, &a, &key)?)),
-            "--load" => o.setup.cli.push(CliMacro::Load(PathBuf::from(value(&mut i, &a, &key)?))),
+            "--load" => o
+                .setup
+                .cli
+                .push(CliMacro::Load(PathBuf::from(value(&mut i, &a, &key)?))),
             "--target" => o.setup.target = Some(value(&mut i, &a, &key)?),
             "--with" => {
                 let v = value(&mut i, &a, &key)?;
-                o.setup.cli.push(CliMacro::Define(format!("_with_{v} --with-{v}")));
+                o.setup
+                    .cli
+                    .push(CliMacro::Define(format!("_with_{v} --with-{v}")));
             }
             "--without" => {
                 let v = value(&mut i, &a, &key)?;
-                o.setup.cli.push(CliMacro::Define(format!("_without_{v} --without-{v}")));
+                o.setup
+                    .cli
+                    .push(CliMacro::Define(format!("_without_{v} --without-{v}")));
             }
             "--macros" => o.setup.macro_path = value(&mut i, &a, &key)?,
             "--shell" => o.shell = Some(value(&mut i, &a, &key)?),
-            "--shell-timeout" => o.shell_timeout = Some(value(&mut i, &a, &key)?.parse().context("--shell-timeout")?),
+            "--shell-timeout" => {
+                o.shell_timeout = Some(
+                    value(&mut i, &a, &key)?
+                        .parse()
+                        .context("--shell-timeout")?,
+                )
+            }
             "--lua-path" => o.lua_path = Some(value(&mut i, &a, &key)?),
             "-v" | "--verbose" | "--quiet" => {}
-            _ if a.starts_with("-D") && a.len() > 2 => o.setup.cli.push(CliMacro::Define(a[2..].to_string())),
+            _ if a.starts_with("-D") && a.len() > 2 => {
+                o.setup.cli.push(CliMacro::Define(a[2..].to_string()))
+            }
             _ if a.starts_with('-') && a.len() > 1 => bail!("unknown option: {a}"),
             _ => o.files.push(PathBuf::from(a)),
         }
@@ -129,7 +146,8 @@ fn reader_config(o: &Opts) -> anyhow::Result<(ReaderConfig, Vec<String>)> {
     if let Some(p) = &o.lua_path {
         ecfg.lua_path = p.clone();
     }
-    let (table, warnings) = keel_specs::load_macros(&o.setup, &ecfg).context("failed to set up macros")?;
+    let (table, warnings) =
+        keel_specs::load_macros(&o.setup, &ecfg).context("failed to set up macros")?;
     Ok((ReaderConfig::new(table, ecfg), warnings))
 }
 
@@ -150,10 +168,20 @@ pub fn run(_ctx: &super::Context, args: SpecArgs) -> anyhow::Result<i32> {
     match o.mode {
         Mode::None => bail!("one of -P, -q or check is required"),
         Mode::Check => {
-            let dirs = if o.files.is_empty() { vec![PathBuf::from(".")] } else { o.files.clone() };
-            let specs: Vec<PathBuf> = dirs.iter().flat_map(|d| keel_specs::find_specs(d)).collect();
+            let dirs = if o.files.is_empty() {
+                vec![PathBuf::from(".")]
+            } else {
+                o.files.clone()
+            };
+            let specs: Vec<PathBuf> = dirs
+                .iter()
+                .flat_map(|d| keel_specs::find_specs(d))
+                .collect();
             let start = std::time::Instant::now();
-            let results: Vec<_> = specs.par_iter().map(|p| (p, keel_specs::read_spec(p, &cfg))).collect();
+            let results: Vec<_> = specs
+                .par_iter()
+                .map(|p| (p, keel_specs::read_spec(p, &cfg)))
+                .collect();
             let mut failed = 0;
             for (p, r) in &results {
                 if let Err(e) = r {
@@ -180,7 +208,11 @@ pub fn run(_ctx: &super::Context, args: SpecArgs) -> anyhow::Result<i32> {
                     Err(e) => {
                         let _ = writeln!(err, "error: {}", e.message);
                         if o.mode == Mode::Query {
-                            let _ = writeln!(err, "error: query of specfile {} failed, can't parse", f.display());
+                            let _ = writeln!(
+                                err,
+                                "error: query of specfile {} failed, can't parse",
+                                f.display()
+                            );
                         }
                         rc = 1;
                     }
@@ -202,7 +234,12 @@ pub fn run(_ctx: &super::Context, args: SpecArgs) -> anyhow::Result<i32> {
                         let headers: Vec<Header> = match o.which {
                             Which::Srpm => vec![Header::source(&spec)],
                             Which::All => spec.packages.iter().map(Header::binary).collect(),
-                            Which::Built => spec.packages.iter().filter(|p| p.has_files).map(Header::binary).collect(),
+                            Which::Built => spec
+                                .packages
+                                .iter()
+                                .filter(|p| p.has_files)
+                                .map(Header::binary)
+                                .collect(),
                         };
                         for h in headers {
                             match qf.render(&h) {
