@@ -17,6 +17,77 @@ pub const FILE_NAME: &str = "keel.toml";
 pub struct TreeConfig {
     #[serde(default)]
     pub store: StoreSection,
+    #[serde(default)]
+    pub specs: SpecsSection,
+    #[serde(default)]
+    pub toolchain: ToolchainSection,
+    #[serde(default)]
+    pub bootstrap: BootstrapSection,
+}
+
+/// `[specs]`: where the specs are and how to read them.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecsSection {
+    /// Directories searched for `*.spec`, relative to the tree root.
+    #[serde(default = "default_spec_dirs")]
+    pub dirs: Vec<PathBuf>,
+    /// Macro files (globs, relative to the tree root) loaded in order after the host's, as
+    /// `rpmspec --load` does.
+    #[serde(default)]
+    pub macro_files: Vec<String>,
+    /// Whether to read the host's rpm macro files (when present).
+    #[serde(default = "yes")]
+    pub host_macros: bool,
+    /// Macros defined after the macro files, as `-D 'name value'`.
+    #[serde(default)]
+    pub defines: std::collections::BTreeMap<String, String>,
+    /// The shell `%(...)` runs in (Azure Linux parses with bash as /bin/sh).
+    pub shell: Option<String>,
+    /// Lua's `package.path` for `require` in `%{lua:}` (`?` is the module path).
+    pub lua_path: Option<String>,
+    /// The target, `cpu-os` [default: the host].
+    pub target: Option<String>,
+}
+
+impl Default for SpecsSection {
+    fn default() -> Self {
+        SpecsSection {
+            dirs: default_spec_dirs(),
+            macro_files: Vec::new(),
+            host_macros: true,
+            defines: Default::default(),
+            shell: None,
+            lua_path: None,
+            target: None,
+        }
+    }
+}
+
+fn default_spec_dirs() -> Vec<PathBuf> {
+    vec![PathBuf::from("SPECS")]
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[toolchain]`: the build root.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ToolchainSection {
+    /// A list of the build root's RPM file names (like Azure Linux's
+    /// `toolkit/resources/manifests/package/toolchain_x86_64.txt`), relative to the tree.
+    pub manifest: Option<PathBuf>,
+}
+
+/// `[bootstrap]`: prebuilt packages that break build cycles.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSection {
+    /// RPM file names (`name-version-release.arch.rpm`) of the seed.
+    #[serde(default)]
+    pub seed: Vec<String>,
 }
 
 /// `[store]`.

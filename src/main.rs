@@ -8,6 +8,7 @@ mod commands;
 mod config;
 mod exit_codes;
 mod output;
+mod tree;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,11 @@ pub enum Command {
     Store(commands::store::StoreCommand),
     /// Read spec files like rpmspec (-P, -q) or check a tree (check DIR...)
     Spec(commands::spec::SpecArgs),
+    /// The tree's package graph: build edges, unresolved dependencies, cycles
+    Graph(commands::graph::GraphArgs),
+    /// Questions about the package graph
+    #[command(subcommand)]
+    Query(commands::query::QueryCommand),
 }
 
 fn main() {
@@ -80,5 +86,7 @@ fn run() -> anyhow::Result<i32> {
     match cli.command {
         Command::Store(cmd) => commands::store::run(&ctx, cmd),
         Command::Spec(args) => commands::spec::run(&ctx, args),
+        Command::Graph(args) => commands::graph::run(&ctx, args),
+        Command::Query(cmd) => commands::query::run(&ctx, cmd),
     }
 }

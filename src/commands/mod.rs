@@ -1,5 +1,7 @@
 //! One module per command. Each takes the [`Context`] and returns an exit code.
 
+pub mod graph;
+pub mod query;
 pub mod spec;
 pub mod store;
 

@@ -4,5 +4,6 @@
 
 mod support;
 
+mod graph;
 mod spec_corpus;
 mod store;

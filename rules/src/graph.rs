@@ -1,0 +1,640 @@
+//! The package graph: source packages, the build edges between them, what did not
+//! resolve, and the cycles.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+
+use keel_specs::Spec;
+use keel_specs::deps::Dep;
+
+use crate::index::{BinId, BinPkg, ProviderSource, ProvidersIndex};
+use crate::manifest::RpmName;
+use crate::resolve::Resolution;
+
+/// A source package (one spec) of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub struct SpecId(pub usize);
+
+/// How to build the graph.
+#[derive(Debug, Clone, Default)]
+pub struct GraphConfig {
+    /// The architecture being built (`x86_64`, `aarch64`).
+    pub target_arch: String,
+    /// The build root's packages: their capabilities need no build edge.
+    pub toolchain: Vec<RpmName>,
+    /// A bootstrap seed (prebuilt RPMs): like the toolchain, it satisfies dependencies
+    /// without an edge, which breaks the cycles it covers.
+    pub seed: Vec<RpmName>,
+}
+
+/// A spec in the graph.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpecNode {
+    /// The spec file, as given.
+    pub path: PathBuf,
+    /// The source package's name.
+    pub name: String,
+    pub evr: String,
+    pub packages: Vec<BinId>,
+    /// Why the spec is not built for the target architecture, if it is not.
+    pub excluded: Option<String>,
+    #[serde(skip)]
+    build_requires: Vec<Dep>,
+}
+
+/// `from` needs `to` built first, because of `via`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BuildEdge {
+    pub from: SpecId,
+    pub to: SpecId,
+    /// The dependency that made the edge: `BuildRequires: foo-devel >= 2`, or
+    /// `foo-devel Requires: libbar` for a package the build root pulls in.
+    pub via: String,
+    /// The binary package that satisfies it.
+    pub provider: BinId,
+}
+
+/// Where an unresolved dependency was found.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum UnresolvedKind {
+    BuildRequires,
+    /// A `Requires` of a binary package that some build root pulls in.
+    Requires {
+        package: String,
+    },
+}
+
+/// A dependency nothing provides.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Unresolved {
+    pub spec: SpecId,
+    pub kind: UnresolvedKind,
+    pub dep: String,
+    /// What came closest: the same name at other versions, or similar names.
+    pub closest: Vec<String>,
+}
+
+/// One edge of a cycle.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CycleStep {
+    pub from: SpecId,
+    pub to: SpecId,
+    pub via: String,
+    pub provider: String,
+}
+
+/// A build cycle, with the edge to seed to break it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Cycle {
+    pub steps: Vec<CycleStep>,
+    /// The binary package whose prebuilt copy (in the bootstrap seed) would break it.
+    pub seed_suggestion: String,
+}
+
+/// The graph of a tree.
+#[derive(Debug)]
+pub struct PackageGraph {
+    pub specs: Vec<SpecNode>,
+    pub bins: Vec<BinPkg>,
+    pub index: ProvidersIndex,
+    pub edges: Vec<BuildEdge>,
+    pub unresolved: Vec<Unresolved>,
+    pub cycles: Vec<Cycle>,
+    out: Vec<Vec<usize>>,
+    inc: Vec<Vec<usize>>,
+    target_arch: String,
+}
+
+fn arch_excluded(spec: &Spec, arch: &str) -> Option<String> {
+    let s = &spec.source;
+    let matches = |list: &[String]| {
+        list.iter()
+            .any(|a| a == arch || (a == "noarch" && arch == "noarch"))
+    };
+    if !s.exclusive_arch.is_empty() && !matches(&s.exclusive_arch) {
+        let all_noarch = spec.packages.iter().all(|p| p.arch == "noarch");
+        if !(all_noarch && s.exclusive_arch.iter().any(|a| a == "noarch")) {
+            return Some(format!("ExclusiveArch: {}", s.exclusive_arch.join(" ")));
+        }
+    }
+    if matches(&s.exclude_arch) {
+        return Some(format!("ExcludeArch: {}", s.exclude_arch.join(" ")));
+    }
+    None
+}
+
+/// Dependencies that name rpm itself or are otherwise not packages.
+fn is_internal(dep: &Dep) -> bool {
+    dep.name.starts_with("rpmlib(") || dep.name.starts_with("config(")
+}
+
+impl PackageGraph {
+    /// Builds the graph of `specs` for `cfg.target_arch`.
+    pub fn build(specs: &[Spec], cfg: &GraphConfig) -> PackageGraph {
+        let mut nodes = Vec::with_capacity(specs.len());
+        let mut bins = Vec::new();
+        for (i, spec) in specs.iter().enumerate() {
+            let excluded = arch_excluded(spec, &cfg.target_arch);
+            let src = spec.packages.first();
+            let mut node = SpecNode {
+                path: spec.path.clone(),
+                name: src.map(|p| p.name.clone()).unwrap_or_default(),
+                evr: src.map(|p| p.evr()).unwrap_or_default(),
+                packages: Vec::new(),
+                excluded,
+                build_requires: spec.source.build_requires.clone(),
+            };
+            for p in &spec.packages {
+                if !p.has_files {
+                    // rpm builds no package without a %files section.
+                    continue;
+                }
+                node.packages.push(BinId(bins.len()));
+                bins.push(BinPkg {
+                    name: p.name.clone(),
+                    evr: p.evr(),
+                    arch: p.arch.clone(),
+                    spec: SpecId(i),
+                    requires: p.requires.clone(),
+                    provides: p.provides.clone(),
+                    files: p.files.clone(),
+                });
+            }
+            nodes.push(node);
+        }
+        let mut g = PackageGraph {
+            specs: nodes,
+            bins,
+            index: ProvidersIndex::new(cfg.toolchain.clone(), cfg.seed.clone()),
+            edges: Vec::new(),
+            unresolved: Vec::new(),
+            cycles: Vec::new(),
+            out: Vec::new(),
+            inc: Vec::new(),
+            target_arch: cfg.target_arch.clone(),
+        };
+        g.index_all();
+        g.resolve();
+        g
+    }
+
+    fn index_all(&mut self) {
+        let by_name: HashMap<&str, &BinPkg> =
+            self.bins.iter().map(|b| (b.name.as_str(), b)).collect();
+        // The build root and the seed provide what the tree's package of the same name
+        // declares (they were built from it), plus their own name at their version.
+        let mut extra = Vec::new();
+        for (list, mk) in [
+            (
+                &self.index.toolchain,
+                ProviderSource::Toolchain as fn(usize) -> ProviderSource,
+            ),
+            (
+                &self.index.seed,
+                ProviderSource::Seed as fn(usize) -> ProviderSource,
+            ),
+        ] {
+            for (i, r) in list.iter().enumerate() {
+                extra.push((
+                    r.name.clone(),
+                    r.vr(),
+                    by_name.get(r.name.as_str()).map(|b| (*b).clone()),
+                    mk(i),
+                ));
+            }
+        }
+        for (name, vr, pkg, src) in extra {
+            self.index
+                .add_cap(&name, keel_specs::deps::sense::EQUAL, &vr, src);
+            if let Some(p) = pkg {
+                self.index.add_package(&BinPkg { evr: vr, ..p }, src);
+            }
+        }
+        let bins = std::mem::take(&mut self.bins);
+        for (i, b) in bins.iter().enumerate() {
+            if self.specs[b.spec.0].excluded.is_none() {
+                self.index.add_package(b, ProviderSource::Package(BinId(i)));
+            }
+        }
+        self.bins = bins;
+    }
+
+    /// Resolves every spec again (after [`ProvidersIndex::learn`]).
+    pub fn resolve(&mut self) {
+        self.edges.clear();
+        self.unresolved.clear();
+        let names = |p: ProviderSource| -> Option<String> {
+            match p {
+                ProviderSource::Package(b) => Some(self.bins[b.0].name.clone()),
+                ProviderSource::Toolchain(i) => self.index.toolchain.get(i).map(|r| r.name.clone()),
+                ProviderSource::Seed(i) => self.index.seed.get(i).map(|r| r.name.clone()),
+            }
+        };
+        let similar = Similar::new(self.index.names());
+        let mut edges = Vec::new();
+        let mut unresolved = Vec::new();
+        // Requires of a binary package resolve the same way for every spec that pulls it
+        // in: resolve each package's once.
+        let mut req_cache: HashMap<BinId, Vec<(String, Resolution)>> = HashMap::new();
+        for (si, spec) in self.specs.iter().enumerate() {
+            if spec.excluded.is_some() {
+                continue;
+            }
+            let mut seen_edge: HashSet<(usize, String)> = HashSet::new();
+            let mut queue: VecDeque<BinId> = VecDeque::new();
+            let mut visited: HashSet<BinId> = HashSet::new();
+            for dep in spec.build_requires.iter().filter(|d| !is_internal(d)) {
+                let via = format!("BuildRequires: {}", dep.nevr());
+                match self.index.resolve(dep, &names) {
+                    Resolution::Satisfied(ps) => {
+                        for p in ps {
+                            if let ProviderSource::Package(b) = p {
+                                let to = self.bins[b.0].spec.0;
+                                if seen_edge.insert((to, via.clone())) {
+                                    edges.push(BuildEdge {
+                                        from: SpecId(si),
+                                        to: SpecId(to),
+                                        via: via.clone(),
+                                        provider: b,
+                                    });
+                                }
+                                if visited.insert(b) {
+                                    queue.push_back(b);
+                                }
+                            }
+                        }
+                    }
+                    Resolution::NotNeeded => {}
+                    Resolution::Unresolved => unresolved.push(Unresolved {
+                        spec: SpecId(si),
+                        kind: UnresolvedKind::BuildRequires,
+                        dep: dep.nevr(),
+                        closest: self.closest(dep, &similar),
+                    }),
+                }
+            }
+            // What the build root pulls in through Requires.
+            while let Some(b) = queue.pop_front() {
+                let resolved = req_cache.entry(b).or_insert_with(|| {
+                    self.bins[b.0]
+                        .requires
+                        .iter()
+                        .filter(|d| !is_internal(d))
+                        .map(|d| (d.nevr(), self.index.resolve(d, &names)))
+                        .collect()
+                });
+                for (text, res) in resolved.iter() {
+                    if let Resolution::Satisfied(ps) = res {
+                        for p in ps {
+                            if let ProviderSource::Package(nb) = p {
+                                let to = self.bins[nb.0].spec.0;
+                                let via = format!("{} Requires: {text}", self.bins[b.0].name);
+                                if to != self.bins[b.0].spec.0
+                                    && seen_edge.insert((to, via.clone()))
+                                {
+                                    edges.push(BuildEdge {
+                                        from: SpecId(si),
+                                        to: SpecId(to),
+                                        via,
+                                        provider: *nb,
+                                    });
+                                }
+                                if visited.insert(*nb) {
+                                    queue.push_back(*nb);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Unresolved Requires are reported once, against the spec that declares them.
+        for (b, list) in &req_cache {
+            for (text, res) in list {
+                if *res == Resolution::Unresolved {
+                    let pkg = &self.bins[b.0];
+                    let dep = pkg.requires.iter().find(|d| d.nevr() == *text).cloned();
+                    unresolved.push(Unresolved {
+                        spec: pkg.spec,
+                        kind: UnresolvedKind::Requires {
+                            package: pkg.name.clone(),
+                        },
+                        dep: text.clone(),
+                        closest: dep.map(|d| self.closest(&d, &similar)).unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        unresolved.sort_by(|a, b| (a.spec, &a.dep).cmp(&(b.spec, &b.dep)));
+        self.edges = edges;
+        self.unresolved = unresolved;
+        self.out = vec![Vec::new(); self.specs.len()];
+        self.inc = vec![Vec::new(); self.specs.len()];
+        for (i, e) in self.edges.iter().enumerate() {
+            self.out[e.from.0].push(i);
+            self.inc[e.to.0].push(i);
+        }
+        self.cycles = self.find_cycles();
+    }
+
+    /// Same name at other versions, else up to three capability names that differ only
+    /// in case, punctuation or digits (`perl(Math::BigInt)` and `perl-Math-BigInt`,
+    /// `python3-foo` and `python-foo`): a constant-time probe of `similar`.
+    fn closest(&self, dep: &Dep, similar: &Similar) -> Vec<String> {
+        let name = match &dep.rich {
+            Some(_) => return Vec::new(),
+            None => dep.name.as_str(),
+        };
+        let same: Vec<String> = self
+            .index
+            .providers(name)
+            .iter()
+            .map(|p| {
+                if p.evr.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{name} = {}", p.evr)
+                }
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !same.is_empty() {
+            return same;
+        }
+        similar.lookup(name)
+    }
+
+    fn find_cycles(&self) -> Vec<Cycle> {
+        let n = self.specs.len();
+        let succ: Vec<Vec<usize>> = (0..n)
+            .map(|i| {
+                self.out[i]
+                    .iter()
+                    .map(|&e| self.edges[e].to.0)
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect()
+            })
+            .collect();
+        let mut cycles = Vec::new();
+        for comp in tarjan(&succ) {
+            let self_loop = comp.len() == 1 && succ[comp[0]].contains(&comp[0]);
+            if comp.len() < 2 && !self_loop {
+                continue;
+            }
+            let members: HashSet<usize> = comp.iter().copied().collect();
+            let start = *comp
+                .iter()
+                .min_by_key(|&&i| &self.specs[i].name)
+                .expect("non-empty");
+            // Shortest way back to `start` within the component.
+            let mut prev: HashMap<usize, usize> = HashMap::new();
+            let mut q = VecDeque::from([start]);
+            let mut closing = None;
+            'bfs: while let Some(u) = q.pop_front() {
+                for &e in &self.out[u] {
+                    let v = self.edges[e].to.0;
+                    if v == start {
+                        closing = Some(e);
+                        break 'bfs;
+                    }
+                    if members.contains(&v) && !prev.contains_key(&v) && v != start {
+                        prev.insert(v, e);
+                        q.push_back(v);
+                    }
+                }
+            }
+            let Some(last) = closing else { continue };
+            let mut path = vec![last];
+            let mut cur = self.edges[last].from.0;
+            while cur != start {
+                let e = prev[&cur];
+                path.push(e);
+                cur = self.edges[e].from.0;
+            }
+            path.reverse();
+            let steps: Vec<CycleStep> = path
+                .iter()
+                .map(|&e| {
+                    let ed = &self.edges[e];
+                    CycleStep {
+                        from: ed.from,
+                        to: ed.to,
+                        via: ed.via.clone(),
+                        provider: self.bins[ed.provider.0].name.clone(),
+                    }
+                })
+                .collect();
+            let seed_suggestion = steps.last().map(|s| s.provider.clone()).unwrap_or_default();
+            cycles.push(Cycle {
+                steps,
+                seed_suggestion,
+            });
+        }
+        cycles.sort_by(|a, b| {
+            self.specs[a.steps[0].from.0]
+                .name
+                .cmp(&self.specs[b.steps[0].from.0].name)
+        });
+        cycles
+    }
+
+    /// The architecture the graph was resolved for.
+    pub fn target_arch(&self) -> &str {
+        &self.target_arch
+    }
+
+    /// The spec with this source or binary package name.
+    pub fn find(&self, name: &str) -> Option<SpecId> {
+        self.specs
+            .iter()
+            .position(|s| s.name == name)
+            .or_else(|| self.bins.iter().find(|b| b.name == name).map(|b| b.spec.0))
+            .map(SpecId)
+    }
+
+    /// The edges out of a spec (what it needs built first).
+    pub fn deps(&self, s: SpecId) -> impl Iterator<Item = &BuildEdge> {
+        self.out[s.0].iter().map(|&e| &self.edges[e])
+    }
+
+    /// The edges into a spec (what needs it).
+    pub fn rdeps(&self, s: SpecId) -> impl Iterator<Item = &BuildEdge> {
+        self.inc[s.0].iter().map(|&e| &self.edges[e])
+    }
+
+    /// The shortest chain of build edges from `a` to `b`.
+    pub fn path(&self, a: SpecId, b: SpecId) -> Option<Vec<&BuildEdge>> {
+        let mut prev: HashMap<usize, usize> = HashMap::new();
+        let mut q = VecDeque::from([a.0]);
+        let mut seen = HashSet::from([a.0]);
+        while let Some(u) = q.pop_front() {
+            if u == b.0 {
+                let mut out = Vec::new();
+                let mut cur = u;
+                while cur != a.0 {
+                    let e = prev[&cur];
+                    out.push(&self.edges[e]);
+                    cur = self.edges[e].from.0;
+                }
+                out.reverse();
+                return Some(out);
+            }
+            for &e in &self.out[u] {
+                let v = self.edges[e].to.0;
+                if seen.insert(v) {
+                    prev.insert(v, e);
+                    q.push_back(v);
+                }
+            }
+        }
+        None
+    }
+
+    /// Graphviz text: one node per buildable spec, one edge per dependency pair.
+    pub fn to_dot(&self) -> String {
+        let mut s = String::from("digraph keel {\n  rankdir=LR;\n  node [shape=box];\n");
+        for sp in self.specs.iter().filter(|s| s.excluded.is_none()) {
+            s.push_str(&format!("  \"{}\";\n", sp.name));
+        }
+        let pairs: BTreeSet<(&str, &str)> = self
+            .edges
+            .iter()
+            .map(|e| {
+                (
+                    self.specs[e.from.0].name.as_str(),
+                    self.specs[e.to.0].name.as_str(),
+                )
+            })
+            .collect();
+        for (a, b) in pairs {
+            s.push_str(&format!("  \"{a}\" -> \"{b}\";\n"));
+        }
+        s.push_str("}\n");
+        s
+    }
+}
+
+/// Strongly connected components (Tarjan's algorithm, iterative so deep trees cannot
+/// overflow the stack).
+fn tarjan(succ: &[Vec<usize>]) -> Vec<Vec<usize>> {
+    let n = succ.len();
+    let mut index = vec![usize::MAX; n];
+    let mut low = vec![0; n];
+    let mut on_stack = vec![false; n];
+    let mut stack = Vec::new();
+    let mut comps = Vec::new();
+    let mut next = 0;
+    for root in 0..n {
+        if index[root] != usize::MAX {
+            continue;
+        }
+        let mut work: Vec<(usize, usize)> = vec![(root, 0)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut i)) = work.last_mut() {
+            if *i < succ[v].len() {
+                let w = succ[v][*i];
+                *i += 1;
+                if index[w] == usize::MAX {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+            } else {
+                work.pop();
+                if let Some(&(u, _)) = work.last() {
+                    low[u] = low[u].min(low[v]);
+                }
+                if low[v] == index[v] {
+                    let mut comp = Vec::new();
+                    loop {
+                        let w = stack.pop().expect("v is on the stack");
+                        on_stack[w] = false;
+                        comp.push(w);
+                        if w == v {
+                            break;
+                        }
+                    }
+                    comps.push(comp);
+                }
+            }
+        }
+    }
+    comps
+}
+
+/// Capability names keyed by two loose forms: lowercase alphanumerics, and the same
+/// without digits.
+struct Similar<'a> {
+    by_form: HashMap<String, BTreeSet<&'a str>>,
+}
+
+impl<'a> Similar<'a> {
+    fn new(names: impl Iterator<Item = &'a str>) -> Self {
+        let mut by_form: HashMap<String, BTreeSet<&'a str>> = HashMap::new();
+        for n in names {
+            for f in forms(n) {
+                by_form.entry(f).or_default().insert(n);
+            }
+        }
+        Similar { by_form }
+    }
+
+    fn lookup(&self, name: &str) -> Vec<String> {
+        let mut out = BTreeSet::new();
+        for f in forms(name) {
+            if let Some(set) = self.by_form.get(&f) {
+                out.extend(set.iter().filter(|n| **n != name).map(|n| (*n).to_owned()));
+            }
+        }
+        out.into_iter().take(3).collect()
+    }
+}
+
+fn forms(s: &str) -> [String; 2] {
+    let alnum: String = s
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    let letters: String = alnum.chars().filter(|c| !c.is_ascii_digit()).collect();
+    [alnum, letters]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tarjan_finds_components() {
+        // 0 -> 1 -> 2 -> 0, 3 -> 3, 4 alone
+        let succ = vec![vec![1], vec![2], vec![0], vec![3], vec![]];
+        let mut comps: Vec<Vec<usize>> = tarjan(&succ)
+            .into_iter()
+            .map(|mut c| {
+                c.sort();
+                c
+            })
+            .collect();
+        comps.sort();
+        assert_eq!(comps, vec![vec![0, 1, 2], vec![3], vec![4]]);
+    }
+
+    #[test]
+    fn similar_names() {
+        let s = Similar::new(["perl-Math-BigInt", "python-foo", "zlib"].into_iter());
+        assert_eq!(s.lookup("perl(Math::BigInt)"), ["perl-Math-BigInt"]);
+        assert_eq!(s.lookup("python3-foo"), ["python-foo"]);
+        assert!(s.lookup("openssl").is_empty());
+    }
+}

@@ -1,0 +1,316 @@
+//! Graph tests on small trees of real spec files, read by keel-specs.
+
+use std::path::Path;
+
+use keel_specs::{EngineConfig, MacroSetup, ReaderConfig, load_macros, read_spec};
+
+use crate::*;
+
+/// Writes `specs` (name, text) into a temporary tree and reads them.
+fn read_tree(specs: &[(&str, &str)]) -> (tempfile::TempDir, Vec<keel_specs::Spec>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = EngineConfig::default();
+    // The tree's own macros only: these tests must not depend on the host's rpm.
+    let setup = MacroSetup {
+        macro_path: String::new(),
+        target: Some("x86_64-linux".into()),
+        cli: Vec::new(),
+    };
+    let (table, _) = load_macros(&setup, &cfg).unwrap();
+    let reader = ReaderConfig::new(table, cfg);
+    let mut out = Vec::new();
+    for (name, text) in specs {
+        let p = dir.path().join(format!("{name}.spec"));
+        std::fs::write(&p, text).unwrap();
+        out.push(read_spec(&p, &reader).unwrap_or_else(|e| panic!("{e}")));
+    }
+    (dir, out)
+}
+
+fn spec(name: &str, extra: &str) -> String {
+    format!(
+        "Name: {name}\nVersion: 1.0\nRelease: 1\nSummary: s\nLicense: MIT\n{extra}\n%description\nd\n%files\n/usr/bin/{name}\n"
+    )
+}
+
+fn cfg() -> GraphConfig {
+    GraphConfig {
+        target_arch: "x86_64".into(),
+        ..Default::default()
+    }
+}
+
+fn edge_names(g: &PackageGraph) -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = g
+        .edges
+        .iter()
+        .map(|e| {
+            (
+                g.specs[e.from.0].name.clone(),
+                g.specs[e.to.0].name.clone(),
+                e.via.clone(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn build_requires_resolve_through_subpackages_versions_and_files() {
+    let lib = "Name: libfoo\nVersion: 2.1\nRelease: 3\nSummary: s\nLicense: MIT\n%description\nd\n\
+               %package devel\nSummary: d\nRequires: libfoo = %{version}-%{release}\nProvides: pkgconfig(foo) = 2.1\n%description devel\nd\n\
+               %files\n/usr/lib64/libfoo.so.2\n%files devel\n/usr/include/foo.h\n/usr/share/foo/\n";
+    let (_d, specs) = read_tree(&[
+        ("libfoo", lib),
+        (
+            "app",
+            &spec(
+                "app",
+                "BuildRequires: libfoo-devel >= 2.0\nBuildRequires: pkgconfig(foo)\nBuildRequires: /usr/share/foo/data.txt",
+            ),
+        ),
+    ]);
+    let g = PackageGraph::build(&specs, &cfg());
+    assert!(g.unresolved.is_empty(), "{:?}", g.unresolved);
+    let e = edge_names(&g);
+    assert!(
+        e.contains(&(
+            "app".into(),
+            "libfoo".into(),
+            "BuildRequires: libfoo-devel >= 2.0".into()
+        )),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&(
+            "app".into(),
+            "libfoo".into(),
+            "BuildRequires: pkgconfig(foo)".into()
+        )),
+        "{e:?}"
+    );
+    assert!(
+        e.contains(&(
+            "app".into(),
+            "libfoo".into(),
+            "BuildRequires: /usr/share/foo/data.txt".into()
+        )),
+        "{e:?}"
+    );
+    assert!(g.cycles.is_empty());
+}
+
+#[test]
+fn version_mismatch_is_unresolved_and_names_what_came_closest() {
+    let (_d, specs) = read_tree(&[
+        ("libfoo", &spec("libfoo", "")),
+        (
+            "app",
+            &spec(
+                "app",
+                "BuildRequires: libfoo >= 2.0\nBuildRequires: lib_foo",
+            ),
+        ),
+    ]);
+    let g = PackageGraph::build(&specs, &cfg());
+    let u: Vec<(&str, &[String])> = g
+        .unresolved
+        .iter()
+        .map(|u| (u.dep.as_str(), u.closest.as_slice()))
+        .collect();
+    assert_eq!(u.len(), 2, "{u:?}");
+    assert!(
+        u.contains(&("libfoo >= 2.0", &["libfoo = 1.0-1".to_owned()][..])),
+        "{u:?}"
+    );
+    assert!(
+        u.iter()
+            .any(|(d, c)| *d == "lib_foo" && c.contains(&"libfoo".to_owned())),
+        "{u:?}"
+    );
+    assert!(g.edges.is_empty());
+}
+
+#[test]
+fn requires_of_the_build_root_pull_in_more_specs() {
+    let (_d, specs) = read_tree(&[
+        ("base", &spec("base", "")),
+        ("mid", &spec("mid", "Requires: base")),
+        ("top", &spec("top", "BuildRequires: mid")),
+    ]);
+    let g = PackageGraph::build(&specs, &cfg());
+    let e = edge_names(&g);
+    assert!(
+        e.contains(&("top".into(), "base".into(), "mid Requires: base".into())),
+        "{e:?}"
+    );
+    assert!(
+        !e.iter().any(|(a, _, _)| a == "mid"),
+        "Requires are not build edges of their own spec: {e:?}"
+    );
+}
+
+#[test]
+fn rich_dependencies() {
+    let (_d, specs) = read_tree(&[
+        ("a", &spec("a", "")),
+        ("b", &spec("b", "")),
+        (
+            "x",
+            &spec(
+                "x",
+                "BuildRequires: (nothere or b)\nBuildRequires: (a if nothere)\nBuildRequires: (a and b)",
+            ),
+        ),
+        ("y", &spec("y", "BuildRequires: (nothere1 or nothere2)")),
+    ]);
+    let g = PackageGraph::build(&specs, &cfg());
+    let e = edge_names(&g);
+    assert!(
+        e.contains(&(
+            "x".into(),
+            "b".into(),
+            "BuildRequires: (nothere or b)".into()
+        )),
+        "{e:?}"
+    );
+    assert!(
+        !e.iter().any(|(_, _, via)| via.contains("if nothere")),
+        "condition false: no edge: {e:?}"
+    );
+    assert!(
+        e.contains(&("x".into(), "a".into(), "BuildRequires: (a and b)".into())),
+        "{e:?}"
+    );
+    assert_eq!(g.unresolved.len(), 1);
+    assert_eq!(g.unresolved[0].dep, "(nothere1 or nothere2)");
+}
+
+#[test]
+fn excluded_architectures_provide_nothing() {
+    let (_d, specs) = read_tree(&[
+        ("armonly", &spec("armonly", "ExclusiveArch: aarch64")),
+        ("notx86", &spec("notx86", "ExcludeArch: x86_64")),
+        (
+            "app",
+            &spec("app", "BuildRequires: armonly\nBuildRequires: notx86"),
+        ),
+    ]);
+    let g = PackageGraph::build(&specs, &cfg());
+    assert_eq!(
+        g.specs[0].excluded.as_deref(),
+        Some("ExclusiveArch: aarch64")
+    );
+    assert_eq!(g.specs[1].excluded.as_deref(), Some("ExcludeArch: x86_64"));
+    assert_eq!(g.unresolved.len(), 2);
+    let arm = GraphConfig {
+        target_arch: "aarch64".into(),
+        ..Default::default()
+    };
+    let g = PackageGraph::build(&specs, &arm);
+    assert!(g.specs[0].excluded.is_none());
+    assert_eq!(g.unresolved.len(), 0, "{:?}", g.unresolved);
+}
+
+#[test]
+fn cycles_are_reported_with_their_path_and_broken_by_a_seed() {
+    let (_d, specs) = read_tree(&[
+        ("a", &spec("a", "BuildRequires: b")),
+        ("b", &spec("b", "BuildRequires: c")),
+        ("c", &spec("c", "BuildRequires: a")),
+        ("d", &spec("d", "BuildRequires: a")),
+    ]);
+    let g = PackageGraph::build(&specs, &cfg());
+    assert_eq!(g.cycles.len(), 1);
+    let path: Vec<String> = g.cycles[0]
+        .steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{} -> {} ({})",
+                g.specs[s.from.0].name, g.specs[s.to.0].name, s.via
+            )
+        })
+        .collect();
+    assert_eq!(
+        path,
+        [
+            "a -> b (BuildRequires: b)",
+            "b -> c (BuildRequires: c)",
+            "c -> a (BuildRequires: a)"
+        ]
+    );
+    assert_eq!(g.cycles[0].seed_suggestion, "a");
+
+    let seeded = GraphConfig {
+        seed: vec![parse_rpm_filename("a-1.0-1.x86_64.rpm").unwrap()],
+        ..cfg()
+    };
+    let g = PackageGraph::build(&specs, &seeded);
+    assert!(g.cycles.is_empty(), "{:?}", g.cycles);
+    assert!(
+        !edge_names(&g).iter().any(|(_, to, _)| to == "a"),
+        "the seed satisfies BuildRequires: a"
+    );
+}
+
+#[test]
+fn the_toolchain_satisfies_without_edges_and_with_its_packages_provides() {
+    let (_d, specs) = read_tree(&[
+        ("gcc", &spec("gcc", "Provides: cc")),
+        (
+            "app",
+            &spec("app", "BuildRequires: cc\nBuildRequires: gcc >= 1"),
+        ),
+    ]);
+    let tc = GraphConfig {
+        toolchain: vec![parse_rpm_filename("gcc-1.0-1.x86_64.rpm").unwrap()],
+        ..cfg()
+    };
+    let g = PackageGraph::build(&specs, &tc);
+    assert!(g.edges.is_empty(), "{:?}", edge_names(&g));
+    assert!(g.unresolved.is_empty());
+}
+
+#[test]
+fn self_build_dependency_is_a_cycle() {
+    let (_d, specs) = read_tree(&[("selfish", &spec("selfish", "BuildRequires: selfish"))]);
+    let g = PackageGraph::build(&specs, &cfg());
+    assert_eq!(g.cycles.len(), 1);
+    assert_eq!(g.cycles[0].steps.len(), 1);
+}
+
+#[test]
+fn learned_capabilities_resolve_on_the_next_pass() {
+    let (_d, specs) = read_tree(&[
+        ("libz", &spec("libz", "")),
+        ("app", &spec("app", "BuildRequires: libz.so.1()(64bit)")),
+    ]);
+    let mut g = PackageGraph::build(&specs, &cfg());
+    assert_eq!(g.unresolved.len(), 1);
+    let libz = g.find("libz").unwrap();
+    let bin = g.specs[libz.0].packages[0];
+    let dep = keel_specs::deps::parse_field("libz.so.1()(64bit)", 0, false).unwrap();
+    g.index.learn(bin, &dep, &[]);
+    g.resolve();
+    assert!(g.unresolved.is_empty());
+    assert_eq!(g.deps(g.find("app").unwrap()).count(), 1);
+    let _ = Path::new("");
+}
+
+#[test]
+fn queries() {
+    let (_d, specs) = read_tree(&[
+        ("a", &spec("a", "")),
+        ("b", &spec("b", "BuildRequires: a")),
+        ("c", &spec("c", "BuildRequires: b")),
+    ]);
+    let g = PackageGraph::build(&specs, &cfg());
+    let (a, c) = (g.find("a").unwrap(), g.find("c").unwrap());
+    let p = g.path(c, a).unwrap();
+    assert_eq!(p.len(), 2);
+    assert!(g.path(a, c).is_none());
+    assert_eq!(g.rdeps(a).count(), 1);
+    assert!(g.to_dot().contains("\"c\" -> \"b\";"));
+}

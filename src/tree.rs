@@ -1,0 +1,178 @@
+//! Reading a whole tree: every spec under the configured directories, with the tree's
+//! macro files and defines, into a [`PackageGraph`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use keel_rules::{GraphConfig, PackageGraph, parse_manifest, parse_rpm_filename};
+use keel_specs::{CliMacro, EngineConfig, MacroSetup, ReaderConfig, ShellRunner, SpecError};
+use rayon::prelude::*;
+
+use crate::config::Tree;
+
+/// A tree read into a graph.
+#[derive(Debug)]
+pub struct LoadedTree {
+    pub graph: PackageGraph,
+    /// Specs that could not be read (the rest of the tree is still read).
+    pub failures: Vec<SpecError>,
+    pub read_time: Duration,
+}
+
+/// Expands a glob relative to the tree root (only the file name may contain `*`/`?`).
+fn glob(root: &Path, pattern: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let p = root.join(pattern);
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains(['*', '?']) {
+        anyhow::ensure!(
+            p.is_file(),
+            "macro file {} (from keel.toml) does not exist",
+            p.display()
+        );
+        return Ok(vec![p]);
+    }
+    let dir = p.parent().unwrap_or(root);
+    let rd = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "failed to list {} (macro_files in keel.toml)",
+            dir.display()
+        )
+    })?;
+    let mut out: Vec<PathBuf> = rd
+        .flatten()
+        .filter(|e| {
+            e.file_type().is_ok_and(|t| t.is_file())
+                && wild(&name, &e.file_name().to_string_lossy())
+        })
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn wild(p: &str, s: &str) -> bool {
+    match (p.chars().next(), s.chars().next()) {
+        (None, None) => true,
+        (Some('*'), _) => {
+            wild(&p[1..], s)
+                || (!s.is_empty() && wild(p, &s[s.chars().next().unwrap().len_utf8()..]))
+        }
+        (Some('?'), Some(c)) => wild(&p[1..], &s[c.len_utf8()..]),
+        (Some(a), Some(b)) if a == b => wild(&p[a.len_utf8()..], &s[b.len_utf8()..]),
+        _ => false,
+    }
+}
+
+/// How specs of this tree are read.
+pub fn reader_config(tree: &Tree) -> anyhow::Result<ReaderConfig> {
+    let sc = &tree.config.specs;
+    let mut cli = Vec::new();
+    for pat in &sc.macro_files {
+        for f in glob(&tree.root, pat)? {
+            cli.push(CliMacro::Load(f));
+        }
+    }
+    for (k, v) in &sc.defines {
+        cli.push(CliMacro::Define(format!("{k} {v}")));
+    }
+    let setup = MacroSetup {
+        macro_path: if sc.host_macros {
+            keel_specs::DEFAULT_MACRO_PATH.into()
+        } else {
+            String::new()
+        },
+        target: sc.target.clone(),
+        cli,
+    };
+    let mut ecfg = EngineConfig::default();
+    if let Some(sh) = &sc.shell {
+        ecfg.shell = Arc::new(ShellRunner::new(
+            vec![sh.clone(), "-c".into()],
+            Duration::from_secs(60),
+        ));
+    }
+    if let Some(lp) = &sc.lua_path {
+        ecfg.lua_path = lp.clone();
+    }
+    let (table, warnings) =
+        keel_specs::load_macros(&setup, &ecfg).context("failed to load the tree's macros")?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(ReaderConfig::new(table, ecfg))
+}
+
+/// Reads every spec of the tree and builds its graph.
+pub fn load(tree: &Tree) -> anyhow::Result<LoadedTree> {
+    let start = Instant::now();
+    let reader = reader_config(tree)?;
+    let mut files = Vec::new();
+    for d in &tree.config.specs.dirs {
+        let dir = tree.root.join(d);
+        anyhow::ensure!(
+            dir.is_dir(),
+            "spec directory {} (from keel.toml) does not exist",
+            dir.display()
+        );
+        files.extend(keel_specs::find_specs(&dir));
+    }
+    let results: Vec<Result<keel_specs::Spec, SpecError>> = files
+        .par_iter()
+        .map(|f| keel_specs::read_spec(f, &reader))
+        .collect();
+    let mut specs = Vec::new();
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok(s) => specs.push(s),
+            Err(e) => failures.push(e),
+        }
+    }
+    let read_time = start.elapsed();
+    let target_arch = tree
+        .config
+        .specs
+        .target
+        .as_deref()
+        .and_then(|t| t.split('-').next())
+        .unwrap_or(std::env::consts::ARCH)
+        .to_owned();
+    let toolchain = match &tree.config.toolchain.manifest {
+        Some(m) => parse_manifest(&tree.root.join(m))?,
+        None => Vec::new(),
+    };
+    let seed = tree
+        .config
+        .bootstrap
+        .seed
+        .iter()
+        .map(|s| {
+            parse_rpm_filename(s).with_context(|| {
+                format!("bootstrap.seed in keel.toml: `{s}` is not an RPM file name")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let graph = PackageGraph::build(
+        &specs,
+        &GraphConfig {
+            target_arch,
+            toolchain,
+            seed,
+        },
+    );
+    Ok(LoadedTree {
+        graph,
+        failures,
+        read_time,
+    })
+}
+
+/// The tree, or an error saying how to name one.
+pub fn require(tree: Option<&Tree>) -> anyhow::Result<&Tree> {
+    tree.context("no keel.toml here or above: run in a tree, or name one with -C DIR")
+}

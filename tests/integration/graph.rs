@@ -1,0 +1,172 @@
+//! `keel graph` and `keel query` on the example distribution and on small trees.
+
+use crate::support::*;
+
+fn example() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/distro")
+}
+
+#[test]
+fn the_example_distribution_resolves_completely() {
+    let run = keel_cmd()
+        .arg("-C")
+        .arg(example())
+        .arg("graph")
+        .run()
+        .success();
+    let out = run.stdout();
+    assert!(out.contains("specs       3 read"), "{out}");
+    assert!(out.contains("0 failed"), "{out}");
+    assert!(out.contains("unresolved  0"), "{out}");
+    assert!(out.contains("cycles      0"), "{out}");
+    let json = keel_cmd()
+        .arg("-C")
+        .arg(example())
+        .args(["graph", "--format", "json"])
+        .run()
+        .success()
+        .stdout();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let edges = v["edges"].as_array().unwrap();
+    assert_eq!(edges.len(), 1, "{v}");
+    assert_eq!(edges[0]["from"], "hello");
+    assert_eq!(edges[0]["to"], "libgreet");
+    assert_eq!(edges[0]["via"], "BuildRequires: libgreet-devel");
+}
+
+#[test]
+fn queries_answer_from_the_graph() {
+    let q = |args: &[&str]| {
+        keel_cmd()
+            .arg("-C")
+            .arg(example())
+            .arg("query")
+            .args(args)
+            .run()
+    };
+    assert_eq!(
+        q(&["deps", "hello"]).success().stdout(),
+        "libgreet\tBuildRequires: libgreet-devel\n"
+    );
+    assert_eq!(
+        q(&["rdeps", "libgreet-devel"]).success().stdout(),
+        "hello\tBuildRequires: libgreet-devel\n"
+    );
+    let wp = q(&["whatprovides", "libgreet-devel", ">=", "1.0"])
+        .success()
+        .stdout();
+    assert!(wp.starts_with("libgreet-devel-1.0-1.kl1."), "{wp}");
+    assert!(
+        q(&["whatprovides", "/usr/include/greet.h"])
+            .success()
+            .stdout()
+            .starts_with("libgreet-devel-")
+    );
+    assert!(
+        q(&["whatprovides", "gcc"])
+            .success()
+            .stdout()
+            .contains("(toolchain)")
+    );
+    q(&["whatprovides", "libgreet-devel", ">", "2"])
+        .code_is(1)
+        .stderr_has("nothing provides");
+    assert_eq!(
+        q(&["path", "hello", "libgreet"]).success().stdout(),
+        "hello -[BuildRequires: libgreet-devel]-> libgreet\n"
+    );
+    q(&["path", "greet-scripts", "libgreet"])
+        .code_is(1)
+        .stderr_has("does not depend on");
+    q(&["deps", "nosuch"])
+        .code_is(1)
+        .stderr_has("no package `nosuch`");
+}
+
+fn spec(name: &str, extra: &str) -> String {
+    format!(
+        "Name: {name}\nVersion: 1\nRelease: 1\nSummary: s\nLicense: MIT\n{extra}\n%description\nd\n%files\n/usr/bin/{name}\n"
+    )
+}
+
+#[test]
+fn unresolved_dependencies_cycles_and_broken_specs_are_reported() {
+    let p = project()
+        .file("keel.toml", "[specs]\nhost_macros = false\n")
+        .file("SPECS/a/a.spec", spec("a", "BuildRequires: b"))
+        .file(
+            "SPECS/b/b.spec",
+            spec(
+                "b",
+                "BuildRequires: a\nBuildRequires: nothing-provides-this >= 2",
+            ),
+        )
+        .file("SPECS/broken/broken.spec", "Name: broken\n%if 1\n")
+        .build();
+    let run = keel_cmd()
+        .current_dir(p.root())
+        .arg("graph")
+        .run()
+        .success();
+    let out = run.stdout();
+    assert!(out.contains("specs       2 read"), "{out}");
+    assert!(out.contains("1 failed"), "{out}");
+    assert!(
+        out.contains("SPECS/b/b.spec: BuildRequires: nothing-provides-this >= 2"),
+        "{out}"
+    );
+    assert!(out.contains("cycles      1"), "{out}");
+    assert!(
+        out.contains(
+            "a -[BuildRequires: b]-> b -[BuildRequires: a]-> a; a seed of `a` would break it"
+        ),
+        "{out}"
+    );
+    run.stderr_has("SPECS/broken/broken.spec:");
+
+    // The seed the message suggests breaks the cycle.
+    std::fs::write(
+        p.path("keel.toml"),
+        "[specs]\nhost_macros = false\n[bootstrap]\nseed = [\"a-1-1.x86_64.rpm\"]\n",
+    )
+    .unwrap();
+    let out = keel_cmd()
+        .current_dir(p.root())
+        .arg("graph")
+        .run()
+        .success()
+        .stdout();
+    assert!(out.contains("cycles      0"), "{out}");
+}
+
+#[test]
+fn a_missing_spec_directory_or_macro_file_is_named() {
+    let p = project()
+        .file("keel.toml", "[specs]\ndirs = [\"NOPE\"]\n")
+        .build();
+    keel_cmd()
+        .current_dir(p.root())
+        .arg("graph")
+        .run()
+        .code_is(1)
+        .stderr_has("NOPE");
+    std::fs::create_dir_all(p.path("SPECS")).unwrap();
+    std::fs::write(
+        p.path("keel.toml"),
+        "[specs]\nmacro_files = [\"macros/missing\"]\n",
+    )
+    .unwrap();
+    keel_cmd()
+        .current_dir(p.root())
+        .arg("graph")
+        .run()
+        .code_is(1)
+        .stderr_has("macros/missing");
+    let q = project().build();
+    keel_cmd()
+        .current_dir(q.root())
+        .arg("graph")
+        .run()
+        .code_is(1)
+        .stderr_has("no keel.toml");
+}
