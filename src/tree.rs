@@ -104,7 +104,11 @@ pub fn reader_config(tree: &Tree) -> anyhow::Result<ReaderConfig> {
     for w in warnings {
         tracing::warn!("{w}");
     }
-    Ok(ReaderConfig::new(table, ecfg))
+    let mut cfg = ReaderConfig::new(table, ecfg);
+    // The tree's layout keeps each package's sources beside its spec, so `%{_sourcedir}`
+    // is the spec's directory (what Azure Linux's toolkit passes to rpmspec).
+    cfg.sourcedir_is_specdir = true;
+    Ok(cfg)
 }
 
 /// Reads every spec of the tree and builds its graph.
