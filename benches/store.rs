@@ -366,28 +366,13 @@ fn stat_cache(c: &mut Criterion, inputs: &Inputs) {
         let file = &settled.files[0];
         b.iter(|| settled.store.file_digest(black_box(file)).expect("digest"));
     });
-    // What the engine does: preload the tree's entries, then check.
-    g.bench_function("hit_one_file/stat_lookup_preloaded", |b| {
-        let settled = inputs.settled.get_or_init(SettledFiles::create);
-        let root = settled.files[0]
-            .parent()
-            .and_then(Path::parent)
-            .expect("the source root");
-        settled.store.stat_preload(root).expect("preload");
-        let file = &settled.files[0];
-        b.iter(|| settled.store.stat_lookup(black_box(file)).expect("stat"));
-    });
     g.sample_size(20)
         .throughput(Throughput::Elements(SETTLED_FILES as u64));
-    g.bench_function("recheck_10k_files/preload_and_file_digests", |b| {
+    // The same on every core, as a build checks its inputs.
+    g.bench_function("recheck_10k_files/file_digests_parallel", |b| {
         let settled = inputs.settled.get_or_init(SettledFiles::create);
-        let root = settled.files[0]
-            .parent()
-            .and_then(Path::parent)
-            .expect("the source root");
         let paths: Vec<&Path> = settled.files.iter().map(PathBuf::as_path).collect();
         b.iter(|| {
-            settled.store.stat_preload(root).expect("preload");
             for d in settled.store.file_digests(&paths) {
                 black_box(d.expect("digest"));
             }

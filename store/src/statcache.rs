@@ -11,7 +11,6 @@
 //! just edited anyway.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -30,7 +29,7 @@ const ENTRY_FORMAT: u8 = 1;
 pub const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Entry {
+struct Entry {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
@@ -187,35 +186,7 @@ impl Store {
         self.stat
             .insert(key, &encode(&entry)[..])
             .map_err(|e| self.index_err(e))?;
-        if let Ok(mut m) = self.stat_mem.write()
-            && !m.is_empty()
-        {
-            m.insert(key.into(), entry);
-        }
         Ok(())
-    }
-
-    /// Loads every stat-cache entry under `dir` into memory, so that lookups of files
-    /// there cost a `stat(2)` and a hash-map probe instead of an index lookup. For callers
-    /// about to re-check a whole tree.
-    pub fn stat_preload(&self, dir: &Path) -> Result<usize> {
-        let key = key_of(dir);
-        let mut prefix = key.as_os_str().as_bytes().to_vec();
-        if !prefix.ends_with(b"/") {
-            prefix.push(b'/');
-        }
-        let mut loaded: HashMap<Box<[u8]>, Entry> = HashMap::new();
-        for item in self.stat.scan_prefix(&prefix) {
-            let (k, v) = item.map_err(|e| self.index_err(e))?;
-            if let Some(e) = decode(&v) {
-                loaded.insert(k.as_ref().into(), e);
-            }
-        }
-        let n = loaded.len();
-        if let Ok(mut m) = self.stat_mem.write() {
-            m.extend(loaded);
-        }
-        Ok(n)
     }
 
     /// [`Store::file_digest`] of many files, in parallel.
@@ -268,10 +239,7 @@ mod tests {
         e.recorded_ns += 10 * RACY_WINDOW_NS;
         store.stat.insert(&key, &encode(&e)[..]).unwrap();
         assert_eq!(store.stat_lookup(&f).unwrap(), StatLookup::Hit(d));
-        // The same answer from memory after a preload, and for a relative path.
-        assert_eq!(store.stat_preload(dir.path()).unwrap(), 1);
-        assert_eq!(store.stat_lookup(&f).unwrap(), StatLookup::Hit(d));
-        // An edit is still caught from memory.
+        // An edit is caught.
         std::fs::write(&f, b"HELLO").unwrap();
         assert_eq!(store.stat_lookup(&f).unwrap(), StatLookup::Miss);
         assert_eq!(

@@ -105,8 +105,6 @@ pub struct Store {
     pub(crate) counters: Counters,
     /// Last-use times not yet written to the index, by (kind, hash).
     pub(crate) pending_atime: Mutex<HashMap<(u8, [u8; 32]), u64>>,
-    /// Stat-cache entries preloaded by [`Store::stat_preload`], by index key.
-    pub(crate) stat_mem: std::sync::RwLock<HashMap<Box<[u8]>, crate::statcache::Entry>>,
     _lock: File,
 }
 
@@ -171,7 +169,6 @@ impl Store {
             root,
             counters: Counters::default(),
             pending_atime: Mutex::new(HashMap::new()),
-            stat_mem: std::sync::RwLock::new(HashMap::new()),
             _lock: lock,
         };
         // A process that died while it held the store may have recorded actions whose
