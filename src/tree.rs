@@ -21,51 +21,18 @@ pub struct LoadedTree {
     pub read_time: Duration,
 }
 
-/// Expands a glob relative to the tree root (only the file name may contain `*`/`?`).
+/// Expands a macro-file pattern of keel.toml, relative to the tree root.
 fn glob(root: &Path, pattern: &str) -> anyhow::Result<Vec<PathBuf>> {
     let p = root.join(pattern);
-    let name = p
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if !name.contains(['*', '?']) {
-        anyhow::ensure!(
-            p.is_file(),
-            "macro file {} (from keel.toml) does not exist",
-            p.display()
-        );
-        return Ok(vec![p]);
-    }
-    let dir = p.parent().unwrap_or(root);
-    let rd = std::fs::read_dir(dir).with_context(|| {
-        format!(
-            "failed to list {} (macro_files in keel.toml)",
-            dir.display()
-        )
-    })?;
-    let mut out: Vec<PathBuf> = rd
-        .flatten()
-        .filter(|e| {
-            e.file_type().is_ok_and(|t| t.is_file())
-                && wild(&name, &e.file_name().to_string_lossy())
-        })
-        .map(|e| e.path())
-        .collect();
-    out.sort();
-    Ok(out)
-}
-
-fn wild(p: &str, s: &str) -> bool {
-    match (p.chars().next(), s.chars().next()) {
-        (None, None) => true,
-        (Some('*'), _) => {
-            wild(&p[1..], s)
-                || (!s.is_empty() && wild(p, &s[s.chars().next().unwrap().len_utf8()..]))
-        }
-        (Some('?'), Some(c)) => wild(&p[1..], &s[c.len_utf8()..]),
-        (Some(a), Some(b)) if a == b => wild(&p[a.len_utf8()..], &s[b.len_utf8()..]),
-        _ => false,
-    }
+    let found = keel_specs::glob_one(&p.to_string_lossy());
+    anyhow::ensure!(
+        !found.is_empty()
+            || p.file_name()
+                .is_some_and(|n| n.to_string_lossy().contains(['*', '?'])),
+        "macro file {} (from keel.toml) does not exist",
+        p.display()
+    );
+    Ok(found)
 }
 
 /// How specs of this tree are read.

@@ -66,7 +66,9 @@ pub enum SetupError {
     Define(String),
 }
 
-fn glob_one(pattern: &str) -> Vec<PathBuf> {
+/// The files matching `pattern`, whose last component may hold `*` and `?` (as rpm's
+/// macro path does), sorted; a pattern without wildcards yields the file if it exists.
+pub fn glob_one(pattern: &str) -> Vec<PathBuf> {
     let p = Path::new(pattern);
     let name = p
         .file_name()
