@@ -1,5 +1,5 @@
 # The two commands of the README. Both work on a fresh Debian or Azure Linux machine, as root.
-#   make demo   installs what it needs, builds keel, runs the main job on examples/distro
+#   make demo   installs what it needs, builds keel, stores examples/distro and shows its graph
 #   make test   installs what the tests need, then fmt, clippy and the whole suite (locked)
 
 CARGO ?= cargo
@@ -17,6 +17,9 @@ demo: deps-demo build
 	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_TREE) store add $(DEMO_TREE)
 	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_TREE) store verify
 	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_TREE) store stats
+	@echo "== the example distribution's package graph =="
+	$(KEEL) -C $(DEMO_TREE) graph
+	$(KEEL) -C $(DEMO_TREE) query path hello libgreet
 
 build:
 	$(CARGO) build --release --locked
