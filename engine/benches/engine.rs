@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use keel_engine::sched::simulate;
-use keel_engine::testing::{Distro, SplitMix, TestExecutor};
+use keel_engine::testing::{Distro, TestExecutor, distro_durations};
 use keel_engine::{
-    ActionKind, Config, Engine, ExecContext, ExecError, ExecOutcome, Executor, Graph, KeyInputs,
+    Config, Engine, ExecContext, ExecError, ExecOutcome, Executor, Graph, KeyInputs,
     RepoIndexInputs,
 };
 use keel_store::Store;
@@ -126,27 +126,6 @@ fn per_action_overhead(c: &mut Criterion) {
     group.finish();
 }
 
-/// Simulated durations in seconds, shaped like a distribution build: sources and SRPMs
-/// are quick, RPM builds spread from seconds to an hour with the toolchain core among the
-/// slow ones, the repository index and the image take minutes.
-fn durations(g: &Graph, seed: u64) -> Vec<u64> {
-    let mut rng = SplitMix(seed);
-    g.iter()
-        .map(|(_, a)| match a.kind() {
-            ActionKind::SourceFetch => 1 + rng.below(5) as u64,
-            ActionKind::SrpmPack => 2 + rng.below(4) as u64,
-            ActionKind::RpmBuild => {
-                // Cube of a uniform number: most builds short, a long tail.
-                let u = rng.below(1000) as u64;
-                let core = a.name.as_str() < "rpm:pkg0020";
-                10 + u * u * u / 400_000 + if core { 600 } else { 0 }
-            }
-            ActionKind::RepoIndex => 60,
-            ActionKind::Image => 300,
-        })
-        .collect()
-}
-
 fn depth(g: &Graph) -> usize {
     let mut d = vec![0usize; g.len()];
     for (id, a) in g.iter() {
@@ -160,7 +139,7 @@ fn schedule_simulation(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("store")).unwrap();
     let g = Distro::generate(PACKAGES, CORE, 44).graph(&store).unwrap();
-    let dur = durations(&g, 7);
+    let dur = distro_durations(&g, 7);
     println!(
         "schedule simulation: {} actions, longest dependency chain {} actions",
         g.len(),

@@ -180,27 +180,6 @@ mod tests {
         assert_eq!(s.wall, 5);
     }
 
-    /// Simulated durations in seconds, shaped like a distribution build (the same shape
-    /// as the benchmark's): quick sources and SRPMs, RPM builds from seconds to an hour
-    /// with the toolchain core among the slow ones, minutes for the repository and image.
-    pub(crate) fn distro_durations(g: &Graph, seed: u64) -> Vec<u64> {
-        use crate::keys::ActionKind;
-        let mut rng = crate::testing::SplitMix(seed);
-        g.iter()
-            .map(|(_, a)| match a.kind() {
-                ActionKind::SourceFetch => 1 + rng.below(5) as u64,
-                ActionKind::SrpmPack => 2 + rng.below(4) as u64,
-                ActionKind::RpmBuild => {
-                    let u = rng.below(1000) as u64;
-                    let core = a.name.as_str() < "rpm:pkg0020";
-                    10 + u * u * u / 400_000 + if core { 600 } else { 0 }
-                }
-                ActionKind::RepoIndex => 60,
-                ActionKind::Image => 300,
-            })
-            .collect()
-    }
-
     #[test]
     fn distro_schedule_is_within_five_percent_of_the_bound() {
         let dir = tempfile::tempdir().unwrap();
@@ -209,7 +188,7 @@ mod tests {
             let g = crate::testing::Distro::generate(1000, 20, seed)
                 .graph(&store)
                 .unwrap();
-            let d = distro_durations(&g, seed);
+            let d = crate::testing::distro_durations(&g, seed);
             for workers in [2, 8, 64] {
                 let s = simulate(&g, &d, workers);
                 assert!(

@@ -401,3 +401,25 @@ impl Distro {
         Ok(g)
     }
 }
+
+/// Simulated durations in seconds, shaped like a distribution build: quick sources and
+/// SRPMs, RPM builds from seconds to an hour (the cube of a uniform number: most short, a
+/// long tail) with the toolchain core among the slow ones, minutes for the repository and
+/// image. Shared by the scheduling tests and the benchmark.
+pub fn distro_durations(g: &crate::Graph, seed: u64) -> Vec<u64> {
+    use crate::keys::ActionKind;
+    let mut rng = SplitMix(seed);
+    g.iter()
+        .map(|(_, a)| match a.kind() {
+            ActionKind::SourceFetch => 1 + rng.below(5) as u64,
+            ActionKind::SrpmPack => 2 + rng.below(4) as u64,
+            ActionKind::RpmBuild => {
+                let u = rng.below(1000) as u64;
+                let core = a.name.as_str() < "rpm:pkg0020";
+                10 + u * u * u / 400_000 + if core { 600 } else { 0 }
+            }
+            ActionKind::RepoIndex => 60,
+            ActionKind::Image => 300,
+        })
+        .collect()
+}
