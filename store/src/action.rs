@@ -109,7 +109,7 @@ fn index_value(d: &RecordDigest) -> Vec<u8> {
     v
 }
 
-fn parse_index_value(v: &[u8]) -> Option<RecordDigest> {
+pub(crate) fn parse_index_value(v: &[u8]) -> Option<RecordDigest> {
     if v.len() != 41 || v[0] != INDEX_VALUE_FORMAT {
         return None;
     }
@@ -168,10 +168,7 @@ impl Store {
     }
 
     fn load_record(&self, key: &ActionKey, rd: &RecordDigest) -> Option<ActionRecord> {
-        let record = match self
-            .read_object(ObjectKind::Record, rd)
-            .and_then(|b| ActionRecord::decode(&b, rd))
-        {
+        let record = match self.read_record(rd) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(key = %key, error = %e, "action record unusable; treating as a miss");
@@ -194,6 +191,11 @@ impl Store {
             return None;
         }
         Some(record)
+    }
+
+    /// Reads and decodes a record, verified.
+    pub(crate) fn read_record(&self, rd: &RecordDigest) -> Result<ActionRecord> {
+        ActionRecord::decode(&self.read_object(ObjectKind::Record, rd)?, rd)
     }
 
     fn ac_forget(&self, key: &ActionKey) {
@@ -220,10 +222,7 @@ impl Store {
             let Ok(rd) = RecordDigest::parse_hex(&hex) else {
                 continue;
             };
-            let Ok(record) = self
-                .read_object(ObjectKind::Record, &rd)
-                .and_then(|b| ActionRecord::decode(&b, &rd))
-            else {
+            let Ok(record) = self.read_record(&rd) else {
                 continue; // Damaged ones were quarantined by the read.
             };
             n += 1;
@@ -234,10 +233,7 @@ impl Store {
             let newer = match current.as_deref().and_then(parse_index_value) {
                 None => true,
                 Some(cur) if cur == rd => false,
-                Some(cur) => match self
-                    .read_object(ObjectKind::Record, &cur)
-                    .and_then(|b| ActionRecord::decode(&b, &cur))
-                {
+                Some(cur) => match self.read_record(&cur) {
                     Ok(c) => record.created_unix_ms > c.created_unix_ms,
                     Err(_) => true,
                 },

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::action::{ActionRecord, ObjectRef};
-use crate::digest::{BlobDigest, BlobKind, Digest, DigestKind, RecordDigest, RecordKind, TreeKind};
+use crate::action::{ObjectRef, parse_index_value};
+use crate::digest::{BlobDigest, BlobKind, Digest, DigestKind, RecordKind, TreeKind};
 use crate::error::{Result, StoreError};
 use crate::object::{self, HEADER_LEN, Header, ObjectKind, ReadFailure, VerifyingReader};
 use crate::store::{Counters, QUARANTINE_DIR, Store, TMP_DIR, now_secs};
@@ -320,24 +320,10 @@ impl Store {
         // Records whose outputs are all kept stay too, so the cache still answers for them.
         for item in self.ac.iter() {
             let Ok((_, v)) = item else { continue };
-            if v.len() != 41 {
-                continue;
-            }
-            let rd = RecordDigest::from_parts(v[1..33].try_into().expect("32 bytes"), 0);
-            let Ok(bytes) = self.read_object(ObjectKind::Record, &rd) else {
+            let Some(rd) = parse_index_value(&v) else {
                 continue;
             };
-            let Some(rec) = bytes
-                .split_first()
-                .and_then(|(_, rest)| {
-                    bincode::serde::decode_from_slice::<ActionRecord, _>(
-                        rest,
-                        bincode::config::standard(),
-                    )
-                    .ok()
-                })
-                .map(|(r, _)| r)
-            else {
+            let Ok(rec) = self.read_record(&rd) else {
                 continue;
             };
             let all_kept = rec.objects().all(|o| match o {
@@ -422,7 +408,7 @@ fn remove_stale_temporaries(dir: &Path) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::ActionOutput;
+    use crate::action::{ActionOutput, ActionRecord};
     use crate::digest::{ActionKey, DigestHasher};
 
     fn store() -> (tempfile::TempDir, Store) {

@@ -438,7 +438,7 @@ impl Store {
     /// Writes a blob to `out`, never writing a byte that has not been verified: small blobs
     /// are verified in memory, large ones in a first pass (and again while streaming).
     pub fn write_blob_to(&self, digest: &BlobDigest, out: &mut dyn Write) -> Result<u64> {
-        let r = self.open_object(ObjectKind::Blob, digest)?;
+        let mut r = self.open_object(ObjectKind::Blob, digest)?;
         let size = r.declared_size();
         let path = self.path_of(ObjectKind::Blob, digest);
         let fail = |e: io::Error| {
@@ -450,13 +450,13 @@ impl Store {
             )
         };
         if size <= CAT_BUFFER_LIMIT {
-            drop(r);
-            let bytes = self.read_blob(digest)?;
+            // Small enough to hold: read and verify all of it, then write.
+            let mut bytes = Vec::with_capacity(size as usize);
+            r.read_to_end(&mut bytes).map_err(fail)?;
             out.write_all(&bytes)
                 .map_err(StoreError::io("write blob to", "output"))?;
             return Ok(bytes.len() as u64);
         }
-        let mut r = r;
         io::copy(&mut r, &mut io::sink()).map_err(fail)?;
         let mut r = self.open_object(ObjectKind::Blob, digest)?;
         let mut buf = vec![0u8; 1 << 20];
