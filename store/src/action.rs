@@ -205,21 +205,9 @@ impl Store {
     /// Rebuilds index entries from the record files: for each key, the newest intact record
     /// wins. Returns how many records were read.
     pub(crate) fn reindex_records(&self) -> Result<usize> {
-        let dir = self.root.join(ObjectKind::Record.dir_name());
         let mut n = 0;
-        for entry in walkdir::WalkDir::new(&dir).min_depth(2).max_depth(2) {
-            let Ok(entry) = entry else { continue };
-            let hex = format!(
-                "{}{}",
-                entry
-                    .path()
-                    .parent()
-                    .and_then(|p| p.file_name())
-                    .map(|s| s.to_string_lossy())
-                    .unwrap_or_default(),
-                entry.file_name().to_string_lossy()
-            );
-            let Ok(rd) = RecordDigest::parse_hex(&hex) else {
+        for found in self.list_kinds(&[ObjectKind::Record]) {
+            let Ok(rd) = RecordDigest::parse_hex(&found.hex) else {
                 continue;
             };
             let Ok(record) = self.read_record(&rd) else {

@@ -102,8 +102,13 @@ pub struct GcReport {
 
 impl Store {
     pub(crate) fn list_objects(&self) -> Vec<Found> {
+        self.list_kinds(&ObjectKind::ALL)
+    }
+
+    /// The object files of the given kinds, named by the hex digest their path spells.
+    pub(crate) fn list_kinds(&self, kinds: &[ObjectKind]) -> Vec<Found> {
         let mut out = Vec::new();
-        for kind in ObjectKind::ALL {
+        for &kind in kinds {
             let dir = self.root.join(kind.dir_name());
             for entry in walkdir::WalkDir::new(&dir)
                 .min_depth(2)
