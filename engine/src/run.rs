@@ -698,6 +698,9 @@ fn summarize(graph: &Graph, reports: &[Option<ActionReport>], wall: Duration) ->
     };
     // Longest chain of measured durations, following each action's slowest dependency.
     let mut chain_ms = vec![0u64; graph.len()];
+    // Equal times (sub-millisecond actions) are broken by the longer chain, so the
+    // critical path is the same whatever the clock said.
+    let mut chain_len = vec![0usize; chain_ms.len()];
     let mut via: Vec<Option<ActionId>> = vec![None; graph.len()];
     let mut best: Option<ActionId> = None;
     for (id, action) in graph.iter() {
@@ -720,10 +723,12 @@ fn summarize(graph: &Graph, reports: &[Option<ActionReport>], wall: Duration) ->
             .deps
             .iter()
             .filter(|d| reports[d.index()].is_some())
-            .max_by_key(|d| chain_ms[d.index()]);
+            .max_by_key(|d| (chain_ms[d.index()], chain_len[d.index()]));
         via[id.index()] = slowest.copied();
         chain_ms[id.index()] = r.duration_ms + slowest.map_or(0, |d| chain_ms[d.index()]);
-        if best.is_none_or(|b| chain_ms[id.index()] > chain_ms[b.index()]) {
+        chain_len[id.index()] = 1 + slowest.map_or(0, |d| chain_len[d.index()]);
+        let rank = |x: ActionId| (chain_ms[x.index()], chain_len[x.index()]);
+        if best.is_none_or(|b| rank(id) > rank(b)) {
             best = Some(id);
         }
     }
