@@ -4,6 +4,7 @@
 //! store, and dispatches to one module per command under `commands/`. Expected failures map
 //! to the exit codes in `exit_codes.rs`; a broken pipe on stdout is success.
 
+mod build;
 mod commands;
 mod config;
 mod exit_codes;
@@ -69,6 +70,10 @@ pub enum Command {
     /// Questions about the package graph
     #[command(subcommand)]
     Query(commands::query::QueryCommand),
+    /// Build the tree or some of its packages, running only what changed
+    Build(commands::build::BuildArgs),
+    /// Say whether a package is up to date and, if not, the chain of reasons
+    Explain(commands::explain::ExplainArgs),
 }
 
 fn main() {
@@ -94,5 +99,7 @@ fn run() -> anyhow::Result<i32> {
         Command::Spec(args) => commands::spec::run(&ctx, args),
         Command::Graph(args) => commands::graph::run(&ctx, args),
         Command::Query(cmd) => commands::query::run(&ctx, cmd),
+        Command::Build(args) => commands::build::run(&ctx, args),
+        Command::Explain(args) => commands::explain::run(&ctx, args),
     }
 }

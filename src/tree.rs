@@ -16,6 +16,10 @@ use crate::config::Tree;
 #[derive(Debug)]
 pub struct LoadedTree {
     pub graph: PackageGraph,
+    /// The specs read, `specs[i]` being the graph's `SpecId(i)`.
+    pub specs: Vec<keel_specs::Spec>,
+    /// The tree's macro files, in load order.
+    pub macro_files: Vec<PathBuf>,
     /// Specs that could not be read (the rest of the tree is still read).
     pub failures: Vec<SpecError>,
     pub read_time: Duration,
@@ -35,14 +39,21 @@ fn glob(root: &Path, pattern: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(found)
 }
 
+/// The tree's macro files (keel.toml's `specs.macro_files`, expanded), in load order.
+pub fn macro_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for pat in &tree.config.specs.macro_files {
+        files.extend(glob(&tree.root, pat)?);
+    }
+    Ok(files)
+}
+
 /// How specs of this tree are read.
 pub fn reader_config(tree: &Tree) -> anyhow::Result<ReaderConfig> {
     let sc = &tree.config.specs;
     let mut cli = Vec::new();
-    for pat in &sc.macro_files {
-        for f in glob(&tree.root, pat)? {
-            cli.push(CliMacro::Load(f));
-        }
+    for f in macro_files(tree)? {
+        cli.push(CliMacro::Load(f));
     }
     for (k, v) in &sc.defines {
         cli.push(CliMacro::Define(format!("{k} {v}")));
@@ -80,6 +91,41 @@ pub fn reader_config(tree: &Tree) -> anyhow::Result<ReaderConfig> {
 
 /// Reads every spec of the tree and builds its graph.
 pub fn load(tree: &Tree) -> anyhow::Result<LoadedTree> {
+    load_with(tree, None)
+}
+
+/// Everything a spec's evaluation depends on besides its own directory: keel itself,
+/// keel.toml, the tree's macro files and (when read) the host's, the Lua modules.
+fn setup_digest(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<keel_store::BlobDigest> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        files.push(exe);
+    }
+    files.push(tree.root.join(crate::config::FILE_NAME));
+    files.extend(macro_files(tree)?);
+    let sc = &tree.config.specs;
+    if sc.host_macros {
+        for pat in keel_specs::DEFAULT_MACRO_PATH.split(':') {
+            files.extend(keel_specs::glob_one(pat));
+        }
+    }
+    if let Some(lp) = &sc.lua_path {
+        for pat in lp.split(';') {
+            files.extend(keel_specs::glob_one(&pat.replace('?', "*")));
+        }
+    }
+    let mut text = String::new();
+    for f in &files {
+        // A file that cannot be read counts as absent: the reader will say more.
+        let d = store.file_digest(f).map(|d| d.to_hex()).unwrap_or_default();
+        text.push_str(&format!("{} {d}\n", f.display()));
+    }
+    Ok(keel_store::BlobDigest::of_bytes(text.as_bytes()))
+}
+
+/// [`load`], answering from the store's spec cache for every spec whose inputs are
+/// unchanged (see `keel_rules::speccache`).
+pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Result<LoadedTree> {
     let start = Instant::now();
     let reader = reader_config(tree)?;
     let mut files = Vec::new();
@@ -92,10 +138,23 @@ pub fn load(tree: &Tree) -> anyhow::Result<LoadedTree> {
         );
         files.extend(keel_specs::find_specs(&dir));
     }
-    let results: Vec<Result<keel_specs::Spec, SpecError>> = files
-        .par_iter()
-        .map(|f| keel_specs::read_spec(f, &reader))
-        .collect();
+    let results: Vec<Result<keel_specs::Spec, SpecError>> = match store {
+        None => files
+            .par_iter()
+            .map(|f| keel_specs::read_spec(f, &reader))
+            .collect(),
+        Some(store) => {
+            let setup = setup_digest(tree, store)?;
+            let path = store.root().join("specs.cache");
+            let mut cache = keel_rules::speccache::SpecCache::load(&path);
+            let (results, stats) = cache.read_all(store, &setup, &files, &reader);
+            tracing::debug!("spec cache: {} hits, {} parsed", stats.hits, stats.parsed);
+            if let Err(e) = cache.save() {
+                tracing::warn!("could not save the spec cache {}: {e}", path.display());
+            }
+            results
+        }
+    };
     let mut specs = Vec::new();
     let mut failures = Vec::new();
     for r in results {
@@ -105,14 +164,7 @@ pub fn load(tree: &Tree) -> anyhow::Result<LoadedTree> {
         }
     }
     let read_time = start.elapsed();
-    let target_arch = tree
-        .config
-        .specs
-        .target
-        .as_deref()
-        .and_then(|t| t.split('-').next())
-        .unwrap_or(std::env::consts::ARCH)
-        .to_owned();
+    let target_arch = target_arch(tree);
     let toolchain = match &tree.config.toolchain.manifest {
         Some(m) => parse_manifest(&tree.root.join(m))?,
         None => Vec::new(),
@@ -138,9 +190,22 @@ pub fn load(tree: &Tree) -> anyhow::Result<LoadedTree> {
     );
     Ok(LoadedTree {
         graph,
+        specs,
+        macro_files: macro_files(tree)?,
         failures,
         read_time,
     })
+}
+
+/// The architecture the tree is built for (`specs.target`'s first part, else the host's).
+pub fn target_arch(tree: &Tree) -> String {
+    tree.config
+        .specs
+        .target
+        .as_deref()
+        .and_then(|t| t.split('-').next())
+        .unwrap_or(std::env::consts::ARCH)
+        .to_owned()
 }
 
 /// The tree, or an error saying how to name one.

@@ -15,13 +15,23 @@
 //! Capabilities learned later, from built RPMs (sonames, pkgconfig, auto-provides), are
 //! added with [`ProvidersIndex::learn`] and the graph is resolved again.
 //!
-//! What it deliberately does not do: read files other than through `keel-specs`, hash
-//! anything, or run builds (the engine does, from the actions the graph implies).
+//! Then [`actions`] turns the graph into the engine's action graph: per spec, fetching
+//! the sources, packing the SRPM and building the RPMs, each keyed by the digests of
+//! exactly the files and settings it reads (hashed through the store's stat cache), plus
+//! the repository over them. (This is why `rules` depends on `keel-engine` and
+//! `keel-store`, not the other way round: the engine stays generic over actions and never
+//! learns what a spec is.)
+//!
+//! What it deliberately does not do: read specs other than through `keel-specs`, or run
+//! builds (the engine does, from the actions the graph implies).
 
+pub mod actions;
+pub mod gentree;
 mod graph;
 mod index;
 mod manifest;
 mod resolve;
+pub mod speccache;
 
 pub use graph::{
     BuildEdge, Cycle, CycleStep, GraphConfig, PackageGraph, SpecId, SpecNode, Unresolved,

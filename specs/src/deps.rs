@@ -20,7 +20,7 @@ pub mod sense {
 }
 
 /// A dependency as stored in a package header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dep {
     /// The name, or the normalized text of a rich dependency (`(a or b)`).
     pub name: String,
@@ -31,7 +31,7 @@ pub struct Dep {
 }
 
 /// A rich dependency tree.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Rich {
     Simple {
         name: String,
@@ -45,7 +45,7 @@ pub enum Rich {
 }
 
 /// Operators of rich dependencies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RichOp {
     And,
     Or,

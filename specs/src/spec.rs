@@ -22,7 +22,7 @@ pub struct SpecError {
 }
 
 /// A binary package declared by the spec.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Package {
     pub name: String,
     pub epoch: Option<u32>,
@@ -61,7 +61,7 @@ impl Package {
 }
 
 /// A `SourceN:` or `PatchN:` entry.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SourceEntry {
     pub num: u32,
     pub is_patch: bool,
@@ -72,7 +72,7 @@ pub struct SourceEntry {
 }
 
 /// The source package and everything the spec says about building it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct SourcePackage {
     pub build_requires: Vec<Dep>,
     pub build_conflicts: Vec<Dep>,
@@ -89,10 +89,15 @@ pub struct SourcePackage {
 }
 
 /// A parsed spec.
-#[derive(Debug, Clone)]
+///
+/// Serializable so that a reader's results can be cached (keel keys them by the digests
+/// of every file they could depend on); the expanded text is not kept in that form.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Spec {
     pub path: PathBuf,
-    /// The expanded spec, exactly what `rpmspec -P` prints.
+    /// The expanded spec, exactly what `rpmspec -P` prints. Empty in a spec loaded from a
+    /// cache.
+    #[serde(skip)]
     pub parsed: String,
     /// The main package first, then subpackages in declaration order.
     pub packages: Vec<Package>,

@@ -1,5 +1,7 @@
 //! One module per command. Each takes the [`Context`] and returns an exit code.
 
+pub mod build;
+pub mod explain;
 pub mod graph;
 pub mod query;
 pub mod spec;
@@ -18,6 +20,7 @@ pub struct Context {
     pub out: Output,
     pub tree: Option<Tree>,
     store_flag: Option<PathBuf>,
+    jobs: Option<usize>,
 }
 
 impl Context {
@@ -30,7 +33,15 @@ impl Context {
             },
             tree,
             store_flag: g.store.clone(),
+            jobs: g.jobs,
         })
+    }
+
+    /// How many actions to run at once: `-j`, else the number of CPUs.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1)
     }
 
     /// The store's directory (not opened).

@@ -1,0 +1,178 @@
+//! `keel build`: build the tree (or some packages), running only what changed.
+
+use anyhow::Context as _;
+use keel_engine::{BuildReport, CancelToken, Config, Decision, Engine, Status};
+
+use super::Context;
+use crate::build::progress::{Progress, secs};
+use crate::build::{self, ExecutorKind};
+use crate::exit_codes;
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Packages to build (binary or source package names), with what they need; the
+    /// whole tree when none are named
+    pub targets: Vec<String>,
+    /// Say what would run and why, without running anything
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep building everything that does not depend on a failure
+    #[arg(short = 'k', long)]
+    pub keep_going: bool,
+    /// How actions run: `rpmbuild` in a sandbox, or `test`, a deterministic stand-in
+    /// that builds nothing (for benchmarks and for trying the engine on a tree)
+    #[arg(long, value_enum, default_value = "rpmbuild")]
+    pub executor: ExecutorKind,
+}
+
+pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
+    let tree = crate::tree::require(ctx.tree.as_ref())?;
+    let store = ctx.open_store()?;
+    let session = build::Session::load(ctx, tree, &store, args.executor, &args.targets)?;
+    let graph = &session.actions.graph;
+    let engine = Engine::new(&store);
+
+    if args.dry_run {
+        let plan = engine.plan(graph, &[])?;
+        if ctx.out.json {
+            ctx.out.json_value(&plan)?;
+            return Ok(exit_codes::SUCCESS);
+        }
+        let mut n = 0;
+        for a in plan.to_run() {
+            n += 1;
+            let (verb, reasons) = match &a.decision {
+                Decision::WillRun { reasons } => ("run", reasons),
+                Decision::MayRun { reasons } => ("maybe", reasons),
+                Decision::UpToDate => continue,
+            };
+            let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+            ctx.out
+                .line(&format!("{verb:>5} {}: {}", a.name, why.join("; ")))?;
+        }
+        ctx.out.line(&format!(
+            "{n} of {} actions would run or may run (\"maybe\": only if a dependency's output changes)",
+            plan.actions.len()
+        ))?;
+        return Ok(exit_codes::SUCCESS);
+    }
+
+    let cancel = CancelToken::new();
+    {
+        let c = cancel.clone();
+        let out = ctx.out;
+        // A second Ctrl-C while stopping falls through to the default (kill) only after
+        // the process exits; the engine stops promptly on the first.
+        let _ = ctrlc::set_handler(move || {
+            if !c.is_cancelled() {
+                out.status("    Stopping: waiting for running actions to stop (nothing half-done is recorded)");
+            }
+            c.cancel();
+        });
+    }
+    let log_dir = store.root().join("builds");
+    std::fs::create_dir_all(&log_dir)
+        .with_context(|| format!("failed to create {}", log_dir.display()))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let event_log = log_dir.join(format!("{stamp}.jsonl"));
+    let config = Config {
+        jobs: ctx.jobs(),
+        keep_going: args.keep_going,
+        cancel: cancel.clone(),
+        event_log: Some(event_log.clone()),
+        targets: Vec::new(),
+    };
+    let executor = session.executor()?;
+    let mut progress = Progress::new(ctx.out);
+    let report = engine.run(graph, executor.as_ref(), &config, &mut |e| {
+        progress.event(e)
+    });
+    progress.finish();
+    let report = report?;
+    store.flush()?;
+    save_last(&log_dir, &report);
+    if report.success() {
+        session.publish(&store, &report)?;
+    }
+    print_summary(ctx, &report, &event_log)?;
+    Ok(if report.success() {
+        exit_codes::SUCCESS
+    } else {
+        exit_codes::ERROR
+    })
+}
+
+/// Keeps the report of the last build, for `keel explain`'s "last build" part.
+fn save_last(dir: &std::path::Path, report: &BuildReport) {
+    let path = dir.join("last.json");
+    let tmp = dir.join("last.json.tmp");
+    let ok = serde_json::to_vec(report)
+        .ok()
+        .and_then(|b| std::fs::write(&tmp, b).ok())
+        .and_then(|()| std::fs::rename(&tmp, &path).ok());
+    if ok.is_none() {
+        tracing::warn!("could not save the build report to {}", path.display());
+    }
+}
+
+/// The last build's report, if one was saved.
+pub fn load_last(store_root: &std::path::Path) -> Option<BuildReport> {
+    let bytes = std::fs::read(store_root.join("builds").join("last.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn print_summary(
+    ctx: &Context,
+    report: &BuildReport,
+    event_log: &std::path::Path,
+) -> anyhow::Result<()> {
+    let s = &report.summary;
+    if ctx.out.json {
+        // The events (BuildFinished among them) are already on stdout.
+        return Ok(());
+    }
+    for a in report.actions.iter().flatten() {
+        if let Status::Failed { error } = &a.status {
+            crate::output::error_line(&format!("error: {} failed: {error}", a.name));
+        }
+    }
+    let status = if report.success() {
+        "Finished"
+    } else if s.cancelled > 0 {
+        "Cancelled"
+    } else {
+        "Failed"
+    };
+    let mut line = format!(
+        "{status:>12} {} actions in {}: {} run ({} cut off), {} cached, {} failed",
+        s.actions,
+        secs(s.wall_ms),
+        s.ran,
+        s.cut_off,
+        s.cached,
+        s.failed
+    );
+    if s.skipped > 0 {
+        line.push_str(&format!(", {} skipped", s.skipped));
+    }
+    if s.cancelled > 0 {
+        line.push_str(&format!(", {} cancelled", s.cancelled));
+    }
+    line.push_str(&format!("; cache hit rate {:.0}%", s.hit_rate * 100.0));
+    crate::output::error_line(&line);
+    if s.ran > 0 && !s.critical_path.is_empty() {
+        crate::output::error_line(&format!(
+            "{:>12} {} ({})",
+            "Critical",
+            s.critical_path.join(" -> "),
+            secs(s.critical_path_ms)
+        ));
+    }
+    if !ctx.out.quiet {
+        crate::output::error_line(&format!("{:>12} {}", "Events", event_log.display()));
+    }
+    Ok(())
+}
