@@ -754,3 +754,224 @@ pub fn merge_layers(layers: &[PathBuf], dest: &Path) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{data_spec, rpmbuild_host};
+    use rpm::{FileOptions, PackageBuilder};
+    use std::os::unix::fs::MetadataExt;
+
+    /// Writes a package made with the `rpm` crate's builder, letting `f` add entries.
+    fn crafted(dir: &Path, f: impl FnOnce(&mut PackageBuilder)) -> PathBuf {
+        let mut b = PackageBuilder::new("hostile", "1.0", "MIT", "noarch", "crafted");
+        f(&mut b);
+        let pkg = b.build().unwrap();
+        let path = dir.join("hostile.rpm");
+        pkg.write_file(&path).unwrap();
+        path
+    }
+
+    fn unpack_err(rpm: &Path, dest: &Path) -> String {
+        unpack_payload(rpm, dest).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unpacks_a_real_rpmbuild_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpms = rpmbuild_host(dir.path(), &data_spec("hello", "0755", ""), &[], &[]);
+        let dest = dir.path().join("layer");
+        let stats = unpack_payload(&rpms[0], &dest).unwrap();
+        assert_eq!((stats.files, stats.symlinks, stats.bytes), (1, 1, 5));
+        let data = dest.join("usr/share/sem/data");
+        assert_eq!(fs::read_to_string(&data).unwrap(), "hello");
+        let m = fs::metadata(&data).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o755);
+        assert_eq!(m.mtime(), 0);
+        assert_eq!(
+            fs::read_link(dest.join("usr/bin/sem-link")).unwrap(),
+            Path::new("../share/sem/data")
+        );
+        assert_eq!(fs::metadata(dest.join("usr/share/sem")).unwrap().mtime(), 0);
+    }
+
+    #[test]
+    fn refuses_dot_dot_components() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(b"x".to_vec(), FileOptions::new("/usr/../../escaped"))
+                .unwrap();
+        });
+        let dest = dir.path().join("a/layer");
+        let err = unpack_err(&rpm, &dest);
+        assert!(err.contains("hostile") && err.contains("'..'"), "{err}");
+        assert!(!dir.path().join("escaped").exists() && !dir.path().join("a/escaped").exists());
+    }
+
+    #[test]
+    fn refuses_device_nodes_naming_package_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_special_file(FileOptions::character_device("/dev/kmem-ish", 1, 2))
+                .unwrap();
+        });
+        let err = unpack_err(&rpm, &dir.path().join("layer"));
+        assert!(
+            err.contains("hostile") && err.contains("/dev/kmem-ish"),
+            "{err}"
+        );
+        assert!(!dir.path().join("layer/dev/kmem-ish").exists());
+    }
+
+    #[test]
+    fn never_follows_a_symlink_out_of_the_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        // A symlink to a directory outside, then a file "under" it: rpm lets a payload say
+        // this, and a naive unpacker writes to outside/pwned.
+        let rpm = crafted(dir.path(), |b| {
+            b.with_symlink(FileOptions::symlink("/usr/lib", outside.to_str().unwrap()))
+                .unwrap();
+            b.with_file_contents(b"x".to_vec(), FileOptions::new("/usr/lib/pwned"))
+                .unwrap();
+        });
+        let dest = dir.path().join("layer");
+        let err = unpack_err(&rpm, &dest);
+        assert!(err.contains("/usr/lib"), "{err}");
+        assert!(!outside.join("pwned").exists(), "wrote through the symlink");
+    }
+
+    #[test]
+    fn keeps_absolute_symlinks_as_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_symlink(FileOptions::symlink("/usr/bin/sh-link", "/bin/bash"))
+                .unwrap();
+        });
+        let dest = dir.path().join("layer");
+        unpack_payload(&rpm, &dest).unwrap();
+        assert_eq!(
+            fs::read_link(dest.join("usr/bin/sh-link")).unwrap(),
+            Path::new("/bin/bash")
+        );
+    }
+
+    #[test]
+    fn strips_setuid_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(
+                b"#!/bin/sh\n".to_vec(),
+                FileOptions::new("/usr/bin/su-ish").permissions(0o4755),
+            )
+            .unwrap();
+        });
+        let dest = dir.path().join("layer");
+        unpack_payload(&rpm, &dest).unwrap();
+        assert_eq!(
+            fs::metadata(dest.join("usr/bin/su-ish")).unwrap().mode() & 0o7777,
+            0o755
+        );
+        let dest2 = dir.path().join("layer2");
+        let opts = UnpackOptions {
+            allow_setuid: true,
+            ..UnpackOptions::default()
+        };
+        unpack_payload_with(&rpm, &dest2, &opts).unwrap();
+        assert_eq!(
+            fs::metadata(dest2.join("usr/bin/su-ish")).unwrap().mode() & 0o7777,
+            0o4755
+        );
+    }
+
+    #[test]
+    fn caps_the_declared_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(vec![0u8; 4096], FileOptions::new("/usr/share/big"))
+                .unwrap();
+        });
+        let opts = UnpackOptions {
+            max_bytes: 1000,
+            ..UnpackOptions::default()
+        };
+        let err = unpack_payload_with(&rpm, &dir.path().join("layer"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("4096") && err.contains("1000"), "{err}");
+        assert!(!dir.path().join("layer/usr/share/big").exists());
+    }
+
+    #[test]
+    fn refuses_a_tampered_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(vec![7u8; 10_000], FileOptions::new("/usr/share/data"))
+                .unwrap();
+        });
+        let mut bytes = fs::read(&rpm).unwrap();
+        let n = bytes.len();
+        bytes[n - 20] ^= 0xff;
+        fs::write(&rpm, &bytes).unwrap();
+        let err = unpack_err(&rpm, &dir.path().join("layer"));
+        assert!(err.contains("hostile.rpm"), "{err}");
+        assert!(!dir.path().join("layer/usr/share/data").exists());
+    }
+
+    #[test]
+    fn writes_hard_link_sets_as_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(
+                b"same".to_vec(),
+                FileOptions::new("/usr/bin/a").hardlink("set"),
+            )
+            .unwrap();
+            b.with_file_contents(
+                b"same".to_vec(),
+                FileOptions::new("/usr/bin/b").hardlink("set"),
+            )
+            .unwrap();
+        });
+        let dest = dir.path().join("layer");
+        unpack_payload(&rpm, &dest).unwrap();
+        for n in ["a", "b"] {
+            let p = dest.join("usr/bin").join(n);
+            assert_eq!(fs::read(&p).unwrap(), b"same");
+            assert_eq!(fs::metadata(&p).unwrap().nlink(), 1);
+        }
+    }
+
+    #[test]
+    fn layer_cache_unpacks_once_and_merges_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(&dir.path().join("layers"));
+        let a = crafted(&dir.path().join("."), |b| {
+            b.with_file_contents(b"lower".to_vec(), FileOptions::new("/usr/share/f"))
+                .unwrap();
+            b.with_file_contents(b"only-a".to_vec(), FileOptions::new("/usr/share/a"))
+                .unwrap();
+        });
+        let a_copy = dir.path().join("a.rpm");
+        fs::rename(&a, &a_copy).unwrap();
+        let b = crafted(dir.path(), |b| {
+            b.with_file_contents(b"upper".to_vec(), FileOptions::new("/usr/share/f"))
+                .unwrap();
+        });
+        let (da, la) = cache.layer(&a_copy).unwrap();
+        assert_eq!(la, dir.path().join("layers").join(da.to_hex()));
+        // A second call must not unpack again: a marker left in the layer survives.
+        fs::write(la.join("marker"), b"").unwrap();
+        let (_, la2) = cache.layer(&a_copy).unwrap();
+        assert!(la2.join("marker").exists());
+        fs::remove_file(la.join("marker")).unwrap();
+        let (_, lb) = cache.layer(&b).unwrap();
+        let merged = cache.merged(&[la.clone(), lb.clone()]).unwrap();
+        assert_eq!(fs::read(merged.join("usr/share/f")).unwrap(), b"upper");
+        assert_eq!(fs::read(merged.join("usr/share/a")).unwrap(), b"only-a");
+        let other_order = cache.merged(&[lb, la]).unwrap();
+        assert_ne!(merged, other_order);
+        assert_eq!(fs::read(other_order.join("usr/share/f")).unwrap(), b"lower");
+    }
+}
