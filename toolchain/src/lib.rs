@@ -36,9 +36,13 @@
 mod error;
 pub mod layer;
 pub mod rpmfile;
+pub mod sandbox;
 #[cfg(test)]
 mod testutil;
+pub mod toolchain;
 
 pub use error::Error;
 pub use layer::{LayerCache, UnpackOptions, UnpackStats, unpack_payload, unpack_payload_with};
 pub use rpmfile::{RpmDep, RpmInfo, read_rpm, semantic_digest, semantic_summary};
+pub use sandbox::{Isolation, Outcome, RunResult, SandboxSpec};
+pub use toolchain::Toolchain;
