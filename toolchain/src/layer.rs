@@ -1,0 +1,977 @@
+//! Layers: an RPM's payload unpacked into a directory, to be stacked as an overlay lower
+//! layer of a build root ([`unpack_payload`]), kept once per RPM by [`LayerCache`].
+//!
+//! # Trust
+//!
+//! An RPM is untrusted input here: it may come from a remote cache or a hostile spec.
+//! Unpacking therefore:
+//!
+//! - checks the header digests (SHA-256 and any other the `rpm` crate recognises) and the
+//!   digest of the compressed payload (`RPMTAG_PAYLOADDIGEST`) when present, then every
+//!   regular file's bytes against its `FILEDIGESTS` entry (SHA-2 and MD5 digests are
+//!   checked; a package using another algorithm is refused). The digest of the *uncompressed*
+//!   payload (`PAYLOADDIGESTALT`) is not checked: the per-file digests cover the same bytes;
+//! - never writes outside `dest`: every path must be absolute and free of `.`, `..` and
+//!   empty components, every parent directory is opened with `O_NOFOLLOW | O_DIRECTORY`
+//!   one component at a time (so a symlink planted by an earlier entry is never followed),
+//!   files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`. Symlinks are created as they
+//!   are, absolute targets included: they only mean something inside the sandbox's root;
+//! - never creates hard links: members of an rpm hard-link set are written as copies, so a
+//!   link can never point out of the layer;
+//! - refuses device nodes, FIFOs and sockets, naming the package and the path;
+//! - caps the total size of file data ([`UnpackOptions::max_bytes`]) before decompressing,
+//!   and refuses a file whose payload data is longer or shorter than its header declares;
+//! - strips setuid and setgid bits unless [`UnpackOptions::allow_setuid`] is set;
+//! - sets every file's and directory's mtime to [`UnpackOptions::mtime`] so a layer's
+//!   content is the same whenever it was unpacked.
+//!
+//! Ownership is not applied: a layer belongs to the user running keel. Ghost files are not
+//! created (rpm does not create them either).
+//!
+//! Known limit: the `rpm` crate reads the whole package, and each file's data, into
+//! memory; a single payload entry can claim at most 4 GiB (cpio's limit).
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rpm::{DigestAlgorithm, FileFlags, FileType, IndexTag, Package};
+use sha2::Digest as _;
+
+use crate::Error;
+
+/// How [`unpack_payload_with`] treats a payload.
+#[derive(Debug, Clone)]
+pub struct UnpackOptions {
+    /// The most file data (sum of regular files' sizes) a package may unpack to.
+    pub max_bytes: u64,
+    /// Keep setuid/setgid bits (stripped by default: a build root needs none).
+    pub allow_setuid: bool,
+    /// The mtime given to every unpacked entry, in seconds since the epoch.
+    pub mtime: i64,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions {
+            max_bytes: 8 << 30,
+            allow_setuid: false,
+            mtime: 0,
+        }
+    }
+}
+
+/// What an unpack wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnpackStats {
+    /// Regular files written (members of a hard-link set count once each).
+    pub files: u64,
+    /// Directories created.
+    pub dirs: u64,
+    /// Symlinks created.
+    pub symlinks: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+}
+
+/// Unpacks `rpm`'s payload into `dest` (created if missing, must be empty) with the default
+/// [`UnpackOptions`].
+pub fn unpack_payload(rpm: &Path, dest: &Path) -> Result<UnpackStats, Error> {
+    unpack_payload_with(rpm, dest, &UnpackOptions::default())
+}
+
+/// Unpacks `rpm`'s payload into `dest` (created if missing, must be empty); see the module
+/// docs for every check made on the way.
+pub fn unpack_payload_with(
+    rpm: &Path,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, Error> {
+    let pkg = Package::open(rpm).map_err(Error::rpm(rpm))?;
+    let name = pkg.metadata.get_name().unwrap_or("?").to_owned();
+    verify_package_digests(rpm, &pkg)?;
+    let u = Unpacker {
+        rpm,
+        package: name,
+        opts,
+    };
+    u.run(&pkg, dest)
+}
+
+fn verify_package_digests(rpm: &Path, pkg: &Package) -> Result<(), Error> {
+    let report = pkg.check_digests().map_err(Error::rpm(rpm))?;
+    if !report.has_header_digest() {
+        return Err(Error::Digest {
+            path: rpm.to_owned(),
+            what: "the package has no header digest".into(),
+        });
+    }
+    let checked = [
+        ("header SHA-1", &report.header_sha1),
+        ("header SHA-256", &report.header_sha256),
+        ("header SHA3-256", &report.header_sha3_256),
+        ("payload SHA-256", &report.payload_sha256),
+        ("payload SHA-512", &report.payload_sha512),
+        ("payload SHA3-256", &report.payload_sha3_256),
+    ];
+    for (what, status) in checked {
+        if let rpm::DigestStatus::Mismatch { expected, actual } = status {
+            return Err(Error::Digest {
+                path: rpm.to_owned(),
+                what: format!("{what} mismatch: header says {expected}, content has {actual}"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a payload path and splits it into its components.
+fn components(path: &str) -> Result<Vec<&str>, String> {
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| "path is not absolute".to_owned())?;
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for c in rest.split('/') {
+        match c {
+            "" => return Err("path has an empty component".into()),
+            "." | ".." => return Err(format!("path has a '{c}' component")),
+            _ if c.as_bytes().contains(&0) => return Err("path has a NUL byte".into()),
+            _ => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+fn cstr(s: &str) -> CString {
+    // Components were checked for NUL bytes by `components`.
+    CString::new(s).expect("checked component has no NUL")
+}
+
+fn last_err() -> io::Error {
+    io::Error::last_os_error()
+}
+
+fn open_dir_at(parent: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    let c = cstr(name);
+    // SAFETY: `parent` is an open directory fd and `c` a valid C string.
+    let fd = unsafe {
+        libc::openat(
+            parent.as_raw_fd(),
+            c.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(last_err());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn mkdir_at(parent: &OwnedFd, name: &str) -> io::Result<()> {
+    let c = cstr(name);
+    // SAFETY: valid fd and C string.
+    if unsafe { libc::mkdirat(parent.as_raw_fd(), c.as_ptr(), 0o755) } < 0 {
+        return Err(last_err());
+    }
+    Ok(())
+}
+
+fn set_times(fd: &OwnedFd, name: Option<&str>, mtime: i64) -> io::Result<()> {
+    let ts = libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [ts, ts];
+    let rc = match name {
+        // SAFETY: valid fd and a two-element timespec array.
+        None => unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) },
+        Some(n) => {
+            let c = cstr(n);
+            // SAFETY: valid fd, C string and timespec array.
+            unsafe {
+                libc::utimensat(
+                    fd.as_raw_fd(),
+                    c.as_ptr(),
+                    times.as_ptr(),
+                    libc::AT_SYMLINK_NOFOLLOW,
+                )
+            }
+        }
+    };
+    if rc < 0 {
+        return Err(last_err());
+    }
+    Ok(())
+}
+
+fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
+    // SAFETY: valid fd.
+    if unsafe { libc::fchmod(fd.as_raw_fd(), mode as libc::mode_t) } < 0 {
+        return Err(last_err());
+    }
+    Ok(())
+}
+
+struct Unpacker<'a> {
+    rpm: &'a Path,
+    package: String,
+    opts: &'a UnpackOptions,
+}
+
+impl Unpacker<'_> {
+    fn refuse(&self, path: &str, reason: impl Into<String>) -> Error {
+        Error::UnsafePayload {
+            package: self.package.clone(),
+            rpm: self.rpm.to_owned(),
+            path: path.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn io(&self, path: &str, what: &str) -> impl FnOnce(io::Error) -> Error + '_ {
+        let path = path.to_owned();
+        let what = what.to_owned();
+        move |e| self.refuse(&path, format!("{what}: {e}"))
+    }
+
+    /// Opens the directory that will hold `comps`' last component, creating missing
+    /// parents, never following a symlink.
+    fn parent_fd(&self, root: &OwnedFd, path: &str, comps: &[&str]) -> Result<OwnedFd, Error> {
+        let mut fd = root
+            .try_clone()
+            .map_err(Error::io("duplicate fd of", self.rpm))?;
+        for c in &comps[..comps.len().saturating_sub(1)] {
+            fd = match open_dir_at(&fd, c) {
+                Ok(next) => next,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    mkdir_at(&fd, c).map_err(self.io(path, "create parent directory"))?;
+                    open_dir_at(&fd, c).map_err(self.io(path, "open parent directory"))?
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                    return Err(self.refuse(
+                        path,
+                        format!("parent component '{c}' is a symlink or not a directory"),
+                    ));
+                }
+                Err(e) => return Err(self.io(path, "open parent directory")(e)),
+            };
+        }
+        Ok(fd)
+    }
+
+    fn run(&self, pkg: &Package, dest: &Path) -> Result<UnpackStats, Error> {
+        let meta = &pkg.metadata;
+        let entries = match meta.get_file_entries() {
+            Ok(e) => e,
+            Err(rpm::Error::TagNotFound(_)) => Vec::new(),
+            Err(e) => return Err(Error::rpm(self.rpm)(e)),
+        };
+        // Refuse what can never be in a layer before reading any data.
+        let mut declared: u64 = 0;
+        for e in &entries {
+            let p = e.path().to_string_lossy().into_owned();
+            if e.flags().contains(FileFlags::GHOST) {
+                continue;
+            }
+            components(&p).map_err(|r| self.refuse(&p, r))?;
+            match e.file_type() {
+                FileType::Regular | FileType::Dir | FileType::SymbolicLink => {}
+                other => {
+                    return Err(
+                        self.refuse(&p, format!("{other:?} entries are not allowed in a layer"))
+                    );
+                }
+            }
+            if e.file_type() == FileType::Regular {
+                declared = declared.saturating_add(e.size() as u64);
+            }
+        }
+        if declared > self.opts.max_bytes {
+            return Err(self.refuse(
+                "/",
+                format!(
+                    "the package declares {declared} bytes of files, more than the limit of {}",
+                    self.opts.max_bytes
+                ),
+            ));
+        }
+        let algo = meta.get_file_digest_algorithm().ok();
+
+        // Hard-link sets: header indexes sharing (device, inode).
+        let index_of: HashMap<PathBuf, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path(), i))
+            .collect();
+        let inodes = meta
+            .header
+            .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEINODES)
+            .unwrap_or_default();
+        let devices = meta
+            .header
+            .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEDEVICES)
+            .unwrap_or_default();
+        let key_of = |i: usize| -> Option<(u32, u32)> { Some((*devices.get(i)?, *inodes.get(i)?)) };
+        let mut set_sizes: HashMap<(u32, u32), usize> = HashMap::new();
+        for (i, e) in entries.iter().enumerate() {
+            if e.file_type() == FileType::Regular
+                && !e.flags().contains(FileFlags::GHOST)
+                && let Some(k) = key_of(i)
+            {
+                *set_sizes.entry(k).or_default() += 1;
+            }
+        }
+
+        fs::create_dir_all(dest).map_err(Error::io("create directory", dest))?;
+        let dest_c = CString::new(dest.as_os_str().as_bytes())
+            .map_err(|_| Error::SandboxConfig(format!("path {} has a NUL byte", dest.display())))?;
+        // SAFETY: valid C string.
+        let raw = unsafe {
+            libc::open(
+                dest_c.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return Err(Error::io("open directory", dest)(last_err()));
+        }
+        // SAFETY: freshly opened fd.
+        let root = unsafe { OwnedFd::from_raw_fd(raw) };
+
+        let mut stats = UnpackStats::default();
+        let mut dir_modes: BTreeMap<Vec<String>, u32> = BTreeMap::new();
+        let mut link_content: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
+        let mut deferred: Vec<(String, u32, (u32, u32))> = Vec::new();
+        let files = match pkg.files() {
+            Ok(f) => Some(f),
+            Err(rpm::Error::TagNotFound(_)) => None,
+            Err(e) => return Err(Error::rpm(self.rpm)(e)),
+        };
+        for f in files.into_iter().flatten() {
+            let f = f.map_err(Error::rpm(self.rpm))?;
+            let m = &f.metadata;
+            if m.flags().contains(FileFlags::GHOST) {
+                continue;
+            }
+            let path = m.path().to_string_lossy().into_owned();
+            let comps = components(&path).map_err(|r| self.refuse(&path, r))?;
+            let mode = u32::from(m.permissions()) & self.mode_mask();
+            if comps.is_empty() {
+                // "/" itself: nothing to create.
+                continue;
+            }
+            let name = *comps.last().expect("non-empty");
+            let parent = self.parent_fd(&root, &path, &comps)?;
+            match m.file_type() {
+                FileType::Dir => {
+                    match mkdir_at(&parent, name) {
+                        Ok(()) => stats.dirs += 1,
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                            // Made earlier as a parent; it must be a real directory.
+                            open_dir_at(&parent, name)
+                                .map_err(|_| self.refuse(&path, "exists and is not a directory"))?;
+                        }
+                        Err(e) => return Err(self.io(&path, "create directory")(e)),
+                    }
+                    dir_modes.insert(comps.iter().map(|s| (*s).to_owned()).collect(), mode);
+                }
+                FileType::SymbolicLink => {
+                    let target = m.linkto().unwrap_or("");
+                    if target.is_empty() || target.as_bytes().contains(&0) {
+                        return Err(self.refuse(&path, "symlink has an empty or invalid target"));
+                    }
+                    let t = cstr(target);
+                    let n = cstr(name);
+                    // SAFETY: valid C strings and fd.
+                    if unsafe { libc::symlinkat(t.as_ptr(), parent.as_raw_fd(), n.as_ptr()) } < 0 {
+                        return Err(self.io(&path, "create symlink")(last_err()));
+                    }
+                    set_times(&parent, Some(name), self.opts.mtime)
+                        .map_err(self.io(&path, "set mtime"))?;
+                    stats.symlinks += 1;
+                }
+                FileType::Regular => {
+                    let idx = index_of.get(&m.path()).copied();
+                    let set = idx
+                        .and_then(key_of)
+                        .filter(|k| set_sizes.get(k).copied().unwrap_or(0) > 1);
+                    let Some(content) = f.content() else {
+                        match set {
+                            Some(k) => {
+                                deferred.push((path.clone(), mode, k));
+                                continue;
+                            }
+                            None => {
+                                return Err(self.refuse(&path, "regular file has no payload data"));
+                            }
+                        }
+                    };
+                    self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
+                    if let Some(k) = set {
+                        link_content.insert(k, content.to_vec());
+                    }
+                    self.write_file(&parent, name, &path, mode, content)?;
+                    stats.files += 1;
+                    stats.bytes += content.len() as u64;
+                }
+                other => {
+                    return Err(self.refuse(
+                        &path,
+                        format!("{other:?} entries are not allowed in a layer"),
+                    ));
+                }
+            }
+        }
+        for (path, mode, key) in deferred {
+            let content = link_content.get(&key).ok_or_else(|| {
+                self.refuse(&path, "hard link set has no member with payload data")
+            })?;
+            let comps = components(&path).map_err(|r| self.refuse(&path, r))?;
+            let parent = self.parent_fd(&root, &path, &comps)?;
+            self.write_file(
+                &parent,
+                comps.last().expect("non-empty"),
+                &path,
+                mode,
+                content,
+            )?;
+            stats.files += 1;
+            stats.bytes += content.len() as u64;
+        }
+        // Directory modes and times last, deepest first: a read-only directory must not stop
+        // its own content from being written, and writing content changes a dir's mtime.
+        for (comps, mode) in dir_modes.iter().rev() {
+            let path = format!("/{}", comps.join("/"));
+            let refs: Vec<&str> = comps.iter().map(String::as_str).collect();
+            let parent = self.parent_fd(&root, &path, &refs)?;
+            let fd = open_dir_at(&parent, refs.last().expect("non-empty"))
+                .map_err(self.io(&path, "open directory"))?;
+            fchmod(&fd, *mode).map_err(self.io(&path, "set mode"))?;
+        }
+        self.set_dir_times(&root, dest)?;
+        Ok(stats)
+    }
+
+    fn mode_mask(&self) -> u32 {
+        if self.opts.allow_setuid {
+            0o7777
+        } else {
+            0o1777
+        }
+    }
+
+    fn check_content(
+        &self,
+        path: &str,
+        declared: u64,
+        content: &[u8],
+        digest: Option<&rpm::FileDigest<'_>>,
+        algo: Option<DigestAlgorithm>,
+    ) -> Result<(), Error> {
+        if content.len() as u64 != declared {
+            return Err(self.refuse(
+                path,
+                format!(
+                    "payload has {} bytes of data, the header declares {declared}",
+                    content.len()
+                ),
+            ));
+        }
+        let Some(d) = digest else {
+            return Ok(());
+        };
+        if d.as_hex().is_empty() {
+            return Ok(());
+        }
+        let actual = match algo.unwrap_or(d.algorithm()) {
+            DigestAlgorithm::Sha2_256 => hex(&sha2::Sha256::digest(content)),
+            DigestAlgorithm::Sha2_512 => hex(&sha2::Sha512::digest(content)),
+            DigestAlgorithm::Sha2_384 => hex(&sha2::Sha384::digest(content)),
+            DigestAlgorithm::Sha2_224 => hex(&sha2::Sha224::digest(content)),
+            other => {
+                return Err(self.refuse(
+                    path,
+                    format!("file digest algorithm {other:?} cannot be verified by keel"),
+                ));
+            }
+        };
+        if !actual.eq_ignore_ascii_case(d.as_hex()) {
+            return Err(self.refuse(
+                path,
+                format!(
+                    "content digest {actual} does not match the header's {}",
+                    d.as_hex()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_file(
+        &self,
+        parent: &OwnedFd,
+        name: &str,
+        path: &str,
+        mode: u32,
+        content: &[u8],
+    ) -> Result<(), Error> {
+        let n = cstr(name);
+        // SAFETY: valid fd and C string.
+        let raw = unsafe {
+            libc::openat(
+                parent.as_raw_fd(),
+                n.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if raw < 0 {
+            return Err(self.io(path, "create file")(last_err()));
+        }
+        // SAFETY: freshly opened fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut file = fs::File::from(fd);
+        file.write_all(content)
+            .map_err(self.io(path, "write file"))?;
+        let fd = OwnedFd::from(file);
+        fchmod(&fd, mode).map_err(self.io(path, "set mode"))?;
+        set_times(&fd, None, self.opts.mtime).map_err(self.io(path, "set mtime"))?;
+        Ok(())
+    }
+
+    fn set_dir_times(&self, root: &OwnedFd, dest: &Path) -> Result<(), Error> {
+        for entry in walkdir::WalkDir::new(dest)
+            .contents_first(true)
+            .follow_links(false)
+        {
+            let entry = entry.map_err(|e| Error::Io {
+                action: "walk",
+                path: dest.to_owned(),
+                source: e.into(),
+            })?;
+            if entry.file_type().is_dir() {
+                let c = CString::new(entry.path().as_os_str().as_bytes())
+                    .map_err(|_| Error::SandboxConfig("NUL in path".into()))?;
+                let ts = libc::timespec {
+                    tv_sec: self.opts.mtime as libc::time_t,
+                    tv_nsec: 0,
+                };
+                let times = [ts, ts];
+                // SAFETY: valid C string, timespec array; AT_FDCWD-relative absolute path.
+                let rc = unsafe {
+                    libc::utimensat(
+                        root.as_raw_fd(),
+                        c.as_ptr(),
+                        times.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW,
+                    )
+                };
+                if rc < 0 {
+                    return Err(Error::io("set mtime of", entry.path())(last_err()));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// Unpacked layers kept under one directory, one per RPM, named by the BLAKE3 of the RPM's
+/// bytes (its [`keel_store::BlobDigest`]): `<root>/<hex>/`. Each RPM is unpacked at most
+/// once: into a temporary directory beside the final one, then renamed into place, so a
+/// layer directory that exists is complete.
+///
+/// Also keeps *merged* layers (`<root>/merged/<hex>/`), hard-link farms of an ordered list
+/// of layers that the sandbox uses when a build root has too many layers for one overlay
+/// mount.
+#[derive(Debug, Clone)]
+pub struct LayerCache {
+    root: PathBuf,
+    opts: UnpackOptions,
+}
+
+/// The BLAKE3 derive-key context naming a merged layer by its ordered inputs.
+const MERGED_CONTEXT: &str = "keel-toolchain 2026-11-27 merged layer v1";
+
+impl LayerCache {
+    /// A cache under `root` (created when needed) with default [`UnpackOptions`].
+    pub fn new(root: &Path) -> LayerCache {
+        LayerCache {
+            root: root.to_owned(),
+            opts: UnpackOptions::default(),
+        }
+    }
+
+    /// The same cache with other unpack options.
+    pub fn with_options(mut self, opts: UnpackOptions) -> LayerCache {
+        self.opts = opts;
+        self
+    }
+
+    /// The directory the cache lives in.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The layer of `rpm`: hashes the file and unpacks it unless already there.
+    pub fn layer(&self, rpm: &Path) -> Result<(keel_store::BlobDigest, PathBuf), Error> {
+        let digest = keel_store::hash_file(rpm).map_err(Error::io("read", rpm))?;
+        let path = self.layer_for_digest(rpm, &digest)?;
+        Ok((digest, path))
+    }
+
+    /// The layer of `rpm` whose BLAKE3 is already known (as the store gave it).
+    pub fn layer_for_digest(
+        &self,
+        rpm: &Path,
+        digest: &keel_store::BlobDigest,
+    ) -> Result<PathBuf, Error> {
+        let final_dir = self.root.join(digest.to_hex());
+        if final_dir.is_dir() {
+            return Ok(final_dir);
+        }
+        fs::create_dir_all(&self.root).map_err(Error::io("create directory", &self.root))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".unpack-")
+            .tempdir_in(&self.root)
+            .map_err(Error::io("create temporary directory in", &self.root))?;
+        let staging = tmp.path().join("layer");
+        unpack_payload_with(rpm, &staging, &self.opts)?;
+        publish(&staging, &final_dir)?;
+        Ok(final_dir)
+    }
+
+    /// One directory holding `layers` stacked in order (later ones win), made of hard
+    /// links to their files, kept under `<root>/merged/` and keyed by the ordered list of
+    /// layer paths. Made once; later calls return it directly.
+    pub fn merged(&self, layers: &[PathBuf]) -> Result<PathBuf, Error> {
+        let mut h = blake3::Hasher::new_derive_key(MERGED_CONTEXT);
+        for l in layers {
+            let b = l.as_os_str().as_bytes();
+            h.update(&(b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
+        let dir = self.root.join("merged");
+        let final_dir = dir.join(h.finalize().to_hex().as_str());
+        if final_dir.is_dir() {
+            return Ok(final_dir);
+        }
+        fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".merge-")
+            .tempdir_in(&dir)
+            .map_err(Error::io("create temporary directory in", &dir))?;
+        let staging = tmp.path().join("layer");
+        merge_layers(layers, &staging)?;
+        publish(&staging, &final_dir)?;
+        Ok(final_dir)
+    }
+}
+
+/// Renames a finished staging directory into place; losing a race to another process that
+/// made the same layer is fine.
+fn publish(staging: &Path, final_dir: &Path) -> Result<(), Error> {
+    match fs::rename(staging, final_dir) {
+        Ok(()) => Ok(()),
+        Err(_) if final_dir.is_dir() => Ok(()),
+        Err(e) => Err(Error::io("rename layer into", final_dir)(e)),
+    }
+}
+
+/// Builds in `dest` a hard-link farm of `layers`, later layers replacing earlier ones'
+/// entries at the same path. Files are hard-linked (copied when on another filesystem);
+/// symlinks are recreated; directories are real.
+pub fn merge_layers(layers: &[PathBuf], dest: &Path) -> Result<(), Error> {
+    fs::create_dir_all(dest).map_err(Error::io("create directory", dest))?;
+    for layer in layers {
+        for entry in walkdir::WalkDir::new(layer)
+            .min_depth(1)
+            .follow_links(false)
+        {
+            let entry = entry.map_err(|e| Error::Io {
+                action: "walk layer",
+                path: layer.clone(),
+                source: e.into(),
+            })?;
+            let rel = entry
+                .path()
+                .strip_prefix(layer)
+                .expect("walkdir stays under its root");
+            let target = dest.join(rel);
+            let existing = fs::symlink_metadata(&target).ok();
+            let ft = entry.file_type();
+            if ft.is_dir() {
+                match existing {
+                    Some(m) if m.is_dir() => {}
+                    Some(_) => {
+                        fs::remove_file(&target).map_err(Error::io("remove", &target))?;
+                        fs::create_dir(&target).map_err(Error::io("create directory", &target))?;
+                    }
+                    None => {
+                        fs::create_dir(&target).map_err(Error::io("create directory", &target))?
+                    }
+                }
+                let mode = entry.metadata().map_err(|e| Error::Io {
+                    action: "stat",
+                    path: entry.path().to_owned(),
+                    source: e.into(),
+                })?;
+                fs::set_permissions(&target, mode.permissions())
+                    .map_err(Error::io("set mode of", &target))?;
+                continue;
+            }
+            match existing {
+                Some(m) if m.is_dir() => {
+                    fs::remove_dir_all(&target).map_err(Error::io("remove", &target))?
+                }
+                Some(_) => fs::remove_file(&target).map_err(Error::io("remove", &target))?,
+                None => {}
+            }
+            if ft.is_symlink() {
+                let to =
+                    fs::read_link(entry.path()).map_err(Error::io("read symlink", entry.path()))?;
+                std::os::unix::fs::symlink(&to, &target)
+                    .map_err(Error::io("create symlink", &target))?;
+            } else if fs::hard_link(entry.path(), &target).is_err() {
+                fs::copy(entry.path(), &target).map_err(Error::io("copy into", &target))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{data_spec, rpmbuild_host};
+    use rpm::{FileOptions, PackageBuilder};
+    use std::os::unix::fs::MetadataExt;
+
+    /// Writes a package made with the `rpm` crate's builder, letting `f` add entries.
+    fn crafted(dir: &Path, f: impl FnOnce(&mut PackageBuilder)) -> PathBuf {
+        let mut b = PackageBuilder::new("hostile", "1.0", "MIT", "noarch", "crafted");
+        f(&mut b);
+        let pkg = b.build().unwrap();
+        let path = dir.join("hostile.rpm");
+        pkg.write_file(&path).unwrap();
+        path
+    }
+
+    fn unpack_err(rpm: &Path, dest: &Path) -> String {
+        unpack_payload(rpm, dest).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unpacks_a_real_rpmbuild_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpms = rpmbuild_host(dir.path(), &data_spec("hello", "0755", ""), &[], &[]);
+        let dest = dir.path().join("layer");
+        let stats = unpack_payload(&rpms[0], &dest).unwrap();
+        assert_eq!((stats.files, stats.symlinks, stats.bytes), (1, 1, 5));
+        let data = dest.join("usr/share/sem/data");
+        assert_eq!(fs::read_to_string(&data).unwrap(), "hello");
+        let m = fs::metadata(&data).unwrap();
+        assert_eq!(m.mode() & 0o7777, 0o755);
+        assert_eq!(m.mtime(), 0);
+        assert_eq!(
+            fs::read_link(dest.join("usr/bin/sem-link")).unwrap(),
+            Path::new("../share/sem/data")
+        );
+        assert_eq!(fs::metadata(dest.join("usr/share/sem")).unwrap().mtime(), 0);
+    }
+
+    #[test]
+    fn refuses_dot_dot_components() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(b"x".to_vec(), FileOptions::new("/usr/../../escaped"))
+                .unwrap();
+        });
+        let dest = dir.path().join("a/layer");
+        let err = unpack_err(&rpm, &dest);
+        assert!(err.contains("hostile") && err.contains("'..'"), "{err}");
+        assert!(!dir.path().join("escaped").exists() && !dir.path().join("a/escaped").exists());
+    }
+
+    #[test]
+    fn refuses_device_nodes_naming_package_and_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_special_file(FileOptions::character_device("/dev/kmem-ish", 1, 2))
+                .unwrap();
+        });
+        let err = unpack_err(&rpm, &dir.path().join("layer"));
+        assert!(
+            err.contains("hostile") && err.contains("/dev/kmem-ish"),
+            "{err}"
+        );
+        assert!(!dir.path().join("layer/dev/kmem-ish").exists());
+    }
+
+    #[test]
+    fn never_follows_a_symlink_out_of_the_layer() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        // A symlink to a directory outside, then a file "under" it: rpm lets a payload say
+        // this, and a naive unpacker writes to outside/pwned.
+        let rpm = crafted(dir.path(), |b| {
+            b.with_symlink(FileOptions::symlink("/usr/lib", outside.to_str().unwrap()))
+                .unwrap();
+            b.with_file_contents(b"x".to_vec(), FileOptions::new("/usr/lib/pwned"))
+                .unwrap();
+        });
+        let dest = dir.path().join("layer");
+        let err = unpack_err(&rpm, &dest);
+        assert!(err.contains("/usr/lib"), "{err}");
+        assert!(!outside.join("pwned").exists(), "wrote through the symlink");
+    }
+
+    #[test]
+    fn keeps_absolute_symlinks_as_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_symlink(FileOptions::symlink("/usr/bin/sh-link", "/bin/bash"))
+                .unwrap();
+        });
+        let dest = dir.path().join("layer");
+        unpack_payload(&rpm, &dest).unwrap();
+        assert_eq!(
+            fs::read_link(dest.join("usr/bin/sh-link")).unwrap(),
+            Path::new("/bin/bash")
+        );
+    }
+
+    #[test]
+    fn strips_setuid_unless_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(
+                b"#!/bin/sh\n".to_vec(),
+                FileOptions::new("/usr/bin/su-ish").permissions(0o4755),
+            )
+            .unwrap();
+        });
+        let dest = dir.path().join("layer");
+        unpack_payload(&rpm, &dest).unwrap();
+        assert_eq!(
+            fs::metadata(dest.join("usr/bin/su-ish")).unwrap().mode() & 0o7777,
+            0o755
+        );
+        let dest2 = dir.path().join("layer2");
+        let opts = UnpackOptions {
+            allow_setuid: true,
+            ..UnpackOptions::default()
+        };
+        unpack_payload_with(&rpm, &dest2, &opts).unwrap();
+        assert_eq!(
+            fs::metadata(dest2.join("usr/bin/su-ish")).unwrap().mode() & 0o7777,
+            0o4755
+        );
+    }
+
+    #[test]
+    fn caps_the_declared_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(vec![0u8; 4096], FileOptions::new("/usr/share/big"))
+                .unwrap();
+        });
+        let opts = UnpackOptions {
+            max_bytes: 1000,
+            ..UnpackOptions::default()
+        };
+        let err = unpack_payload_with(&rpm, &dir.path().join("layer"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("4096") && err.contains("1000"), "{err}");
+        assert!(!dir.path().join("layer/usr/share/big").exists());
+    }
+
+    #[test]
+    fn refuses_a_tampered_payload() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(vec![7u8; 10_000], FileOptions::new("/usr/share/data"))
+                .unwrap();
+        });
+        let mut bytes = fs::read(&rpm).unwrap();
+        let n = bytes.len();
+        bytes[n - 20] ^= 0xff;
+        fs::write(&rpm, &bytes).unwrap();
+        let err = unpack_err(&rpm, &dir.path().join("layer"));
+        assert!(err.contains("hostile.rpm"), "{err}");
+        assert!(!dir.path().join("layer/usr/share/data").exists());
+    }
+
+    #[test]
+    fn writes_hard_link_sets_as_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(
+                b"same".to_vec(),
+                FileOptions::new("/usr/bin/a").hardlink("set"),
+            )
+            .unwrap();
+            b.with_file_contents(
+                b"same".to_vec(),
+                FileOptions::new("/usr/bin/b").hardlink("set"),
+            )
+            .unwrap();
+        });
+        let dest = dir.path().join("layer");
+        unpack_payload(&rpm, &dest).unwrap();
+        for n in ["a", "b"] {
+            let p = dest.join("usr/bin").join(n);
+            assert_eq!(fs::read(&p).unwrap(), b"same");
+            assert_eq!(fs::metadata(&p).unwrap().nlink(), 1);
+        }
+    }
+
+    #[test]
+    fn layer_cache_unpacks_once_and_merges_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(&dir.path().join("layers"));
+        let a = crafted(&dir.path().join("."), |b| {
+            b.with_file_contents(b"lower".to_vec(), FileOptions::new("/usr/share/f"))
+                .unwrap();
+            b.with_file_contents(b"only-a".to_vec(), FileOptions::new("/usr/share/a"))
+                .unwrap();
+        });
+        let a_copy = dir.path().join("a.rpm");
+        fs::rename(&a, &a_copy).unwrap();
+        let b = crafted(dir.path(), |b| {
+            b.with_file_contents(b"upper".to_vec(), FileOptions::new("/usr/share/f"))
+                .unwrap();
+        });
+        let (da, la) = cache.layer(&a_copy).unwrap();
+        assert_eq!(la, dir.path().join("layers").join(da.to_hex()));
+        // A second call must not unpack again: a marker left in the layer survives.
+        fs::write(la.join("marker"), b"").unwrap();
+        let (_, la2) = cache.layer(&a_copy).unwrap();
+        assert!(la2.join("marker").exists());
+        fs::remove_file(la.join("marker")).unwrap();
+        let (_, lb) = cache.layer(&b).unwrap();
+        let merged = cache.merged(&[la.clone(), lb.clone()]).unwrap();
+        assert_eq!(fs::read(merged.join("usr/share/f")).unwrap(), b"upper");
+        assert_eq!(fs::read(merged.join("usr/share/a")).unwrap(), b"only-a");
+        let other_order = cache.merged(&[lb, la]).unwrap();
+        assert_ne!(merged, other_order);
+        assert_eq!(fs::read(other_order.join("usr/share/f")).unwrap(), b"lower");
+    }
+}

@@ -1,0 +1,774 @@
+//! Running a command in an isolated build root.
+//!
+//! # The root
+//!
+//! The sandbox's `/` is made of the toolchain's top-level directories (for
+//! [`Toolchain::Host`]: `/usr`, `/etc`, `/opt`, `/var` and the `/bin`, `/sbin`, `/lib*`
+//! symlinks or directories; for [`Toolchain::Dir`] every top-level entry of the directory
+//! but `proc`, `sys`, `dev`, `tmp` and `build`), each with the build's layers stacked over
+//! it in an overlay whose upper layer is a scratch tmpfs: a build can write anywhere, and
+//! nothing it writes outside `/build` survives it or reaches the host. A layer directory
+//! that is a symlink in the toolchain (a layer shipping `/lib64/…` on a merged-`/usr`
+//! host) is refused with an error naming it. `/build` is a writable bind of
+//! [`SandboxSpec::build_dir`], `/tmp` a tmpfs, `/proc` a new procfs, `/dev` a minimal one
+//! (null, zero, random, tty, pts, shm).
+//!
+//! Layers are ordered bottom to top: a later layer's file hides an earlier one's.
+//! overlayfs limits the length of its mount options to a page and the stack depth to a few
+//! hundred layers, so when a build has more than [`MAX_OVERLAY_LAYERS`] layers they are
+//! first merged into one hard-link farm ([`crate::LayerCache::merged`]), cached by the
+//! ordered list of layers: setup stays flat however large the build closure grows.
+//!
+//! # The namespaces
+//!
+//! bubblewrap (`bwrap`) makes the PID, IPC, UTS (hostname `keel`), cgroup and network
+//! namespaces (only loopback; [`SandboxSpec::network`] keeps the host's network, for tests
+//! and tools that must fetch) and the final mount namespace, and runs the command with a
+//! reaper as PID 1, killed with everything in it when keel dies or the timeout fires.
+//! bubblewrap 0.8 cannot mount overlays, so keel mounts them itself in a private mount
+//! namespace of the `bwrap` process, between `fork` and `exec`; `bwrap` then binds them
+//! into its root. That step needs root or `CAP_SYS_ADMIN`; without it [`run`] fails with
+//! [`Error::SandboxUnavailable`] saying so.
+//!
+//! # The process
+//!
+//! The environment is cleared, then holds `PATH=/usr/bin:/bin:/usr/sbin:/sbin`,
+//! `HOME=/build`, `TZ=UTC`, `LANG=C.UTF-8`, `PWD=/build` (bubblewrap's) and the caller's [`SandboxSpec::env`] (which
+//! is where `SOURCE_DATE_EPOCH` comes from). stdin is empty; stdout and stderr go to the
+//! log file. [`Isolation::Unsandboxed`] runs the command directly on the host, in
+//! `build_dir` and without layers, with a warning: for machines where namespaces are
+//! impossible, never for builds whose output is trusted.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{self, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Error, LayerCache, Toolchain};
+
+/// Where [`SandboxSpec::build_dir`] appears inside the sandbox.
+pub const BUILD_DIR: &str = "/build";
+
+/// More layers than this are merged into one before mounting.
+pub const MAX_OVERLAY_LAYERS: usize = 32;
+
+/// overlayfs's mount options must fit in a page; leave room for upper and work dirs.
+const MAX_LOWERDIR_LEN: usize = 3000;
+
+/// The `PATH` inside the sandbox.
+pub const SANDBOX_PATH: &str = "/usr/bin:/bin:/usr/sbin:/sbin";
+
+/// Top-level host directories that make up a [`Toolchain::Host`] root.
+const HOST_ROOT: [&str; 10] = [
+    "usr", "etc", "opt", "var", "bin", "sbin", "lib", "lib32", "lib64", "libx32",
+];
+
+/// Top-level entries of a [`Toolchain::Dir`] that the sandbox provides itself.
+const PROVIDED: [&str; 5] = ["proc", "sys", "dev", "tmp", "build"];
+
+/// Whether a command really runs isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// In namespaces, with the overlay root (the default).
+    Sandboxed,
+    /// Directly on the host, in `build_dir`, without layers; warns on every run.
+    Unsandboxed,
+}
+
+/// Everything about the environment a command runs in.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// Layer directories, bottom to top (a later layer wins).
+    pub layers: Vec<PathBuf>,
+    /// The base of the root.
+    pub toolchain: Toolchain,
+    /// The host directory mounted writable at [`BUILD_DIR`].
+    pub build_dir: PathBuf,
+    /// Extra environment variables (`SOURCE_DATE_EPOCH`, …), over the fixed allowlist.
+    pub env: BTreeMap<String, String>,
+    /// Wall-clock limit; the whole sandbox is killed when it passes.
+    pub timeout: Duration,
+    /// Keep the host's network (false: loopback only).
+    pub network: bool,
+    /// Sandboxed or not.
+    pub isolation: Isolation,
+    /// Where merged layers are kept when there are more than [`MAX_OVERLAY_LAYERS`]; a
+    /// per-run temporary directory when `None` (correct, but slow every time).
+    pub merge_cache: Option<PathBuf>,
+}
+
+impl SandboxSpec {
+    /// A sandboxed spec with no layers, no extra environment, no network and a one-hour
+    /// timeout.
+    pub fn new(toolchain: Toolchain, build_dir: &Path) -> SandboxSpec {
+        SandboxSpec {
+            layers: Vec::new(),
+            toolchain,
+            build_dir: build_dir.to_owned(),
+            env: BTreeMap::new(),
+            timeout: Duration::from_secs(3600),
+            network: false,
+            isolation: Isolation::Sandboxed,
+            merge_cache: None,
+        }
+    }
+
+    /// The path the command sees `build_dir` at: [`BUILD_DIR`], or `build_dir` itself when
+    /// unsandboxed.
+    pub fn build_dir_inside(&self) -> PathBuf {
+        match self.isolation {
+            Isolation::Sandboxed => PathBuf::from(BUILD_DIR),
+            Isolation::Unsandboxed => self.build_dir.clone(),
+        }
+    }
+}
+
+/// How a command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It exited with this code.
+    Exited(i32),
+    /// It was killed by this signal.
+    Signaled(i32),
+    /// The timeout passed and the sandbox was killed.
+    TimedOut,
+}
+
+impl Outcome {
+    /// Exited with code 0.
+    pub fn success(self) -> bool {
+        self == Outcome::Exited(0)
+    }
+}
+
+/// The result of [`run`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunResult {
+    /// How the command ended.
+    pub outcome: Outcome,
+    /// Wall-clock time from spawn to exit.
+    pub elapsed: Duration,
+}
+
+/// One overlay to mount before `bwrap` starts.
+#[derive(Debug)]
+struct Overlay {
+    /// Where it appears in the sandbox (`/usr`).
+    dest: String,
+    /// Lower directories, top first (overlayfs's order).
+    lower: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default)]
+struct Plan {
+    overlays: Vec<Overlay>,
+    symlinks: Vec<(String, String)>,
+}
+
+fn check_overlay_path(p: &Path) -> Result<(), Error> {
+    let b = p.as_os_str().as_bytes();
+    if b.iter()
+        .any(|c| matches!(c, b':' | b',' | b'\\' | b'\n' | 0))
+    {
+        return Err(Error::SandboxConfig(format!(
+            "layer path {} contains a character overlayfs cannot take (':', ',', '\\')",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Decides the root's shape from the toolchain and the (already merged) layers.
+fn plan(toolchain: &Toolchain, layers: &[PathBuf]) -> Result<Plan, Error> {
+    let (base, names): (PathBuf, Vec<String>) = match toolchain {
+        Toolchain::Host => (
+            PathBuf::from("/"),
+            HOST_ROOT.iter().map(|s| (*s).to_owned()).collect(),
+        ),
+        Toolchain::Dir(d) => {
+            let mut names = Vec::new();
+            for e in fs::read_dir(d).map_err(Error::io("read toolchain directory", d))? {
+                let e = e.map_err(Error::io("read toolchain directory", d))?;
+                let n = e.file_name().to_string_lossy().into_owned();
+                if !PROVIDED.contains(&n.as_str()) {
+                    names.push(n);
+                }
+            }
+            (d.clone(), names)
+        }
+    };
+    // name -> layer subdirectories, bottom to top.
+    let mut from_layers: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for layer in layers {
+        let rd = fs::read_dir(layer).map_err(Error::io("read layer", layer))?;
+        for e in rd {
+            let e = e.map_err(Error::io("read layer", layer))?;
+            let n = e.file_name().to_string_lossy().into_owned();
+            let ft = e.file_type().map_err(Error::io("stat", e.path()))?;
+            if PROVIDED.contains(&n.as_str()) {
+                // /tmp, /dev… are the sandbox's own; a package's files there are not visible.
+                continue;
+            }
+            if !ft.is_dir() {
+                return Err(Error::SandboxConfig(format!(
+                    "layer {} has /{n} which is not a directory; layers may only add directories at the top level",
+                    layer.display()
+                )));
+            }
+            from_layers.entry(n).or_default().push(e.path());
+        }
+    }
+    let mut all: Vec<String> = names.clone();
+    all.extend(from_layers.keys().cloned());
+    all.sort();
+    all.dedup();
+    let mut p = Plan::default();
+    for name in all {
+        let base_path = base.join(&name);
+        let meta = fs::symlink_metadata(&base_path).ok();
+        let from = from_layers.remove(&name).unwrap_or_default();
+        match meta {
+            Some(m) if m.file_type().is_symlink() => {
+                if let Some(first) = from.first() {
+                    return Err(Error::SandboxConfig(format!(
+                        "layer {} has a directory /{name} but the toolchain's /{name} is a symlink to {}",
+                        first.parent().unwrap_or(first).display(),
+                        fs::read_link(&base_path).unwrap_or_default().display()
+                    )));
+                }
+                let target =
+                    fs::read_link(&base_path).map_err(Error::io("read symlink", &base_path))?;
+                p.symlinks
+                    .push((target.to_string_lossy().into_owned(), format!("/{name}")));
+            }
+            Some(m) if m.is_dir() => {
+                let mut lower: Vec<PathBuf> = from.into_iter().rev().collect();
+                lower.push(base_path);
+                p.overlays.push(Overlay {
+                    dest: format!("/{name}"),
+                    lower,
+                });
+            }
+            // Files at the toolchain's top level (and absent host dirs) are not part of a root.
+            Some(_) => {}
+            None if !from.is_empty() => {
+                p.overlays.push(Overlay {
+                    dest: format!("/{name}"),
+                    lower: from.into_iter().rev().collect(),
+                });
+            }
+            None => {}
+        }
+    }
+    for o in &p.overlays {
+        for l in &o.lower {
+            check_overlay_path(l)?;
+        }
+    }
+    Ok(p)
+}
+
+/// The layers as mounted: merged into one when there are too many or their paths too long.
+fn effective_layers(spec: &SandboxSpec, tmp: &Path) -> Result<Vec<PathBuf>, Error> {
+    let total: usize = spec.layers.iter().map(|l| l.as_os_str().len() + 8).sum();
+    if spec.layers.len() <= MAX_OVERLAY_LAYERS && total <= MAX_LOWERDIR_LEN {
+        return Ok(spec.layers.clone());
+    }
+    let cache = match &spec.merge_cache {
+        Some(dir) => LayerCache::new(dir),
+        None => LayerCache::new(&tmp.join("merge")),
+    };
+    Ok(vec![cache.merged(&spec.layers)?])
+}
+
+fn c_path(p: &Path) -> Result<CString, Error> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::SandboxConfig(format!("path {} has a NUL byte", p.display())))
+}
+
+/// Strings the child needs after `fork`, prepared before it (no allocation in the child).
+struct ChildMounts {
+    scratch: CString,
+    /// (dirs to make, mount point, options) per overlay.
+    overlays: Vec<([CString; 4], CString)>,
+    status_fd: i32,
+}
+
+const MOUNT_HINT: &str = "keel's sandbox mounts overlays and needs root (or CAP_SYS_ADMIN) and a kernel with overlayfs; run keel as root, or use the unsandboxed mode (not for trusted output)";
+const BWRAP_HINT: &str = "install bubblewrap (apt install bubblewrap, dnf install bubblewrap) or run scripts/install-deps.sh test";
+
+fn errno_check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Runs in the child between `fork` and `exec`: only async-signal-safe calls.
+fn mount_in_child(m: &ChildMounts) -> io::Result<()> {
+    // SAFETY (whole function): raw syscalls on C strings prepared before the fork.
+    unsafe {
+        errno_check(libc::unshare(libc::CLONE_NEWNS))?;
+        errno_check(libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        errno_check(libc::mount(
+            c"keel-scratch".as_ptr(),
+            m.scratch.as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            c"mode=0755".as_ptr().cast(),
+        ))?;
+        for (dirs, opts) in &m.overlays {
+            for d in dirs {
+                errno_check(libc::mkdir(d.as_ptr(), 0o755))?;
+            }
+            errno_check(libc::mount(
+                c"overlay".as_ptr(),
+                dirs[3].as_ptr(),
+                c"overlay".as_ptr(),
+                0,
+                opts.as_ptr().cast(),
+            ))?;
+        }
+        if m.status_fd == 3 {
+            // dup2 onto itself keeps close-on-exec set.
+            errno_check(libc::fcntl(3, libc::F_SETFD, 0))?;
+        } else {
+            errno_check(libc::dup2(m.status_fd, 3))?;
+        }
+    }
+    Ok(())
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: a two-int array for pipe2.
+    errno_check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn base_env(spec: &SandboxSpec, home: &Path) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".to_owned(), SANDBOX_PATH.to_owned());
+    env.insert("HOME".to_owned(), home.to_string_lossy().into_owned());
+    env.insert("TZ".to_owned(), "UTC".to_owned());
+    env.insert("LANG".to_owned(), "C.UTF-8".to_owned());
+    env.extend(spec.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+/// Runs `argv` as [`SandboxSpec`] says, stdout and stderr to `log` (created or truncated).
+///
+/// A command that fails is an [`Outcome`], not an error; errors are for a sandbox that
+/// could not be set up (with what failed and how to fix it) or a log that cannot be written.
+pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, Error> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err(Error::SandboxConfig("no command to run".into()));
+    };
+    let log_file = fs::File::create(log).map_err(Error::io("create log", log))?;
+    let stdout = log_file.try_clone().map_err(Error::io("open log", log))?;
+    fs::create_dir_all(&spec.build_dir).map_err(Error::io("create directory", &spec.build_dir))?;
+
+    if spec.isolation == Isolation::Unsandboxed {
+        tracing::warn!(
+            "running {program} UNSANDBOXED in {}: the build can reach the network and the whole host{}",
+            spec.build_dir.display(),
+            if spec.layers.is_empty() {
+                String::new()
+            } else {
+                format!(", and its {} layers are ignored", spec.layers.len())
+            }
+        );
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(&spec.build_dir)
+            .env_clear()
+            .envs(base_env(spec, &spec.build_dir))
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log_file)
+            .process_group(0);
+        let child = cmd.spawn().map_err(|source| Error::Spawn {
+            program: (*program).to_owned(),
+            source,
+        })?;
+        return wait_with_timeout(child, spec.timeout, true);
+    }
+
+    let scratch = tempfile::Builder::new()
+        .prefix("keel-sandbox-")
+        .tempdir()
+        .map_err(Error::io(
+            "create temporary directory in",
+            std::env::temp_dir(),
+        ))?;
+    let layers = effective_layers(spec, scratch.path())?;
+    let root_plan = plan(&spec.toolchain, &layers)?;
+
+    let mnt = scratch.path().join("mnt");
+    fs::create_dir(&mnt).map_err(Error::io("create directory", &mnt))?;
+    let mut overlays = Vec::new();
+    let mut bwrap = Command::new("bwrap");
+    bwrap.args([
+        "--unshare-ipc",
+        "--unshare-pid",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--hostname",
+        "keel",
+        "--die-with-parent",
+        "--new-session",
+    ]);
+    if !spec.network {
+        bwrap.arg("--unshare-net");
+    }
+    for (i, o) in root_plan.overlays.iter().enumerate() {
+        let d = mnt.join(i.to_string());
+        let (up, work, merged) = (d.join("u"), d.join("w"), d.join("m"));
+        let mut opts = String::from("lowerdir=");
+        for (j, l) in o.lower.iter().enumerate() {
+            if j > 0 {
+                opts.push(':');
+            }
+            opts.push_str(&l.to_string_lossy());
+        }
+        opts.push_str(&format!(
+            ",upperdir={},workdir={}",
+            up.display(),
+            work.display()
+        ));
+        overlays.push((
+            [c_path(&d)?, c_path(&up)?, c_path(&work)?, c_path(&merged)?],
+            CString::new(opts)
+                .map_err(|_| Error::SandboxConfig("NUL in overlay options".into()))?,
+        ));
+        bwrap.arg("--bind").arg(&merged).arg(&o.dest);
+    }
+    for (target, dest) in &root_plan.symlinks {
+        bwrap.args(["--symlink", target, dest]);
+    }
+    bwrap.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+    bwrap.arg("--bind").arg(&spec.build_dir).arg(BUILD_DIR);
+    bwrap.args(["--chdir", BUILD_DIR, "--json-status-fd", "3", "--"]);
+    bwrap.arg(program).args(args);
+    bwrap
+        .env_clear()
+        .envs(base_env(spec, Path::new(BUILD_DIR)))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log_file);
+
+    let (status_r, status_w) = pipe().map_err(|source| Error::Spawn {
+        program: "pipe".into(),
+        source,
+    })?;
+    let child_mounts = ChildMounts {
+        scratch: c_path(&mnt)?,
+        overlays,
+        status_fd: status_w.as_raw_fd(),
+    };
+    // SAFETY: the hook only makes raw syscalls on memory prepared before the fork.
+    unsafe {
+        bwrap.pre_exec(move || mount_in_child(&child_mounts));
+    }
+    let child = match bwrap.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(Error::SandboxUnavailable {
+                what: "bwrap is not installed".into(),
+                hint: BWRAP_HINT,
+            });
+        }
+        Err(e) => {
+            return Err(Error::SandboxUnavailable {
+                what: format!("preparing the overlay root (unshare and mount) failed: {e}"),
+                hint: MOUNT_HINT,
+            });
+        }
+    };
+    drop(status_w);
+    let result = wait_with_timeout(child, spec.timeout, false)?;
+    let mut status = String::new();
+    let _ = fs::File::from(status_r).read_to_string(&mut status);
+    if !status.contains("child-pid") && result.outcome != Outcome::TimedOut {
+        let tail = log_tail(log, 5);
+        return Err(Error::SandboxUnavailable {
+            what: format!("bwrap could not create the sandbox: {}", tail.trim()),
+            hint: "keel needs namespaces: run as root, or enable unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1), or use the unsandboxed mode",
+        });
+    }
+    Ok(result)
+}
+
+fn wait_with_timeout(
+    mut child: std::process::Child,
+    timeout: Duration,
+    group: bool,
+) -> Result<RunResult, Error> {
+    let start = Instant::now();
+    let mut nap = Duration::from_micros(200);
+    loop {
+        if let Some(status) = child.try_wait().map_err(|source| Error::Spawn {
+            program: "wait".into(),
+            source,
+        })? {
+            let outcome = match (status.code(), status.signal()) {
+                (Some(c), _) => Outcome::Exited(c),
+                (None, Some(s)) => Outcome::Signaled(s),
+                (None, None) => Outcome::Signaled(0),
+            };
+            return Ok(RunResult {
+                outcome,
+                elapsed: start.elapsed(),
+            });
+        }
+        if start.elapsed() >= timeout {
+            let pid = child.id() as libc::pid_t;
+            // The child is not reaped yet, so its pid (and group) cannot have been reused.
+            // SAFETY: plain kill(2).
+            unsafe {
+                libc::kill(if group { -pid } else { pid }, libc::SIGKILL);
+            }
+            let _ = child.wait();
+            return Ok(RunResult {
+                outcome: Outcome::TimedOut,
+                elapsed: start.elapsed(),
+            });
+        }
+        std::thread::sleep(nap);
+        nap = (nap * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The last `n` lines of a log file (lossy UTF-8), for error messages.
+pub fn log_tail(log: &Path, n: usize) -> String {
+    let bytes = fs::read(log).unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        spec: SandboxSpec,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = SandboxSpec::new(Toolchain::Host, &dir.path().join("build"));
+        Fixture { dir, spec }
+    }
+
+    impl Fixture {
+        fn layer(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+            let root = self.dir.path().join("layers").join(name);
+            for (path, content) in files {
+                let p = root.join(path.trim_start_matches('/'));
+                fs::create_dir_all(p.parent().unwrap()).unwrap();
+                fs::write(p, content).unwrap();
+            }
+            fs::create_dir_all(&root).unwrap();
+            root
+        }
+
+        fn run(&self, argv: &[&str]) -> (Outcome, String) {
+            let log = self.dir.path().join("log");
+            let r = run(&self.spec, argv, &log).unwrap();
+            (r.outcome, fs::read_to_string(&log).unwrap())
+        }
+
+        fn bash(&self, script: &str) -> (Outcome, String) {
+            self.run(&["/bin/bash", "-c", script])
+        }
+    }
+
+    #[test]
+    fn network_is_loopback_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let probe = format!("exec 3<>/dev/tcp/127.0.0.1/{port} && echo connected");
+        let mut f = fixture();
+        let (o, log) = f.bash(&probe);
+        assert_ne!(o, Outcome::Exited(0), "reached the host's loopback: {log}");
+        let (o, log) = f.bash("exec 3<>/dev/tcp/192.0.2.1/80 && echo connected");
+        assert_ne!(o, Outcome::Exited(0), "reached an external address: {log}");
+        let (o, log) = f.bash("ip -o link 2>/dev/null || cat /proc/net/dev");
+        assert!(o.success() && !log.contains("eth0"), "{log}");
+        // The same probe with the network kept does connect: the test can tell.
+        f.spec.network = true;
+        let (o, log) = f.bash(&probe);
+        assert!(o.success() && log.contains("connected"), "{o:?} {log}");
+    }
+
+    #[test]
+    fn writes_outside_build_stay_in_the_sandbox() {
+        let f = fixture();
+        let probe = format!("/usr/keel-sandbox-probe-{}", std::process::id());
+        let (o, log) = f.bash(&format!(
+            "echo x > {probe} && echo y > /etc/keel-probe && echo z > /build/out && cat {probe}"
+        ));
+        assert!(o.success(), "{log}");
+        assert!(
+            !Path::new(&probe).exists(),
+            "a write to /usr reached the host"
+        );
+        assert!(!Path::new("/etc/keel-probe").exists());
+        assert_eq!(
+            fs::read_to_string(f.spec.build_dir.join("out")).unwrap(),
+            "z\n"
+        );
+    }
+
+    #[test]
+    fn layers_are_visible_and_later_layers_win() {
+        let mut f = fixture();
+        let lower = f.layer(
+            "lower",
+            &[
+                ("/usr/share/keel-t/f", "lower"),
+                ("/usr/share/keel-t/only-lower", "l"),
+                ("/srv/keel/new-top", "n"),
+            ],
+        );
+        let upper = f.layer("upper", &[("/usr/share/keel-t/f", "upper")]);
+        f.spec.layers = vec![lower, upper];
+        let (o, log) = f.bash("cat /usr/share/keel-t/f /usr/share/keel-t/only-lower /srv/keel/new-top; test -x /usr/bin/bash && echo host-visible");
+        assert!(o.success(), "{log}");
+        assert_eq!(log, "upperlnhost-visible\n");
+        assert!(!Path::new("/usr/share/keel-t").exists());
+    }
+
+    #[test]
+    fn many_layers_are_merged_and_keep_their_order() {
+        let mut f = fixture();
+        let mut layers = Vec::new();
+        for i in 0..(MAX_OVERLAY_LAYERS + 8) {
+            layers.push(f.layer(
+                &format!("l{i}"),
+                &[
+                    ("/usr/share/keel-m/top", &i.to_string()),
+                    (&format!("/usr/share/keel-m/{i}"), "x"),
+                ],
+            ));
+        }
+        f.spec.layers = layers;
+        f.spec.merge_cache = Some(f.dir.path().join("merged"));
+        let (o, log) = f.bash("cat /usr/share/keel-m/top; echo; ls /usr/share/keel-m | wc -l");
+        assert!(o.success(), "{log}");
+        assert_eq!(
+            log,
+            format!("{}\n{}\n", MAX_OVERLAY_LAYERS + 7, MAX_OVERLAY_LAYERS + 9)
+        );
+        assert_eq!(
+            fs::read_dir(f.dir.path().join("merged/merged"))
+                .unwrap()
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn pid_namespace_hides_host_processes() {
+        let f = fixture();
+        let (o, log) = f.bash("ls /proc | grep -c '^[0-9]'; hostname");
+        assert!(o.success(), "{log}");
+        let mut lines = log.lines();
+        let n: u32 = lines.next().unwrap().parse().unwrap();
+        assert!(n < 6, "{n} processes visible");
+        assert_eq!(lines.next(), Some("keel"));
+    }
+
+    #[test]
+    fn environment_is_cleared_and_allowlisted() {
+        let mut f = fixture();
+        f.spec.env.insert("SOURCE_DATE_EPOCH".into(), "1234".into());
+        let (o, log) = f.run(&["/usr/bin/env"]);
+        assert!(o.success(), "{log}");
+        let mut vars: Vec<&str> = log.lines().collect();
+        vars.sort();
+        assert_eq!(
+            vars,
+            [
+                "HOME=/build",
+                "LANG=C.UTF-8",
+                "PATH=/usr/bin:/bin:/usr/sbin:/sbin",
+                "PWD=/build",
+                "SOURCE_DATE_EPOCH=1234",
+                "TZ=UTC"
+            ]
+        );
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_sandbox() {
+        let mut f = fixture();
+        f.spec.timeout = Duration::from_millis(500);
+        let start = Instant::now();
+        let (o, _) = f.bash("(sleep 2; touch /build/late) & sleep 2; touch /build/late2");
+        assert_eq!(o, Outcome::TimedOut);
+        assert!(start.elapsed() < Duration::from_millis(1500));
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(
+            !f.spec.build_dir.join("late").exists(),
+            "a background process survived the timeout"
+        );
+        assert!(!f.spec.build_dir.join("late2").exists());
+    }
+
+    #[test]
+    fn exit_codes_are_reported() {
+        let f = fixture();
+        assert_eq!(f.bash("exit 7").0, Outcome::Exited(7));
+        assert_eq!(
+            f.bash("kill -TERM $$").0,
+            Outcome::Exited(128 + libc::SIGTERM)
+        );
+    }
+
+    #[test]
+    fn a_layer_dir_over_a_toolchain_symlink_is_refused() {
+        let mut f = fixture();
+        let bad = f.layer("bad", &[("/lib64/libx.so", "x")]);
+        f.spec.layers = vec![bad];
+        let err = run(&f.spec, &["/bin/true"], &f.dir.path().join("log"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/lib64") && err.contains("bad"), "{err}");
+    }
+
+    #[test]
+    fn unsandboxed_runs_in_the_build_dir() {
+        let mut f = fixture();
+        f.spec.isolation = Isolation::Unsandboxed;
+        assert_eq!(f.spec.build_dir_inside(), f.spec.build_dir);
+        let (o, log) = f.bash("pwd; echo $HOME");
+        assert!(o.success());
+        let expected = format!("{0}\n{0}\n", f.spec.build_dir.display());
+        assert_eq!(log, expected);
+    }
+
+    #[test]
+    fn a_missing_program_is_a_failed_command() {
+        let f = fixture();
+        let (o, log) = f.run(&["/usr/bin/keel-no-such-program"]);
+        assert_ne!(o, Outcome::Exited(0));
+        assert!(log.contains("keel-no-such-program"), "{log}");
+    }
+}
