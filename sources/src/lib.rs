@@ -1,0 +1,35 @@
+//! Sources of a distribution tree: signatures, mirrors, and getting them into the store.
+//!
+//! Each spec directory holds a `<pkg>.signatures.json` (Azure Linux's format,
+//! `{"Signatures": {"file": "sha256hex"}}`) with the SHA-256 of every source and patch.
+//! [`Fetcher::fetch`] takes a source from the spec's directory if it is there, else from
+//! the store if a source with that SHA-256 was stored before, else from each configured
+//! mirror in turn (`MIRROR/<file>`, over http, https or file). Downloads stream into a
+//! temporary file while their SHA-256 is computed — memory does not grow with the file —
+//! and are stored (by BLAKE3, like everything in the store) only once they pass the check
+//! the [`Mode`] asks for. A small record under the store (`<store>/sources/`, see
+//! `known.rs`) maps SHA-256 to blob, so a source is downloaded once per store, ever.
+//!
+//! Transient failures (connection errors, timeouts, HTTP 5xx/429, a body cut short) are
+//! retried with exponential backoff; a 404 moves on to the next mirror. A source found
+//! nowhere is an error naming every place tried and what happened there; a source with the
+//! wrong digest is an error naming expected and actual digests, and nothing is stored.
+//!
+//! [`verify_dir`] checks a spec directory against its signatures without any network.
+//!
+//! What it deliberately does not do: read specs (the caller passes the source file names,
+//! after `#/` renames), draw progress bars (it calls a [`ProgressFn`]), or talk to remote
+//! caches. Mirrors are plain file servers, as `SOURCE_URL` is for the Azure Linux toolkit.
+
+mod error;
+mod fetch;
+mod known;
+mod signatures;
+mod verify;
+
+pub use error::{Attempt, Error};
+pub use fetch::{
+    Fetched, Fetcher, Mode, Origin, PROGRESS_STEP, Progress, ProgressFn, SpecFetch, sha256_file,
+};
+pub use signatures::Signatures;
+pub use verify::{Problem, verify_dir};
