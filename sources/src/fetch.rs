@@ -448,9 +448,9 @@ impl Fetcher {
         got: &Ingested,
         file_name: &str,
     ) -> Result<BlobDigest, Error> {
-        let file = File::open(got.tmp.path()).map_err(|source| Error::Temp {
+        let file = got.tmp.reopen().map_err(|source| Error::Temp {
             file: file_name.to_owned(),
-            dir: got.tmp.path().to_owned(),
+            dir: got.tmp.path().parent().unwrap_or(Path::new(".")).to_owned(),
             source,
         })?;
         store

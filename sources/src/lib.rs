@@ -17,6 +17,26 @@
 //!
 //! [`verify_dir`] checks a spec directory against its signatures without any network.
 //!
+//! ```
+//! use std::path::Path;
+//! use keel_sources::{Signatures, verify_dir};
+//!
+//! let text = r#"{ "Signatures": { "hello-1.0.tar.gz":
+//!     "37363f5c1ee7d8dd565244dc0f5bde571232a0ac0800c5176904d6beb6227b64" } }"#;
+//! let sigs = Signatures::parse(text, Path::new("hello.signatures.json"))?;
+//! assert_eq!(
+//!     sigs.get("hello-1.0.tar.gz"),
+//!     Some("37363f5c1ee7d8dd565244dc0f5bde571232a0ac0800c5176904d6beb6227b64")
+//! );
+//! // The tarball is not in this directory (it would come from a mirror), which is fine;
+//! // a source of the spec without a signature is not.
+//! let sources = ["hello-1.0.tar.gz".to_owned(), "fix.patch".to_owned()];
+//! let problems = verify_dir(Path::new("/nonexistent"), &sigs, &sources);
+//! assert_eq!(problems.len(), 1);
+//! assert_eq!(problems[0].to_string(), "fix.patch has no entry in the signatures file");
+//! # Ok::<(), keel_sources::Error>(())
+//! ```
+//!
 //! What it deliberately does not do: read specs (the caller passes the source file names,
 //! after `#/` renames), draw progress bars (it calls a [`ProgressFn`]), or talk to remote
 //! caches. Mirrors are plain file servers, as `SOURCE_URL` is for the Azure Linux toolkit.

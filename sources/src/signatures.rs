@@ -211,6 +211,25 @@ mod tests {
         assert_eq!(Signatures::load(&path).unwrap(), s);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsing_never_panics(text in ".{0,200}") {
+            let _ = parse(&text);
+        }
+
+        #[test]
+        fn saved_signatures_read_back_the_same(
+            entries in proptest::collection::btree_map("[^\\u{0}]{1,20}", "[0-9a-f]{64}", 0..5)
+        ) {
+            let mut s = Signatures::new();
+            for (k, v) in &entries {
+                s.set(k, v);
+            }
+            let back = parse(&s.to_json()).unwrap();
+            proptest::prop_assert_eq!(back, s);
+        }
+    }
+
     #[test]
     fn missing_file_names_the_path() {
         let msg = Signatures::load(Path::new("/nonexistent/y.signatures.json"))

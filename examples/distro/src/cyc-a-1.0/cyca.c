@@ -1,0 +1,6 @@
+#include "cyca.h"
+
+const char *cyca_name(void)
+{
+    return "a";
+}
