@@ -11,11 +11,14 @@ what=${1:?usage: install-deps.sh demo|test}
 demo_tools=(
   "rpmbuild rpm rpm-build"
   "rpmspec rpm rpm-build"
+  "bwrap bubblewrap bubblewrap"
+  "createrepo_c createrepo-c createrepo_c"
+  "gcc gcc gcc"
+  "make make make"
 )
 test_tools=(
   "${demo_tools[@]}"
   "b3sum b3sum b3sum"
-  "bwrap bubblewrap bubblewrap"
   "/usr/bin/time time time"
   "unshare util-linux util-linux"
   "flock util-linux util-linux"

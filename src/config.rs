@@ -23,6 +23,17 @@ pub struct TreeConfig {
     pub toolchain: ToolchainSection,
     #[serde(default)]
     pub bootstrap: BootstrapSection,
+    #[serde(default)]
+    pub sources: SourcesSection,
+}
+
+/// `[sources]`: where sources not kept in the tree come from.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesSection {
+    /// Base URLs (http, https, file) tried in order; a source is `URL/<file name>`.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
 }
 
 /// `[specs]`: where the specs are and how to read them.
@@ -79,6 +90,9 @@ pub struct ToolchainSection {
     /// A list of the build root's RPM file names (like Azure Linux's
     /// `toolkit/resources/manifests/package/toolchain_x86_64.txt`), relative to the tree.
     pub manifest: Option<PathBuf>,
+    /// A worker chroot (a directory, relative to the tree) to build in instead of the
+    /// host's own `/usr`, `/etc`…
+    pub root: Option<PathBuf>,
 }
 
 /// `[bootstrap]`: prebuilt packages that break build cycles.

@@ -72,6 +72,9 @@ pub enum Command {
     Query(commands::query::QueryCommand),
     /// Build the tree or some of its packages, running only what changed
     Build(commands::build::BuildArgs),
+    /// Fetch the tree's sources into the store, or verify them against their signatures
+    #[command(subcommand)]
+    Sources(commands::sources::SourcesCommand),
     /// Say whether a package is up to date and, if not, the chain of reasons
     Explain(commands::explain::ExplainArgs),
 }
@@ -101,5 +104,6 @@ fn run() -> anyhow::Result<i32> {
         Command::Query(cmd) => commands::query::run(&ctx, cmd),
         Command::Build(args) => commands::build::run(&ctx, args),
         Command::Explain(args) => commands::explain::run(&ctx, args),
+        Command::Sources(cmd) => commands::sources::run(&ctx, cmd),
     }
 }

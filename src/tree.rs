@@ -97,6 +97,17 @@ pub fn load(tree: &Tree) -> anyhow::Result<LoadedTree> {
 /// Everything a spec's evaluation depends on besides its own directory: keel itself,
 /// keel.toml, the tree's macro files and (when read) the host's, the Lua modules.
 fn setup_digest(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<keel_store::BlobDigest> {
+    let mut text = String::new();
+    for f in &setup_files(tree)? {
+        // A file that cannot be read counts as absent: the reader will say more.
+        let d = store.file_digest(f).map(|d| d.to_hex()).unwrap_or_default();
+        text.push_str(&format!("{} {d}\n", f.display()));
+    }
+    Ok(keel_store::BlobDigest::of_bytes(text.as_bytes()))
+}
+
+/// The files behind [`setup_digest`].
+pub fn setup_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = Vec::new();
     if let Ok(exe) = std::env::current_exe() {
         files.push(exe);
@@ -114,13 +125,7 @@ fn setup_digest(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<keel_s
             files.extend(keel_specs::glob_one(&pat.replace('?', "*")));
         }
     }
-    let mut text = String::new();
-    for f in &files {
-        // A file that cannot be read counts as absent: the reader will say more.
-        let d = store.file_digest(f).map(|d| d.to_hex()).unwrap_or_default();
-        text.push_str(&format!("{} {d}\n", f.display()));
-    }
-    Ok(keel_store::BlobDigest::of_bytes(text.as_bytes()))
+    Ok(files)
 }
 
 /// [`load`], answering from the store's spec cache for every spec whose inputs are

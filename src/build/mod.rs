@@ -1,7 +1,9 @@
 //! Building a tree: the action graph of its specs, the executor that runs the actions,
 //! and publishing the results.
 
+pub mod exec;
 pub mod progress;
+pub mod stamp;
 
 use std::collections::BTreeMap;
 
@@ -22,21 +24,69 @@ pub enum ExecutorKind {
     Test,
 }
 
+impl ExecutorKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Rpmbuild => "rpmbuild",
+            ExecutorKind::Test => "test",
+        }
+    }
+}
+
+/// The toolchain's fingerprint as a build of `kind` keys it (hex; empty for the test
+/// executor, which builds in no toolchain). Cheap when nothing changed: the host's is
+/// cached in the store directory.
+pub fn toolchain_fingerprint(
+    tree: &Tree,
+    store_root: &std::path::Path,
+    kind: ExecutorKind,
+) -> anyhow::Result<String> {
+    if kind != ExecutorKind::Rpmbuild {
+        return Ok(String::new());
+    }
+    let (_, fp) = toolchain_of(tree)
+        .fingerprint_cached(store_root)
+        .context("failed to fingerprint the toolchain")?;
+    Ok(fp.to_hex())
+}
+
+fn toolchain_of(tree: &Tree) -> keel_toolchain::Toolchain {
+    match &tree.config.toolchain.root {
+        None => keel_toolchain::Toolchain::Host,
+        Some(d) => keel_toolchain::Toolchain::Dir(tree.root.join(d)),
+    }
+}
+
 /// A tree read and turned into actions, ready to plan, explain or build.
 pub struct Session {
     pub loaded: crate::tree::LoadedTree,
     pub actions: ActionGraph,
     pub kind: ExecutorKind,
+    /// Where results are published (`<tree>/out`).
+    pub out_dir: std::path::PathBuf,
+    toolchain: keel_toolchain::Toolchain,
+    mirrors: Vec<String>,
+    store_root: std::path::PathBuf,
+    jobs: usize,
+    unsandboxed: bool,
+}
+
+/// What a build asks of the session besides the tree.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Run rpmbuild without namespaces (warns on every build).
+    pub unsandboxed: bool,
 }
 
 impl Session {
     /// Reads the tree and builds the action graph of `targets` (everything when empty).
     pub fn load(
-        _ctx: &Context,
+        ctx: &Context,
         tree: &Tree,
         store: &Store,
         kind: ExecutorKind,
         targets: &[String],
+        opts: &Options,
     ) -> anyhow::Result<Session> {
         let loaded = crate::tree::load_with(tree, Some(store))?;
         if !loaded.failures.is_empty() {
@@ -62,12 +112,13 @@ impl Session {
                 );
             }
         }
+        let toolchain = toolchain_of(tree);
         let cfg = ActionConfig {
             root: tree.root.clone(),
             target_arch: pg.target_arch().to_owned(),
             macro_files: loaded.macro_files.clone(),
             defines: tree.config.specs.defines.clone(),
-            toolchain: toolchain_id(tree, store, kind)?,
+            toolchain: toolchain_id(tree, store, kind, &toolchain)?,
             indexer: indexer_id(kind),
         };
         let actions =
@@ -76,6 +127,12 @@ impl Session {
             loaded,
             actions,
             kind,
+            out_dir: tree.root.join("out"),
+            toolchain,
+            mirrors: tree.config.sources.mirrors.clone(),
+            store_root: store.root().to_owned(),
+            jobs: ctx.jobs(),
+            unsandboxed: opts.unsandboxed,
         })
     }
 
@@ -84,20 +141,161 @@ impl Session {
         match self.kind {
             ExecutorKind::Test => Ok(Box::new(keel_engine::testing::TestExecutor::new())),
             ExecutorKind::Rpmbuild => {
-                anyhow::bail!("the rpmbuild executor is not available in this build of keel")
+                let isolation = if self.unsandboxed {
+                    tracing::warn!(
+                        "building without a sandbox: builds see the whole machine and the network"
+                    );
+                    keel_toolchain::Isolation::Unsandboxed
+                } else {
+                    keel_toolchain::Isolation::Sandboxed
+                };
+                let fetcher = keel_sources::Fetcher::new(self.mirrors.clone())
+                    .context("bad source mirror in keel.toml")?;
+                Ok(Box::new(exec::RpmExecutor {
+                    toolchain: self.toolchain.clone(),
+                    isolation,
+                    fetcher,
+                    layers: keel_toolchain::LayerCache::new(&self.store_root.join("layers")),
+                    // Builds run side by side, each with a share of the cores.
+                    jobs_per_build: u32::try_from(self.jobs).unwrap_or(1).max(1),
+                    timeout: std::time::Duration::from_secs(3600),
+                    log_dir: self.store_root.join("logs"),
+                }))
             }
         }
     }
 
-    /// Copies the built packages and the repository to the tree's `out/`.
-    pub fn publish(&self, _store: &Store, _report: &BuildReport) -> anyhow::Result<()> {
-        Ok(())
+    /// The fingerprint this session's builds are keyed with (see [`toolchain_fingerprint`]).
+    pub fn toolchain_fingerprint(&self) -> String {
+        if self.kind != ExecutorKind::Rpmbuild {
+            return String::new();
+        }
+        self.toolchain
+            .fingerprint_cached(&self.store_root)
+            .map(|(_, d)| d.to_hex())
+            .unwrap_or_default()
+    }
+
+    /// Copies the built packages and the repository to the tree's `out/`: `RPMS/<arch>/`,
+    /// `SRPMS/`, and `RPMS/repodata/` when the whole tree was built. Packages no longer
+    /// produced are removed from there; unchanged files are not rewritten.
+    /// Returns the files published.
+    pub fn publish(
+        &self,
+        store: &Store,
+        report: &BuildReport,
+    ) -> anyhow::Result<Vec<std::path::PathBuf>> {
+        if self.kind != ExecutorKind::Rpmbuild {
+            return Ok(Vec::new());
+        }
+        let rpms = self.out_dir.join("RPMS");
+        let srpms = self.out_dir.join("SRPMS");
+        let mut wanted: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
+        let mut repodata = None;
+        for (id, action) in self.actions.graph.iter() {
+            let dest_dir = match action.kind() {
+                keel_engine::ActionKind::RpmBuild => None,
+                keel_engine::ActionKind::SrpmPack => Some(srpms.clone()),
+                keel_engine::ActionKind::RepoIndex => {
+                    if let Some(rec) = record_of(store, report, id)? {
+                        for o in &rec.outputs {
+                            if let keel_store::ObjectRef::Tree(t) = &o.object {
+                                let dest = rpms.join("repodata");
+                                repodata = Some(dest.clone());
+                                if dest.exists() {
+                                    std::fs::remove_dir_all(&dest).with_context(|| {
+                                        format!("failed to replace {}", dest.display())
+                                    })?;
+                                }
+                                store.materialize_tree(t, &dest)?;
+                            }
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let Some(rec) = record_of(store, report, id)? else {
+                continue;
+            };
+            for o in &rec.outputs {
+                let keel_store::ObjectRef::Blob(d) = &o.object else {
+                    continue;
+                };
+                if !o.name.ends_with(".rpm") {
+                    continue;
+                }
+                let dir = match &dest_dir {
+                    Some(d) => d.clone(),
+                    None => rpms.join(exec::rpm_arch(&o.name)),
+                };
+                let dest = dir.join(&o.name);
+                wanted.insert(dest.clone());
+                if store.file_digest(&dest).is_ok_and(|have| have == *d) {
+                    continue;
+                }
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("failed to create {}", dir.display()))?;
+                let _ = std::fs::remove_file(&dest);
+                store.materialize_blob(d, &dest, 0o644)?;
+            }
+        }
+        // Only a build of everything knows which packages are stale.
+        if self.actions.repo.is_some() {
+            for dir in [&rpms, &srpms] {
+                for f in walk_rpms(dir) {
+                    if !wanted.contains(&f) {
+                        let _ = std::fs::remove_file(&f);
+                    }
+                }
+            }
+        }
+        let mut published: Vec<std::path::PathBuf> = wanted.into_iter().collect();
+        if let Some(r) = repodata {
+            stamp::walk(&[r], &mut published);
+        }
+        Ok(published)
     }
 }
 
-/// The build root's identity: the toolchain manifest's bytes (and, for real builds, the
-/// host's fingerprint).
-fn toolchain_id(tree: &Tree, store: &Store, _kind: ExecutorKind) -> anyhow::Result<ToolchainId> {
+/// The record an action of this build ended with.
+fn record_of(
+    store: &Store,
+    report: &BuildReport,
+    id: keel_engine::ActionId,
+) -> anyhow::Result<Option<keel_store::ActionRecord>> {
+    let Some(key) = report.get(id).and_then(|r| r.key) else {
+        return Ok(None);
+    };
+    Ok(store.ac_get(&key)?)
+}
+
+/// The `.rpm` files in `dir` and its immediate subdirectories.
+fn walk_rpms(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            for f in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                if f.path().extension().is_some_and(|x| x == "rpm") {
+                    out.push(f.path());
+                }
+            }
+        } else if p.extension().is_some_and(|x| x == "rpm") {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The build root's identity: the toolchain manifest's bytes and, for real builds, the
+/// toolchain's fingerprint (for the host: its package list and tool versions).
+fn toolchain_id(
+    tree: &Tree,
+    store: &Store,
+    kind: ExecutorKind,
+    toolchain: &keel_toolchain::Toolchain,
+) -> anyhow::Result<ToolchainId> {
     let mut parts: BTreeMap<&str, BlobDigest> = BTreeMap::new();
     if let Some(m) = &tree.config.toolchain.manifest {
         let path = tree.root.join(m);
@@ -107,12 +305,18 @@ fn toolchain_id(tree: &Tree, store: &Store, _kind: ExecutorKind) -> anyhow::Resu
                 .with_context(|| format!("toolchain manifest {}", path.display()))?,
         );
     }
+    if kind == ExecutorKind::Rpmbuild {
+        let (_, fp) = toolchain
+            .fingerprint_cached(store.root())
+            .context("failed to fingerprint the toolchain")?;
+        parts.insert("toolchain", fp);
+    }
     let text: String = parts
         .iter()
         .map(|(k, v)| format!("{k} {}\n", v.to_hex()))
         .collect();
     Ok(ToolchainId {
-        name: "host".to_owned(),
+        name: toolchain.name(),
         fingerprint: store.put_bytes(text.as_bytes())?,
     })
 }

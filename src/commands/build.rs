@@ -5,6 +5,7 @@ use keel_engine::{BuildReport, CancelToken, Config, Decision, Engine, Status};
 
 use super::Context;
 use crate::build::progress::{Progress, secs};
+use crate::build::stamp;
 use crate::build::{self, ExecutorKind};
 use crate::exit_codes;
 
@@ -23,12 +24,50 @@ pub struct BuildArgs {
     /// that builds nothing (for benchmarks and for trying the engine on a tree)
     #[arg(long, value_enum, default_value = "rpmbuild")]
     pub executor: ExecutorKind,
+    /// Run rpmbuild directly on this machine, without namespaces or layers (warns)
+    #[arg(long)]
+    pub unsandboxed: bool,
 }
 
 pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
+    let stamp_path = stamp::path(
+        &ctx.store_dir()?,
+        &tree.root,
+        args.executor.name(),
+        &args.targets,
+    );
+    if !args.dry_run
+        && let Some(n) = nothing_changed(&stamp_path, tree, args.executor)?
+    {
+        let summary = keel_engine::Summary {
+            actions: n,
+            cached: n,
+            hit_rate: 1.0,
+            ..Default::default()
+        };
+        if ctx.out.json {
+            ctx.out
+                .json_value(&keel_engine::Event::BuildFinished { summary })?;
+        } else {
+            crate::output::error_line(&format!(
+                "{:>12} {n} actions: nothing changed since the last build",
+                "Fresh"
+            ));
+        }
+        return Ok(exit_codes::SUCCESS);
+    }
     let store = ctx.open_store()?;
-    let session = build::Session::load(ctx, tree, &store, args.executor, &args.targets)?;
+    let session = build::Session::load(
+        ctx,
+        tree,
+        &store,
+        args.executor,
+        &args.targets,
+        &build::Options {
+            unsandboxed: args.unsandboxed,
+        },
+    )?;
     let graph = &session.actions.graph;
     let engine = Engine::new(&store);
 
@@ -95,7 +134,37 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     store.flush()?;
     save_last(&log_dir, &report);
     if report.success() {
-        session.publish(&store, &report)?;
+        // What this build produced is what gc keeps first.
+        let mut objects = Vec::new();
+        for a in report.actions.iter().flatten() {
+            if let Some(rec) = a.key.and_then(|k| store.ac_get(&k).ok().flatten()) {
+                objects.extend(rec.objects());
+            }
+        }
+        store.set_root(&format!("build:{}", tree.root.display()), &objects)?;
+        let published = session.publish(&store, &report)?;
+        let mut inputs = crate::tree::setup_files(tree)?;
+        inputs.push(tree.root.join(crate::config::FILE_NAME));
+        if let Some(m) = &tree.config.toolchain.manifest {
+            inputs.push(tree.root.join(m));
+        }
+        let roots: Vec<_> = tree
+            .config
+            .specs
+            .dirs
+            .iter()
+            .map(|d| tree.root.join(d))
+            .collect();
+        stamp::walk(&roots, &mut inputs);
+        stamp::Stamp::take(
+            inputs,
+            published,
+            session.toolchain_fingerprint(),
+            graph.len(),
+        )
+        .save(&stamp_path);
+    } else {
+        let _ = std::fs::remove_file(&stamp_path);
     }
     print_summary(ctx, &report, &event_log)?;
     Ok(if report.success() {
@@ -103,6 +172,28 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     } else {
         exit_codes::ERROR
     })
+}
+
+/// The number of actions of the last build, if a stamp says nothing it read changed.
+fn nothing_changed(
+    stamp_path: &std::path::Path,
+    tree: &crate::config::Tree,
+    kind: ExecutorKind,
+) -> anyhow::Result<Option<usize>> {
+    let Some(s) = stamp::Stamp::load(stamp_path) else {
+        return Ok(None);
+    };
+    if !s.still_holds() {
+        return Ok(None);
+    }
+    let store_root = stamp_path
+        .parent()
+        .and_then(|p| p.parent())
+        .unwrap_or(std::path::Path::new("."));
+    if build::toolchain_fingerprint(tree, store_root, kind)? != s.toolchain {
+        return Ok(None);
+    }
+    Ok(Some(s.actions))
 }
 
 /// Keeps the report of the last build, for `keel explain`'s "last build" part.

@@ -18,7 +18,14 @@ pub struct ExplainArgs {
 pub fn run(ctx: &Context, args: ExplainArgs) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
     let store = ctx.open_store()?;
-    let session = build::Session::load(ctx, tree, &store, args.executor, &[])?;
+    let session = build::Session::load(
+        ctx,
+        tree,
+        &store,
+        args.executor,
+        &[],
+        &build::Options::default(),
+    )?;
     let graph = &session.actions.graph;
     let action = if graph.find(&args.target).is_some() {
         args.target.clone()

@@ -244,6 +244,16 @@ fn verify(ctx: &Context) -> anyhow::Result<i32> {
 
 fn gc(ctx: &Context, max_bytes: u64, ignore_roots: bool) -> anyhow::Result<i32> {
     let store = ctx.open_store()?;
+    // A build stamp vouches that the cache holds a build's results; gc may remove them.
+    for e in std::fs::read_dir(store.root().join("builds"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with("stamp-") {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
     let r = store.gc(&GcOptions {
         max_bytes,
         keep_roots: !ignore_roots,

@@ -1,0 +1,343 @@
+//! The real executor: sources fetched and verified, SRPMs packed and RPMs built by
+//! rpmbuild in the sandbox, the repository indexed by createrepo_c.
+//!
+//! Every action works in a fresh directory under the store's `tmp/` and reads its inputs
+//! from the store only (the spec, the files beside it, the macro files, its dependencies'
+//! outputs), never from the tree: what it ran on is exactly what its key says.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use keel_engine::{ExecContext, ExecError, ExecOutcome, Executor, KeyInputs, SUMMARY_OUTPUT};
+use keel_store::{ActionOutput, BlobDigest, ObjectRef, Store};
+use keel_toolchain::{BuildRequest, Isolation, LayerCache, Toolchain};
+
+/// Settings of the real executor.
+pub struct RpmExecutor {
+    pub toolchain: Toolchain,
+    pub isolation: Isolation,
+    pub fetcher: keel_sources::Fetcher,
+    pub layers: LayerCache,
+    /// `%_smp_mflags` of each build.
+    pub jobs_per_build: u32,
+    pub timeout: Duration,
+    /// Where each action's log is kept after it ran (`<store>/logs`).
+    pub log_dir: PathBuf,
+}
+
+fn failed(msg: impl Into<String>) -> ExecError {
+    ExecError::Failed {
+        message: msg.into(),
+    }
+}
+
+fn io(what: &str, path: &Path) -> impl FnOnce(std::io::Error) -> ExecError {
+    let msg = format!("failed to {what} {}", path.display());
+    move |e| failed(format!("{msg}: {e}"))
+}
+
+/// A scratch directory for one action, removed when dropped.
+fn work_dir(store: &Store, name: &str) -> Result<tempfile::TempDir, ExecError> {
+    let base = store.root().join("tmp");
+    let prefix: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}."))
+        .tempdir_in(&base)
+        .map_err(io("create a work directory in", &base))
+}
+
+/// The RPM files among an action's outputs (everything but the summary).
+fn rpm_outputs(
+    record: &keel_store::ActionRecord,
+) -> impl Iterator<Item = (&str, &BlobDigest)> + '_ {
+    record.outputs.iter().filter_map(|o| match &o.object {
+        ObjectRef::Blob(d) if o.name.ends_with(".rpm") => Some((o.name.as_str(), d)),
+        _ => None,
+    })
+}
+
+impl RpmExecutor {
+    fn keep_log(&self, store: &Store, name: &str, log: &Path) -> Option<(BlobDigest, PathBuf)> {
+        let file: String = name
+            .chars()
+            .map(|c| if c == '/' || c == ':' { '_' } else { c })
+            .collect();
+        let dest = self.log_dir.join(format!("{file}.log"));
+        std::fs::create_dir_all(&self.log_dir).ok()?;
+        std::fs::copy(log, &dest).ok()?;
+        let d = store.put_file(log).ok()?;
+        Some((d, dest))
+    }
+
+    fn request(
+        &self,
+        spec: &Path,
+        sources: &Path,
+        macro_files: Vec<PathBuf>,
+        defines: &std::collections::BTreeMap<String, String>,
+        target_arch: &str,
+        sde: u64,
+    ) -> BuildRequest {
+        let mut req = BuildRequest::new(spec, target_arch, sde);
+        req.sources_dir = sources.to_owned();
+        req.macro_files = macro_files;
+        req.defines = defines
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        req.toolchain = self.toolchain.clone();
+        req.isolation = self.isolation;
+        req.timeout = self.timeout;
+        req.jobs = self.jobs_per_build;
+        req.merge_cache = Some(self.layers.root().join("merged"));
+        req
+    }
+
+    /// Materializes the macro files of a key into `dir`, in their order.
+    fn macro_files(
+        store: &Store,
+        files: &std::collections::BTreeMap<String, BlobDigest>,
+        dir: &Path,
+    ) -> Result<Vec<PathBuf>, ExecError> {
+        let mut out = Vec::new();
+        for (i, (name, d)) in files.iter().enumerate() {
+            let base = Path::new(name)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "macros".into());
+            // Numbered so that two files of the same name in different directories
+            // stay apart, in the order keel.toml loads them.
+            let dest = dir.join(format!("{i:03}-{base}"));
+            store.materialize_blob(d, &dest, 0o644)?;
+            out.push(dest);
+        }
+        Ok(out)
+    }
+
+    fn srpm(
+        &self,
+        ctx: &ExecContext<'_>,
+        i: &keel_engine::SrpmPackInputs,
+    ) -> Result<ExecOutcome, ExecError> {
+        let store = ctx.store;
+        let work = work_dir(store, &ctx.action.name)?;
+        let src = work.path().join("src");
+        std::fs::create_dir_all(&src).map_err(io("create", &src))?;
+        for (name, d) in &i.files {
+            store.materialize_blob(d, &src.join(name), 0o644)?;
+        }
+        for (_, rec) in &ctx.deps {
+            for o in &rec.outputs {
+                if let ObjectRef::Blob(d) = &o.object {
+                    store.materialize_blob(d, &src.join(&o.name), 0o644)?;
+                }
+            }
+        }
+        let spec = src.join(format!("{}.spec", i.name));
+        store.materialize_blob(&i.spec, &spec, 0o644)?;
+        let mdir = work.path().join("macros");
+        std::fs::create_dir_all(&mdir).map_err(io("create", &mdir))?;
+        let macros = Self::macro_files(store, &i.macro_files, &mdir)?;
+        let req = self.request(&spec, &src, macros, &i.defines, &i.target_arch, 0);
+        let out = work.path().join("out");
+        let srpm = keel_toolchain::build_srpm(&req, &out).map_err(|e| failed(e.to_string()))?;
+        let name = srpm
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| failed("rpmbuild produced no SRPM"))?;
+        let d = store.put_file(&srpm)?;
+        Ok(ExecOutcome {
+            outputs: vec![ActionOutput {
+                name,
+                object: ObjectRef::Blob(d),
+            }],
+            log: None,
+        })
+    }
+
+    fn rpm(
+        &self,
+        ctx: &ExecContext<'_>,
+        i: &keel_engine::RpmBuildInputs,
+    ) -> Result<ExecOutcome, ExecError> {
+        let store = ctx.store;
+        let work = work_dir(store, &ctx.action.name)?;
+        let srpm_name = format!("srpm:{}", i.name);
+        let mut srpm = None;
+        let mut layers = Vec::new();
+        let rpms_dir = work.path().join("deps");
+        std::fs::create_dir_all(&rpms_dir).map_err(io("create", &rpms_dir))?;
+        for (dep, rec) in &ctx.deps {
+            if *dep == srpm_name {
+                let (name, d) = rec
+                    .outputs
+                    .iter()
+                    .find_map(|o| match &o.object {
+                        ObjectRef::Blob(d) => Some((o.name.clone(), *d)),
+                        ObjectRef::Tree(_) => None,
+                    })
+                    .ok_or_else(|| failed(format!("{srpm_name} has no SRPM output")))?;
+                let path = work.path().join(name);
+                store.materialize_blob(&d, &path, 0o644)?;
+                srpm = Some(path);
+                continue;
+            }
+            // Each RPM of a dependency becomes a layer of the build root, unpacked once.
+            for (name, d) in rpm_outputs(rec) {
+                let path = rpms_dir.join(name);
+                let cached = self.layers.root().join(d.to_hex());
+                let layer = if cached.is_dir() {
+                    cached
+                } else {
+                    store.materialize_blob(d, &path, 0o644)?;
+                    self.layers
+                        .layer_for_digest(&path, d)
+                        .map_err(|e| failed(format!("unpack {name} (from {dep}): {e}")))?
+                };
+                layers.push(layer);
+            }
+        }
+        let srpm =
+            srpm.ok_or_else(|| failed(format!("{srpm_name} is not among the dependencies")))?;
+        let mdir = work.path().join("macros");
+        std::fs::create_dir_all(&mdir).map_err(io("create", &mdir))?;
+        let macros = Self::macro_files(store, &i.macro_files, &mdir)?;
+        let sde: u64 = i
+            .env
+            .get("SOURCE_DATE_EPOCH")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let mut req = self.request(&srpm, work.path(), macros, &i.defines, &i.target_arch, sde);
+        req.layers = layers;
+        let out_dir = work.path().join("out");
+        let built = match keel_toolchain::build_rpms(&req, &srpm, &out_dir) {
+            Ok(b) => b,
+            Err(e) => {
+                let msg = match &e {
+                    keel_toolchain::BuildError::Failed { log, .. }
+                    | keel_toolchain::BuildError::Output { log, .. } => {
+                        match self.keep_log(store, &ctx.action.name, log) {
+                            Some((_, kept)) => e
+                                .to_string()
+                                .replace(&log.display().to_string(), &kept.display().to_string()),
+                            None => e.to_string(),
+                        }
+                    }
+                    keel_toolchain::BuildError::Setup { .. } => e.to_string(),
+                };
+                return Err(failed(msg));
+            }
+        };
+        let log = self
+            .keep_log(store, &ctx.action.name, &built.log)
+            .map(|(d, _)| d);
+        let mut outputs = Vec::new();
+        let mut summary = Vec::new();
+        for rpm in &built.rpms {
+            let name = rpm
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let s = keel_toolchain::semantic_summary(rpm)
+                .map_err(|e| failed(format!("read {name}: {e}")))?;
+            summary.extend_from_slice(format!("{} {}\n", name.len(), s.len()).as_bytes());
+            summary.extend_from_slice(name.as_bytes());
+            summary.extend_from_slice(&s);
+            outputs.push(ActionOutput {
+                name,
+                object: ObjectRef::Blob(store.put_file(rpm)?),
+            });
+        }
+        // The summary alone is what dependents see: RPMs whose payload and dependencies
+        // come out the same cut the rebuild off, build time and host notwithstanding.
+        outputs.push(ActionOutput {
+            name: SUMMARY_OUTPUT.to_owned(),
+            object: ObjectRef::Blob(store.put_bytes(&summary)?),
+        });
+        Ok(ExecOutcome { outputs, log })
+    }
+
+    fn repo(&self, ctx: &ExecContext<'_>) -> Result<ExecOutcome, ExecError> {
+        let store = ctx.store;
+        let work = work_dir(store, &ctx.action.name)?;
+        let repo = work.path().join("repo");
+        for (_, rec) in &ctx.deps {
+            for (name, d) in rpm_outputs(rec) {
+                let dir = repo.join(rpm_arch(name));
+                std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+                store.materialize_blob(d, &dir.join(name), 0o644)?;
+            }
+        }
+        std::fs::create_dir_all(&repo).map_err(io("create", &repo))?;
+        let out = std::process::Command::new("createrepo_c")
+            .args([
+                "--quiet",
+                "--no-database",
+                "--simple-md-filenames",
+                "--revision",
+                "0",
+            ])
+            .args(["--set-timestamp-to-revision", "--distro", "keel"])
+            .arg(&repo)
+            .output()
+            .map_err(|e| {
+                failed(format!(
+                    "cannot run createrepo_c (install createrepo-c): {e}"
+                ))
+            })?;
+        if !out.status.success() {
+            return Err(failed(format!(
+                "createrepo_c failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        let tree = store.put_dir(&repo.join("repodata"))?;
+        Ok(ExecOutcome {
+            outputs: vec![ActionOutput {
+                name: "repodata".into(),
+                object: ObjectRef::Tree(tree),
+            }],
+            log: None,
+        })
+    }
+}
+
+/// The architecture part of an RPM file name (`x86_64` in `a-1-1.x86_64.rpm`).
+pub fn rpm_arch(file: &str) -> &str {
+    file.strip_suffix(".rpm")
+        .and_then(|b| b.rsplit_once('.'))
+        .map_or("noarch", |(_, a)| a)
+}
+
+impl Executor for RpmExecutor {
+    fn execute(&self, ctx: &ExecContext<'_>) -> Result<ExecOutcome, ExecError> {
+        if ctx.cancel.is_cancelled() {
+            return Err(ExecError::Cancelled);
+        }
+        match &ctx.action.inputs {
+            KeyInputs::SourceFetch(i) => {
+                // The spec's directory was looked in when the graph was made; only the
+                // store and the mirrors are left.
+                let nowhere = ctx.store.root().join("tmp");
+                let f = self
+                    .fetcher
+                    .fetch(ctx.store, &nowhere, &i.file_name, Some(&i.sha256))
+                    .map_err(|e| failed(e.to_string()))?;
+                Ok(ExecOutcome {
+                    outputs: vec![ActionOutput {
+                        name: i.file_name.clone(),
+                        object: ObjectRef::Blob(f.blob),
+                    }],
+                    log: None,
+                })
+            }
+            KeyInputs::SrpmPack(i) => self.srpm(ctx, i),
+            KeyInputs::RpmBuild(i) => self.rpm(ctx, i),
+            KeyInputs::RepoIndex(_) => self.repo(ctx),
+            KeyInputs::Image(_) => Err(failed("images are not built by this executor")),
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `keel sources fetch|verify`: the tree's sources, checked against its signatures files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use keel_specs::Spec;
+
+use super::Context;
+use crate::exit_codes;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SourcesCommand {
+    /// Put every source of the named packages (all when none) in the store, from the
+    /// spec's directory or the mirrors in keel.toml, checking each against its signature
+    Fetch {
+        packages: Vec<String>,
+        /// enforce: a missing or wrong signature is an error; skip: not checked;
+        /// update: rewrite the signatures files with the actual digests
+        #[arg(long, default_value = "enforce")]
+        mode: keel_sources::Mode,
+    },
+    /// Check the sources kept beside each spec against its signatures file
+    Verify { packages: Vec<String> },
+}
+
+/// The signatures file of a spec: `<dir>/<name>.signatures.json`.
+pub fn signatures_path(spec: &Path) -> PathBuf {
+    let stem = spec
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    spec.with_file_name(format!("{stem}.signatures.json"))
+}
+
+/// The Source files of a spec (patches are kept in the tree and are not signed).
+fn source_files(spec: &Spec) -> Vec<String> {
+    spec.source
+        .sources
+        .iter()
+        .filter(|s| !s.is_patch)
+        .map(|s| s.file.clone())
+        .collect()
+}
+
+fn selected<'a>(
+    loaded: &'a crate::tree::LoadedTree,
+    packages: &[String],
+) -> anyhow::Result<Vec<&'a Spec>> {
+    if packages.is_empty() {
+        return Ok(loaded.specs.iter().collect());
+    }
+    packages
+        .iter()
+        .map(|p| {
+            let id = loaded
+                .graph
+                .find(p)
+                .with_context(|| format!("no package or spec named `{p}` in the tree"))?;
+            Ok(&loaded.specs[id.0])
+        })
+        .collect()
+}
+
+pub fn run(ctx: &Context, cmd: SourcesCommand) -> anyhow::Result<i32> {
+    let tree = crate::tree::require(ctx.tree.as_ref())?;
+    let loaded = crate::tree::load(tree)?;
+    for f in &loaded.failures {
+        ctx.out
+            .status(&format!("{}:{}: {}", f.file.display(), f.line, f.message));
+    }
+    match cmd {
+        SourcesCommand::Verify { packages } => {
+            let mut bad = 0;
+            for spec in selected(&loaded, &packages)? {
+                let dir = spec.path.parent().unwrap_or(Path::new("."));
+                let sigs_path = signatures_path(&spec.path);
+                let sigs = match keel_sources::Signatures::load(&sigs_path) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        bad += 1;
+                        ctx.out.line(&format!("{}: {e}", spec.path.display()))?;
+                        continue;
+                    }
+                };
+                for p in keel_sources::verify_dir(dir, &sigs, &source_files(spec)) {
+                    bad += 1;
+                    ctx.out.line(&format!("{}: {p}", sigs_path.display()))?;
+                }
+            }
+            if bad > 0 {
+                ctx.out.status(&format!("{bad} problem(s) found"));
+                return Ok(exit_codes::ERROR);
+            }
+            ctx.out
+                .status("every source beside its spec matches its signature");
+            Ok(exit_codes::SUCCESS)
+        }
+        SourcesCommand::Fetch { packages, mode } => {
+            let store = ctx.open_store()?;
+            let fetcher = keel_sources::Fetcher::new(tree.config.sources.mirrors.clone())
+                .context("bad source mirror in keel.toml")?
+                .with_mode(mode);
+            let mut failed = 0;
+            for spec in selected(&loaded, &packages)? {
+                let dir = spec.path.parent().unwrap_or(Path::new("."));
+                let files = source_files(spec);
+                match fetcher.fetch_spec(&store, dir, &signatures_path(&spec.path), &files) {
+                    Ok(done) => {
+                        for f in &done.fetched {
+                            ctx.out.line(&format!(
+                                "{} {} (from {})",
+                                f.blob.short(),
+                                f.file,
+                                f.from
+                            ))?;
+                        }
+                        if done.signatures_updated {
+                            ctx.out.status(&format!(
+                                "updated {}",
+                                signatures_path(&spec.path).display()
+                            ));
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        crate::output::error_line(&format!("error: {}: {e}", spec.path.display()));
+                    }
+                }
+            }
+            store.flush()?;
+            Ok(if failed > 0 {
+                exit_codes::ERROR
+            } else {
+                exit_codes::SUCCESS
+            })
+        }
+    }
+}
