@@ -24,6 +24,36 @@
 //! mounted by keel itself, just before `bwrap` starts, in a private mount namespace of the
 //! `bwrap` process (see [`sandbox`]): this needs root (or `CAP_SYS_ADMIN`).
 //!
+//! # Requirements
+//!
+//! Linux with overlayfs, `bwrap` (bubblewrap ≥ 0.4 for `--json-status-fd`) and `rpmbuild`
+//! (`scripts/install-deps.sh test` installs both), and root or `CAP_SYS_ADMIN` for the
+//! overlay mounts. Without them, [`sandbox::run`] fails with
+//! [`Error::SandboxUnavailable`] saying what failed and how to fix it;
+//! [`sandbox::Isolation::Unsandboxed`] is the explicit, warned-about way out.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use keel_toolchain::{BuildRequest, LayerCache, build_rpms, build_srpm};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layers = LayerCache::new(Path::new("/var/cache/keel/layers"));
+//! let (_digest, devel) = layers.layer(Path::new("out/libfoo-devel-1.0-1.x86_64.rpm"))?;
+//! let mut req = BuildRequest::new(Path::new("SPECS/prog/prog.spec"), "x86_64", 1_790_000_000);
+//! req.layers.push(devel);
+//! let srpm = build_srpm(&req, Path::new("work/prog"))?;
+//! let out = build_rpms(&req, &srpm, Path::new("work/prog"))?;
+//! for rpm in &out.rpms {
+//!     let info = keel_toolchain::read_rpm(rpm)?;
+//!     let digest = keel_toolchain::semantic_digest(rpm)?;
+//!     tracing::info!("built {} ({digest})", info.nevra());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # What it deliberately does not do
 //!
 //! - Resolve dependencies: the caller (keel-rules) decides which layers a build gets;
@@ -32,6 +62,10 @@
 //! - Touch the store: layers live in a directory the caller names; digests are returned
 //!   for the caller to record.
 //! - Print: diagnostics go through `tracing`.
+//! - Run without root today: the overlays are mounted by keel before `bwrap` starts, which
+//!   needs `CAP_SYS_ADMIN`; an unprivileged variant would mount them inside a user
+//!   namespace (kernel ≥ 5.11) and is not written yet.
+//! - Check signatures: packages are checked against their digests only.
 
 mod error;
 pub mod layer;

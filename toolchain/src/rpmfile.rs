@@ -12,9 +12,9 @@
 //!
 //! It deliberately leaves out everything that changes between two builds of the same
 //! inputs without changing what gets installed: build time and host, the cookie,
-//! signatures and header digests, payload compression, file mtimes, the changelog's
-//! place in the header, and the source RPM's name is kept only as part of identity via
-//! name/version/release.
+//! signatures and header digests, payload compression, file mtimes, the source RPM's file
+//! name and the changelog (which in practice never changes without a release change).
+//! Dependency lists are sorted, so their order in the header does not matter either.
 
 use std::path::Path;
 
