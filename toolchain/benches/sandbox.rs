@@ -3,6 +3,8 @@
 //! - `sandbox_true/N`: [`keel_toolchain::sandbox::run`] of `/bin/true` over N layers
 //!   unpacked from N generated RPMs (merged-layer cache warm, as on every build after the
 //!   first with that closure), on the host toolchain.
+//! - `merge_layers/300`: the one-time merge of 300 layers into a hard-link farm (the first
+//!   build with a given closure pays it; removal of the farm is included).
 //! - `rpm_install/20`: installing the same 20 RPMs into a fresh root with
 //!   `rpm --root DIR --initdb` then `rpm --root DIR -i --nodeps` in one run: what a
 //!   per-build package installation would cost instead (the Azure Linux toolkit installs
@@ -75,6 +77,20 @@ fn bench(c: &mut Criterion) {
             b.iter(|| sandbox::run(spec, &["/bin/true"], &log).unwrap());
         });
     }
+    group.finish();
+
+    // The one-time cost a new closure of 300 layers pays before setup goes flat.
+    let mut group = c.benchmark_group("merge_layers");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    let mut round = 0u32;
+    group.bench_function(BenchmarkId::from_parameter(300), |b| {
+        b.iter(|| {
+            round += 1;
+            let dest = tmp.path().join(format!("merge{round}"));
+            keel_toolchain::layer::merge_layers(&layers, &dest).unwrap();
+            std::fs::remove_dir_all(&dest).unwrap();
+        });
+    });
     group.finish();
 
     let mut group = c.benchmark_group("rpm_install");

@@ -776,6 +776,37 @@ mod tests {
         assert!(err.contains("/lib64") && err.contains("bad"), "{err}");
     }
 
+    /// A chroot holding only bash and the libraries `ldd` says it needs.
+    fn bash_chroot(root: &Path) {
+        let ldd = std::process::Command::new("ldd").arg("/bin/bash").output().unwrap();
+        let mut paths = vec!["/bin/bash".to_owned()];
+        for line in String::from_utf8(ldd.stdout).unwrap().lines() {
+            if let Some(p) = line.split_whitespace().find(|w| w.starts_with('/')) {
+                paths.push(p.to_owned());
+            }
+        }
+        for p in paths {
+            let dest = root.join(p.trim_start_matches('/'));
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::copy(fs::canonicalize(&p).unwrap(), &dest).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_directory_toolchain_is_the_whole_root() {
+        let mut f = fixture();
+        let chroot = f.dir.path().join("chroot");
+        bash_chroot(&chroot);
+        fs::create_dir_all(chroot.join("proc")).unwrap();
+        let layer = f.layer("l", &[("/usr/share/keel-d", "from-layer")]);
+        f.spec.toolchain = Toolchain::Dir(chroot.clone());
+        f.spec.layers = vec![layer];
+        let (o, log) = f.bash("echo $(< /usr/share/keel-d); test -e /usr/bin/gcc || echo no-host-gcc; echo w > /bin/new && echo wrote");
+        assert!(o.success(), "{log}");
+        assert_eq!(log, "from-layer\nno-host-gcc\nwrote\n");
+        assert!(!chroot.join("bin/new").exists(), "a write reached the toolchain directory");
+    }
+
     #[test]
     fn unsandboxed_runs_in_the_build_dir() {
         let mut f = fixture();
