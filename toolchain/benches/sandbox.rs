@@ -81,7 +81,9 @@ fn bench(c: &mut Criterion) {
 
     // The one-time cost a new closure of 300 layers pays before setup goes flat.
     let mut group = c.benchmark_group("merge_layers");
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     let mut round = 0u32;
     group.bench_function(BenchmarkId::from_parameter(300), |b| {
         b.iter(|| {

@@ -79,6 +79,6 @@ pub mod toolchain;
 pub use error::Error;
 pub use layer::{LayerCache, UnpackOptions, UnpackStats, unpack_payload, unpack_payload_with};
 pub use rpmbuild::{BuildError, BuildOutput, BuildRequest, build_rpms, build_srpm};
-pub use rpmfile::{RpmDep, RpmInfo, read_rpm, semantic_digest, semantic_summary};
+pub use rpmfile::{RpmDep, RpmInfo, SemanticDigest, read_rpm, semantic_digest, semantic_summary};
 pub use sandbox::{Isolation, Outcome, RunResult, SandboxSpec};
 pub use toolchain::Toolchain;

@@ -778,7 +778,10 @@ mod tests {
 
     /// A chroot holding only bash and the libraries `ldd` says it needs.
     fn bash_chroot(root: &Path) {
-        let ldd = std::process::Command::new("ldd").arg("/bin/bash").output().unwrap();
+        let ldd = std::process::Command::new("ldd")
+            .arg("/bin/bash")
+            .output()
+            .unwrap();
         let mut paths = vec!["/bin/bash".to_owned()];
         for line in String::from_utf8(ldd.stdout).unwrap().lines() {
             if let Some(p) = line.split_whitespace().find(|w| w.starts_with('/')) {
@@ -804,7 +807,10 @@ mod tests {
         let (o, log) = f.bash("echo $(< /usr/share/keel-d); test -e /usr/bin/gcc || echo no-host-gcc; echo w > /bin/new && echo wrote");
         assert!(o.success(), "{log}");
         assert_eq!(log, "from-layer\nno-host-gcc\nwrote\n");
-        assert!(!chroot.join("bin/new").exists(), "a write reached the toolchain directory");
+        assert!(
+            !chroot.join("bin/new").exists(),
+            "a write reached the toolchain directory"
+        );
     }
 
     #[test]
