@@ -22,13 +22,13 @@
 //! The sandbox uses bubblewrap (`bwrap`) for the namespaces, `/proc`, `/dev`, `/tmp` and
 //! the environment. bubblewrap 0.8 (Debian 12) cannot mount overlays, so the overlays are
 //! mounted by keel itself, just before `bwrap` starts, in a private mount namespace of the
-//! `bwrap` process (see [`sandbox`]): this needs root (or `CAP_SYS_ADMIN`).
+//! `bwrap` process (see [`sandbox`]): as root, or in a user namespace otherwise.
 //!
 //! # Requirements
 //!
 //! Linux with overlayfs, `bwrap` (bubblewrap ≥ 0.4 for `--json-status-fd`) and `rpmbuild`
-//! (`scripts/install-deps.sh test` installs both), and root or `CAP_SYS_ADMIN` for the
-//! overlay mounts. Without them, [`sandbox::run`] fails with
+//! (`scripts/install-deps.sh test` installs both), and root or unprivileged user
+//! namespaces (Linux ≥ 5.11) for the overlay mounts. Without them, [`sandbox::run`] fails with
 //! [`Error::SandboxUnavailable`] saying what failed and how to fix it;
 //! [`sandbox::Isolation::Unsandboxed`] is the explicit, warned-about way out.
 //!
@@ -62,9 +62,6 @@
 //! - Touch the store: layers live in a directory the caller names; digests are returned
 //!   for the caller to record.
 //! - Print: diagnostics go through `tracing`.
-//! - Run without root today: the overlays are mounted by keel before `bwrap` starts, which
-//!   needs `CAP_SYS_ADMIN`; an unprivileged variant would mount them inside a user
-//!   namespace (kernel ≥ 5.11) and is not written yet.
 //! - Check signatures: packages are checked against their digests only.
 
 mod error;
