@@ -925,6 +925,17 @@ mod tests {
     }
 
     #[test]
+    fn a_missing_layer_is_named() {
+        let mut f = fixture();
+        let missing = f.dir.path().join("layers/never-unpacked");
+        f.spec.layers = vec![missing];
+        let err = run(&f.spec, &["/bin/true"], &f.dir.path().join("log"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never-unpacked"), "{err}");
+    }
+
+    #[test]
     fn unsandboxed_runs_in_the_build_dir() {
         let mut f = fixture();
         f.spec.isolation = Isolation::Unsandboxed;
