@@ -936,6 +936,20 @@ mod tests {
     }
 
     #[test]
+    fn host_directories_outside_the_toolchain_are_not_visible() {
+        let f = fixture();
+        // The test's own temporary directory lives on the host too.
+        let own = f.dir.path().display().to_string();
+        let (o, log) = f.bash(&format!("for d in /root /home /work /mnt /srv {own}; do test -e $d && echo visible: $d; done; ls /"));
+        assert!(o.success(), "{log}");
+        assert!(!log.contains("visible:"), "{log}");
+        assert!(
+            log.lines().any(|l| l == "usr") && log.lines().any(|l| l == "build"),
+            "{log}"
+        );
+    }
+
+    #[test]
     fn unsandboxed_runs_in_the_build_dir() {
         let mut f = fixture();
         f.spec.isolation = Isolation::Unsandboxed;
