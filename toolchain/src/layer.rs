@@ -8,9 +8,10 @@
 //!
 //! - checks the header digests (SHA-256 and any other the `rpm` crate recognises) and the
 //!   digest of the compressed payload (`RPMTAG_PAYLOADDIGEST`) when present, then every
-//!   regular file's bytes against its `FILEDIGESTS` entry (SHA-2 and MD5 digests are
-//!   checked; a package using another algorithm is refused). The digest of the *uncompressed*
-//!   payload (`PAYLOADDIGESTALT`) is not checked: the per-file digests cover the same bytes;
+//!   regular file's bytes against its `FILEDIGESTS` entry (SHA-224/256/384/512; a package
+//!   whose file digests use another algorithm, MD5 from very old rpm or SHA-3, is refused).
+//!   The digest of the *uncompressed* payload (`PAYLOADDIGESTALT`) is not checked: the
+//!   per-file digests cover the same bytes;
 //! - never writes outside `dest`: every path must be absolute and free of `.`, `..` and
 //!   empty components, every parent directory is opened with `O_NOFOLLOW | O_DIRECTORY`
 //!   one component at a time (so a symlink planted by an earlier entry is never followed),

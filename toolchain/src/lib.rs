@@ -22,7 +22,37 @@
 //! The sandbox uses bubblewrap (`bwrap`) for the namespaces, `/proc`, `/dev`, `/tmp` and
 //! the environment. bubblewrap 0.8 (Debian 12) cannot mount overlays, so the overlays are
 //! mounted by keel itself, just before `bwrap` starts, in a private mount namespace of the
-//! `bwrap` process (see [`sandbox`]): this needs root (or `CAP_SYS_ADMIN`).
+//! `bwrap` process (see [`sandbox`]): as root, or in a user namespace otherwise.
+//!
+//! # Requirements
+//!
+//! Linux with overlayfs, `bwrap` (bubblewrap ≥ 0.4 for `--json-status-fd`) and `rpmbuild`
+//! (`scripts/install-deps.sh test` installs both), and root or unprivileged user
+//! namespaces (Linux ≥ 5.11) for the overlay mounts. Without them, [`sandbox::run`] fails with
+//! [`Error::SandboxUnavailable`] saying what failed and how to fix it;
+//! [`sandbox::Isolation::Unsandboxed`] is the explicit, warned-about way out.
+//!
+//! # Example
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use keel_toolchain::{BuildRequest, LayerCache, build_rpms, build_srpm};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let layers = LayerCache::new(Path::new("/var/cache/keel/layers"));
+//! let (_digest, devel) = layers.layer(Path::new("out/libfoo-devel-1.0-1.x86_64.rpm"))?;
+//! let mut req = BuildRequest::new(Path::new("SPECS/prog/prog.spec"), "x86_64", 1_790_000_000);
+//! req.layers.push(devel);
+//! let srpm = build_srpm(&req, Path::new("work/prog"))?;
+//! let out = build_rpms(&req, &srpm, Path::new("work/prog"))?;
+//! for rpm in &out.rpms {
+//!     let info = keel_toolchain::read_rpm(rpm)?;
+//!     let digest = keel_toolchain::semantic_digest(rpm)?;
+//!     tracing::info!("built {} ({digest})", info.nevra());
+//! }
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # What it deliberately does not do
 //!
@@ -32,6 +62,7 @@
 //! - Touch the store: layers live in a directory the caller names; digests are returned
 //!   for the caller to record.
 //! - Print: diagnostics go through `tracing`.
+//! - Check signatures: packages are checked against their digests only.
 
 mod error;
 pub mod layer;
@@ -45,6 +76,6 @@ pub mod toolchain;
 pub use error::Error;
 pub use layer::{LayerCache, UnpackOptions, UnpackStats, unpack_payload, unpack_payload_with};
 pub use rpmbuild::{BuildError, BuildOutput, BuildRequest, build_rpms, build_srpm};
-pub use rpmfile::{RpmDep, RpmInfo, read_rpm, semantic_digest, semantic_summary};
+pub use rpmfile::{RpmDep, RpmInfo, SemanticDigest, read_rpm, semantic_digest, semantic_summary};
 pub use sandbox::{Isolation, Outcome, RunResult, SandboxSpec};
 pub use toolchain::Toolchain;

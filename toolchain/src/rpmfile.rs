@@ -12,9 +12,9 @@
 //!
 //! It deliberately leaves out everything that changes between two builds of the same
 //! inputs without changing what gets installed: build time and host, the cookie,
-//! signatures and header digests, payload compression, file mtimes, the changelog's
-//! place in the header, and the source RPM's name is kept only as part of identity via
-//! name/version/release.
+//! signatures and header digests, payload compression, file mtimes, the source RPM's file
+//! name and the changelog (which in practice never changes without a release change).
+//! Dependency lists are sorted, so their order in the header does not matter either.
 
 use std::path::Path;
 
@@ -168,16 +168,25 @@ fn info_from_metadata(path: &Path, meta: &PackageMetadata) -> Result<RpmInfo, Er
     })
 }
 
-/// The BLAKE3 derive-key context of [`semantic_digest`].
+/// The BLAKE3 derive-key context of [`SemanticDigest`].
 pub const SEMANTIC_CONTEXT: &str = "keel-toolchain 2026-11-27 rpm semantic summary v1";
 
-/// The BLAKE3 of [`semantic_summary`] under [`SEMANTIC_CONTEXT`]: keel's output digest of
-/// a built RPM.
-pub fn semantic_digest(path: &Path) -> Result<blake3::Hash, Error> {
-    let summary = semantic_summary(path)?;
-    let mut h = blake3::Hasher::new_derive_key(SEMANTIC_CONTEXT);
-    h.update(&summary);
-    Ok(h.finalize())
+/// The kind of a [`SemanticDigest`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SemanticKind {}
+
+impl keel_store::DigestKind for SemanticKind {
+    const CONTEXT: Option<&'static str> = Some(SEMANTIC_CONTEXT);
+    const NAME: &'static str = "rpm semantic digest";
+}
+
+/// The digest of an RPM's [`semantic_summary`]: its own kind, so it can never be mistaken
+/// for the blob digest of the RPM's bytes.
+pub type SemanticDigest = keel_store::Digest<SemanticKind>;
+
+/// The [`SemanticDigest`] of the package at `path`: keel's output digest of a built RPM.
+pub fn semantic_digest(path: &Path) -> Result<SemanticDigest, Error> {
+    Ok(SemanticDigest::of_bytes(&semantic_summary(path)?))
 }
 
 /// Appends `key len:value\n`: unambiguous whatever the value holds.
@@ -445,15 +454,14 @@ mod tests {
         let summary = semantic_summary(&rpms[0]).unwrap();
         let digest = semantic_digest(&rpms[0]).unwrap();
         assert_ne!(
-            digest,
-            blake3::hash(&summary),
+            digest.hash(),
+            blake3::hash(&summary).as_bytes(),
             "derived, not the plain hash"
         );
-        assert_eq!(
-            digest,
-            blake3::Hasher::new_derive_key(SEMANTIC_CONTEXT)
-                .update(&summary)
-                .finalize()
-        );
+        let expected = blake3::Hasher::new_derive_key(SEMANTIC_CONTEXT)
+            .update(&summary)
+            .finalize();
+        assert_eq!(digest.hash(), expected.as_bytes());
+        assert_eq!(digest.size(), summary.len() as u64);
     }
 }

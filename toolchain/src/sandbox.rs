@@ -27,8 +27,11 @@
 //! reaper as PID 1, killed with everything in it when keel dies or the timeout fires.
 //! bubblewrap 0.8 cannot mount overlays, so keel mounts them itself in a private mount
 //! namespace of the `bwrap` process, between `fork` and `exec`; `bwrap` then binds them
-//! into its root. That step needs root or `CAP_SYS_ADMIN`; without it [`run`] fails with
-//! [`Error::SandboxUnavailable`] saying so.
+//! into its root. As root that is a plain mount namespace; as any other user keel first
+//! makes a user namespace mapping the caller to root (files written to `/build` belong to
+//! the caller), which needs unprivileged user namespaces and Linux ≥ 5.11. When neither
+//! works [`run`] fails with [`Error::SandboxUnavailable`] saying what failed and how to fix
+//! it.
 //!
 //! # The process
 //!
@@ -294,13 +297,16 @@ fn c_path(p: &Path) -> Result<CString, Error> {
 
 /// Strings the child needs after `fork`, prepared before it (no allocation in the child).
 struct ChildMounts {
+    /// For a caller that is not root: `/proc/self/uid_map` and `gid_map` contents mapping
+    /// the caller to root in a new user namespace.
+    user_maps: Option<(CString, CString)>,
     scratch: CString,
     /// (dirs to make, mount point, options) per overlay.
     overlays: Vec<([CString; 4], CString)>,
     status_fd: i32,
 }
 
-const MOUNT_HINT: &str = "keel's sandbox mounts overlays and needs root (or CAP_SYS_ADMIN) and a kernel with overlayfs; run keel as root, or use the unsandboxed mode (not for trusted output)";
+const MOUNT_HINT: &str = "keel's sandbox mounts overlays: as root, or as another user in a user namespace, which needs unprivileged user namespaces enabled (sysctl user.max_user_namespaces > 0, kernel.unprivileged_userns_clone=1 where it exists, no AppArmor restriction) and Linux >= 5.11 for overlayfs in a user namespace; run keel as root, enable them, or use the unsandboxed mode (not for trusted output)";
 const BWRAP_HINT: &str = "install bubblewrap (apt install bubblewrap, dnf install bubblewrap) or run scripts/install-deps.sh test";
 
 fn errno_check(rc: libc::c_int) -> io::Result<()> {
@@ -315,7 +321,15 @@ fn errno_check(rc: libc::c_int) -> io::Result<()> {
 fn mount_in_child(m: &ChildMounts) -> io::Result<()> {
     // SAFETY (whole function): raw syscalls on C strings prepared before the fork.
     unsafe {
-        errno_check(libc::unshare(libc::CLONE_NEWNS))?;
+        match &m.user_maps {
+            None => errno_check(libc::unshare(libc::CLONE_NEWNS))?,
+            Some((uid_map, gid_map)) => {
+                errno_check(libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS))?;
+                write_proc(c"/proc/self/setgroups", c"deny")?;
+                write_proc(c"/proc/self/uid_map", uid_map)?;
+                write_proc(c"/proc/self/gid_map", gid_map)?;
+            }
+        }
         errno_check(libc::mount(
             c"none".as_ptr(),
             c"/".as_ptr(),
@@ -347,6 +361,22 @@ fn mount_in_child(m: &ChildMounts) -> io::Result<()> {
             errno_check(libc::fcntl(3, libc::F_SETFD, 0))?;
         } else {
             errno_check(libc::dup2(m.status_fd, 3))?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `data` to a /proc file with raw syscalls (safe between fork and exec).
+fn write_proc(path: &std::ffi::CStr, data: &std::ffi::CStr) -> io::Result<()> {
+    // SAFETY: valid C strings; the fd is closed before returning.
+    unsafe {
+        let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        errno_check(fd)?;
+        let bytes = data.to_bytes();
+        let n = libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+        libc::close(fd);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
     }
     Ok(())
@@ -475,7 +505,16 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
         program: "pipe".into(),
         source,
     })?;
+    // SAFETY: getters without preconditions.
+    let (uid, gid, euid) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
+    let user_maps = (euid != 0).then(|| {
+        (
+            CString::new(format!("0 {uid} 1")).expect("no NUL"),
+            CString::new(format!("0 {gid} 1")).expect("no NUL"),
+        )
+    });
     let child_mounts = ChildMounts {
+        user_maps,
         scratch: c_path(&mnt)?,
         overlays,
         status_fd: status_w.as_raw_fd(),
@@ -519,6 +558,15 @@ fn wait_with_timeout(
     group: bool,
 ) -> Result<RunResult, Error> {
     let start = Instant::now();
+    let pid = child.id() as libc::pid_t;
+    // A pidfd wakes us the moment the child exits; polling with naps would add up to a
+    // nap's length to every run (this is on the per-build setup path).
+    // SAFETY: pidfd_open(2) on our own unreaped child.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    let pidfd = (raw >= 0).then(|| {
+        // SAFETY: a fresh fd owned by nobody else.
+        unsafe { OwnedFd::from_raw_fd(raw) }
+    });
     let mut nap = Duration::from_micros(200);
     loop {
         if let Some(status) = child.try_wait().map_err(|source| Error::Spawn {
@@ -535,8 +583,8 @@ fn wait_with_timeout(
                 elapsed: start.elapsed(),
             });
         }
-        if start.elapsed() >= timeout {
-            let pid = child.id() as libc::pid_t;
+        let left = timeout.saturating_sub(start.elapsed());
+        if left.is_zero() {
             // The child is not reaped yet, so its pid (and group) cannot have been reused.
             // SAFETY: plain kill(2).
             unsafe {
@@ -548,8 +596,22 @@ fn wait_with_timeout(
                 elapsed: start.elapsed(),
             });
         }
-        std::thread::sleep(nap);
-        nap = (nap * 2).min(Duration::from_millis(20));
+        match &pidfd {
+            Some(fd) => {
+                let mut pfd = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
+                // SAFETY: one valid pollfd; EINTR just loops.
+                unsafe { libc::poll(&mut pfd, 1, ms) };
+            }
+            None => {
+                std::thread::sleep(nap.min(left));
+                nap = (nap * 2).min(Duration::from_millis(20));
+            }
+        }
     }
 }
 
@@ -564,6 +626,7 @@ pub fn log_tail(log: &Path, n: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     struct Fixture {
         dir: tempfile::TempDir,
@@ -751,6 +814,139 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("/lib64") && err.contains("bad"), "{err}");
+    }
+
+    /// A chroot holding only bash and the libraries `ldd` says it needs.
+    fn bash_chroot(root: &Path) {
+        let ldd = std::process::Command::new("ldd")
+            .arg("/bin/bash")
+            .output()
+            .unwrap();
+        let mut paths = vec!["/bin/bash".to_owned()];
+        for line in String::from_utf8(ldd.stdout).unwrap().lines() {
+            if let Some(p) = line.split_whitespace().find(|w| w.starts_with('/')) {
+                paths.push(p.to_owned());
+            }
+        }
+        for p in paths {
+            let dest = root.join(p.trim_start_matches('/'));
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::copy(fs::canonicalize(&p).unwrap(), &dest).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_directory_toolchain_is_the_whole_root() {
+        let mut f = fixture();
+        let chroot = f.dir.path().join("chroot");
+        bash_chroot(&chroot);
+        fs::create_dir_all(chroot.join("proc")).unwrap();
+        let layer = f.layer("l", &[("/usr/share/keel-d", "from-layer")]);
+        f.spec.toolchain = Toolchain::Dir(chroot.clone());
+        f.spec.layers = vec![layer];
+        let (o, log) = f.bash("echo $(< /usr/share/keel-d); test -e /usr/bin/gcc || echo no-host-gcc; echo w > /bin/new && echo wrote");
+        assert!(o.success(), "{log}");
+        assert_eq!(log, "from-layer\nno-host-gcc\nwrote\n");
+        assert!(
+            !chroot.join("bin/new").exists(),
+            "a write reached the toolchain directory"
+        );
+    }
+
+    /// The body of [`works_for_an_unprivileged_user`], run as that user.
+    fn unprivileged_body(dir: &Path) {
+        let mut spec = SandboxSpec::new(Toolchain::Host, &dir.join("build"));
+        spec.layers = vec![dir.join("layer")];
+        let log = dir.join("log");
+        let r = run(
+            &spec,
+            &[
+                "/bin/bash",
+                "-c",
+                "cat /usr/share/keel-u; echo out > /build/out; echo x > /usr/x && echo wrote-usr; id -u",
+            ],
+            &log,
+        );
+        let text = match r {
+            Ok(r) => format!(
+                "{:?}\n{}",
+                r.outcome,
+                fs::read_to_string(&log).unwrap_or_default()
+            ),
+            Err(e) => format!("error: {e}"),
+        };
+        fs::write(dir.join("result"), text).unwrap();
+    }
+
+    #[test]
+    fn works_for_an_unprivileged_user() {
+        const VAR: &str = "KEEL_TEST_UNPRIVILEGED_DIR";
+        if let Some(dir) = std::env::var_os(VAR) {
+            unprivileged_body(Path::new(&dir));
+            return;
+        }
+        let f = fixture();
+        let dir = f.dir.path();
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o777)).unwrap();
+        fs::create_dir_all(dir.join("build")).unwrap();
+        fs::set_permissions(dir.join("build"), fs::Permissions::from_mode(0o777)).unwrap();
+        f.layer("../layer", &[("/usr/share/keel-u", "from-layer")]);
+        // SAFETY: no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // Run this same test again as nobody.
+            let status = std::process::Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "sandbox::tests::works_for_an_unprivileged_user",
+                    "--test-threads=1",
+                ])
+                .env(VAR, dir)
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success());
+        } else {
+            unprivileged_body(dir);
+        }
+        let result = fs::read_to_string(dir.join("result")).unwrap();
+        assert_eq!(result, "Exited(0)\nfrom-layerwrote-usr\n0\n");
+        let out = dir.join("build/out");
+        assert_eq!(fs::read_to_string(&out).unwrap(), "out\n");
+        assert_eq!(
+            fs::metadata(&out).unwrap().uid(),
+            if unsafe { libc::geteuid() } == 0 {
+                65534
+            } else {
+                unsafe { libc::geteuid() }
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_layer_is_named() {
+        let mut f = fixture();
+        let missing = f.dir.path().join("layers/never-unpacked");
+        f.spec.layers = vec![missing];
+        let err = run(&f.spec, &["/bin/true"], &f.dir.path().join("log"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("never-unpacked"), "{err}");
+    }
+
+    #[test]
+    fn host_directories_outside_the_toolchain_are_not_visible() {
+        let f = fixture();
+        // The test's own temporary directory lives on the host too.
+        let own = f.dir.path().display().to_string();
+        let (o, log) = f.bash(&format!("for d in /root /home /work /mnt /srv {own}; do test -e $d && echo visible: $d; done; ls /"));
+        assert!(o.success(), "{log}");
+        assert!(!log.contains("visible:"), "{log}");
+        assert!(
+            log.lines().any(|l| l == "usr") && log.lines().any(|l| l == "build"),
+            "{log}"
+        );
     }
 
     #[test]
