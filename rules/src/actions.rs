@@ -65,15 +65,19 @@ pub fn stored_file(store: &Store, path: &Path) -> anyhow::Result<BlobDigest> {
     Ok(d)
 }
 
-/// The `Signatures` of a package's `<pkg>.signatures.json` (file name -> SHA-256), empty
-/// when the file does not exist.
-fn signatures(spec_path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
-    let dir = spec_path.parent().unwrap_or(Path::new("."));
+/// `<dir>/<name>.signatures.json` for `<dir>/<name>.spec`.
+pub fn signatures_path(spec_path: &Path) -> PathBuf {
     let stem = spec_path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let path = dir.join(format!("{stem}.signatures.json"));
+    spec_path.with_file_name(format!("{stem}.signatures.json"))
+}
+
+/// The `Signatures` of a package's `<pkg>.signatures.json` (file name -> SHA-256), empty
+/// when the file does not exist.
+fn signatures(spec_path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let path = signatures_path(spec_path);
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
@@ -326,6 +330,16 @@ fn spec_files(store: &Store, spec: &Spec) -> anyhow::Result<SpecFiles> {
             };
             fetched.push((src.file.clone(), sha.clone()));
         }
+    }
+    // The signatures file travels with the sources it vouches for: the SRPM is packed
+    // only from sources that match it.
+    let sig_path = signatures_path(&spec.path);
+    if sig_path.is_file() {
+        let name = sig_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        local.insert(name, stored_file(store, &sig_path)?);
     }
     Ok(SpecFiles {
         spec: digest,

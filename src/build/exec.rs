@@ -136,8 +136,43 @@ impl RpmExecutor {
                 }
             }
         }
+        // Sources kept beside the spec must match the signatures file kept with them, as
+        // fetched ones were checked when they were fetched.
+        if let Some((sig_name, _)) = i
+            .files
+            .iter()
+            .find(|(n, _)| n.ends_with(".signatures.json"))
+        {
+            let sig_path = src.join(sig_name);
+            let sigs = keel_sources::Signatures::load(&sig_path)
+                .map_err(|e| failed(format!("{}: {e}", i.name)))?;
+            for name in i.files.keys().filter(|n| *n != sig_name) {
+                let Some(expected) = sigs.get(name) else {
+                    continue;
+                };
+                let actual = keel_sources::sha256_file(&src.join(name))
+                    .map_err(io("read", &src.join(name)))?;
+                if actual != expected {
+                    return Err(failed(format!(
+                        "{}: source {name} has SHA-256 {actual}, but {sig_name} expects {expected}",
+                        i.name
+                    )));
+                }
+            }
+            std::fs::remove_file(&sig_path).map_err(io("remove", &sig_path))?;
+        }
         let spec = src.join(format!("{}.spec", i.name));
         store.materialize_blob(&i.spec, &spec, 0o644)?;
+        // rpm records each file's mtime in the SRPM: fix them, or two packings of the same
+        // inputs differ by when the files were written out.
+        for e in std::fs::read_dir(&src).map_err(io("list", &src))?.flatten() {
+            let f = std::fs::File::options()
+                .append(true)
+                .open(e.path())
+                .map_err(io("open", &e.path()))?;
+            f.set_modified(std::time::UNIX_EPOCH)
+                .map_err(io("set the time of", &e.path()))?;
+        }
         let mdir = work.path().join("macros");
         std::fs::create_dir_all(&mdir).map_err(io("create", &mdir))?;
         let macros = Self::macro_files(store, &i.macro_files, &mdir)?;

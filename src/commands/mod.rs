@@ -4,6 +4,7 @@ pub mod build;
 pub mod explain;
 pub mod graph;
 pub mod query;
+pub mod run;
 pub mod sources;
 pub mod spec;
 pub mod store;

@@ -32,14 +32,9 @@ pub fn signatures_path(spec: &Path) -> PathBuf {
     spec.with_file_name(format!("{stem}.signatures.json"))
 }
 
-/// The Source files of a spec (patches are kept in the tree and are not signed).
+/// The Source and Patch files of a spec, as its signatures file names them.
 fn source_files(spec: &Spec) -> Vec<String> {
-    spec.source
-        .sources
-        .iter()
-        .filter(|s| !s.is_patch)
-        .map(|s| s.file.clone())
-        .collect()
+    spec.source.sources.iter().map(|s| s.file.clone()).collect()
 }
 
 fn selected<'a>(

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod build;
 mod graph;
 mod spec_corpus;
 mod store;

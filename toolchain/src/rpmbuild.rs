@@ -153,10 +153,24 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), Error> {
             let t = fs::read_link(entry.path()).map_err(Error::io("read symlink", entry.path()))?;
             std::os::unix::fs::symlink(t, &dest).map_err(Error::io("create symlink", &dest))?;
         } else {
-            fs::copy(entry.path(), &dest).map_err(Error::io("copy to", &dest))?;
+            copy_keeping_mtime(entry.path(), &dest)?;
         }
     }
     Ok(())
+}
+
+/// Copies a file with its modification time: rpm records sources' mtimes in the SRPM, so
+/// the caller's times (fixed, for reproducible SRPMs) must survive the copy.
+fn copy_keeping_mtime(from: &Path, to: &Path) -> Result<(), Error> {
+    fs::copy(from, to).map_err(Error::io("copy to", to))?;
+    let mtime = fs::metadata(from)
+        .and_then(|m| m.modified())
+        .map_err(Error::io("stat", from))?;
+    fs::File::options()
+        .append(true)
+        .open(to)
+        .and_then(|f| f.set_modified(mtime))
+        .map_err(Error::io("set the time of", to))
 }
 
 /// A clean `_topdir` at `dir`, with the tree's macro files copied into `macros/` and
@@ -291,9 +305,7 @@ pub fn build_srpm(req: &BuildRequest, work: &Path) -> Result<PathBuf, BuildError
         )))
     })?;
     let spec_dest = build_dir.join("SPECS").join(spec_name);
-    fs::copy(&req.spec, &spec_dest)
-        .map_err(Error::io("copy spec", &req.spec))
-        .map_err(setup)?;
+    copy_keeping_mtime(&req.spec, &spec_dest).map_err(setup)?;
     let topdir = sandbox_spec(req, &build_dir).build_dir_inside();
     let mut args = rpmbuild_args(req, &topdir);
     args.push("-bs".into());

@@ -1,0 +1,160 @@
+//! `keel run -p PKG -- CMD…`: run a command in a sandbox whose root is the runtime
+//! closure of built packages over the toolchain — to try what was built without
+//! installing it anywhere.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use keel_toolchain::{LayerCache, RpmInfo, SandboxSpec};
+
+use super::Context;
+use crate::exit_codes;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Binary packages (from the tree's last build, in `out/RPMS`) whose runtime closure
+    /// makes the root
+    #[arg(short = 'p', long = "package", required = true)]
+    pub packages: Vec<String>,
+    /// The command and its arguments
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+/// The built RPMs of the tree, read.
+fn built_rpms(out: &Path) -> anyhow::Result<Vec<(PathBuf, RpmInfo)>> {
+    let mut files = Vec::new();
+    crate::build::stamp::walk(&[out.join("RPMS")], &mut files);
+    let mut rpms = Vec::new();
+    for f in files {
+        if f.extension().is_some_and(|e| e == "rpm") {
+            let info = keel_toolchain::read_rpm(&f)
+                .with_context(|| format!("failed to read {}", f.display()))?;
+            rpms.push((f, info));
+        }
+    }
+    anyhow::ensure!(
+        !rpms.is_empty(),
+        "no built packages in {}: run `keel build` first",
+        out.join("RPMS").display()
+    );
+    Ok(rpms)
+}
+
+/// The packages needed to run `roots`: every Requires followed to a built package that
+/// provides it (by name, Provides with a matching version, or file). What no built
+/// package provides is expected from the toolchain.
+pub fn runtime_closure(
+    rpms: &[(PathBuf, RpmInfo)],
+    roots: &[String],
+) -> anyhow::Result<Vec<usize>> {
+    let evrs: Vec<String> = rpms
+        .iter()
+        .map(|(_, r)| match r.epoch {
+            Some(e) => format!("{e}:{}-{}", r.version, r.release),
+            None => format!("{}-{}", r.version, r.release),
+        })
+        .collect();
+    let mut by_cap: BTreeMap<&str, Vec<(usize, u32, &str)>> = BTreeMap::new();
+    let mut by_file: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, (_, r)) in rpms.iter().enumerate() {
+        by_cap.entry(r.name.as_str()).or_default().push((
+            i,
+            keel_specs::deps::sense::EQUAL,
+            evrs[i].as_str(),
+        ));
+        for p in &r.provides {
+            by_cap
+                .entry(p.name.as_str())
+                .or_default()
+                .push((i, p.flags, p.evr.as_str()));
+        }
+        for f in &r.files {
+            by_file.insert(f.as_str(), i);
+        }
+    }
+    let mut seen = vec![false; rpms.len()];
+    let mut stack = Vec::new();
+    for name in roots {
+        let i = rpms
+            .iter()
+            .position(|(_, r)| &r.name == name)
+            .with_context(|| format!("no built package named `{name}` (run `keel build` first)"))?;
+        stack.push(i);
+    }
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut seen[i], true) {
+            continue;
+        }
+        for req in &rpms[i].1.requires {
+            let provider = if req.name.starts_with('/') {
+                by_file.get(req.name.as_str()).copied()
+            } else {
+                by_cap.get(req.name.as_str()).and_then(|ps| {
+                    ps.iter()
+                        .find(|(_, f, e)| {
+                            req.flags & 0xe == 0 || keel_rules::overlaps(*f, e, req.flags, &req.evr)
+                        })
+                        .map(|(i, _, _)| *i)
+                })
+            };
+            match provider {
+                Some(p) => stack.push(p),
+                None => tracing::debug!(
+                    "{} requires {}: left to the toolchain",
+                    rpms[i].1.name,
+                    req.name
+                ),
+            }
+        }
+    }
+    Ok((0..rpms.len()).filter(|i| seen[*i]).collect())
+}
+
+pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<i32> {
+    let tree = crate::tree::require(ctx.tree.as_ref())?;
+    let store_dir = ctx.store_dir()?;
+    let rpms = built_rpms(&tree.root.join("out"))?;
+    let closure = runtime_closure(&rpms, &args.packages)?;
+    let cache = LayerCache::new(&store_dir.join("layers"));
+    let mut layers = Vec::new();
+    for i in &closure {
+        let (_, layer) = cache
+            .layer(&rpms[*i].0)
+            .with_context(|| format!("failed to unpack {}", rpms[*i].0.display()))?;
+        layers.push(layer);
+    }
+    let names: Vec<&str> = closure.iter().map(|i| rpms[*i].1.name.as_str()).collect();
+    ctx.out.status(&format!(
+        "{:>12} in a sandbox of {}",
+        "Running",
+        names.join(", ")
+    ));
+    let scratch = tempfile::tempdir().context("failed to create a scratch directory")?;
+    let mut spec = SandboxSpec::new(keel_toolchain::Toolchain::Host, scratch.path());
+    spec.layers = layers;
+    spec.merge_cache = Some(store_dir.join("layers").join("merged"));
+    let log = scratch.path().join("output.log");
+    // Layers are payloads only: no scriptlet ran. The one every library package's %post
+    // runs is ldconfig, and without it the loader would not find libraries in rpm's
+    // %_libdir on a host whose loader does not search it (Debian's /usr/lib64).
+    let mut argv: Vec<&str> = vec![
+        "/bin/sh",
+        "-c",
+        "ldconfig /usr/lib64 /usr/lib /lib64 2>/dev/null; exec \"$@\"",
+        "keel-run",
+    ];
+    argv.extend(args.command.iter().map(String::as_str));
+    let r = keel_toolchain::sandbox::run(&spec, &argv, &log)?;
+    let output = std::fs::read_to_string(&log).unwrap_or_default();
+    // The command's output, as the command printed it (stdout and stderr interleaved).
+    ctx.out.line(output.trim_end_matches('\n'))?;
+    Ok(match r.outcome {
+        keel_toolchain::Outcome::Exited(0) => exit_codes::SUCCESS,
+        other => {
+            crate::output::error_line(&format!("error: {} {other:?}", args.command[0]));
+            exit_codes::ERROR
+        }
+    })
+}

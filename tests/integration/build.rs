@@ -1,0 +1,368 @@
+//! `keel build` with real rpmbuild in the sandbox, on the example distribution and on
+//! small trees made for one behaviour each.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/distro")
+}
+
+/// Copies a directory tree (without `out/`).
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name();
+        if name == "out" {
+            continue;
+        }
+        let dest = to.join(&name);
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A copy of the example distribution with its own store.
+fn example_copy() -> Project {
+    let p = project().build();
+    copy_tree(&example(), &p.path("tree"));
+    p
+}
+
+/// `keel build --json` in the project's tree: the final status of every action.
+fn build_json(p: &Project, extra: &[&str]) -> (Run, BTreeMap<String, String>) {
+    let mut args = vec!["-C", "tree", "--json", "build"];
+    args.extend_from_slice(extra);
+    let run = p.keel(&args).run();
+    let mut status = BTreeMap::new();
+    for line in run.stdout().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["event"] == "action_finished" {
+            status.insert(
+                v["name"].as_str().unwrap().to_owned(),
+                v["status"].as_str().unwrap().to_owned(),
+            );
+        }
+    }
+    (run, status)
+}
+
+fn executed(status: &BTreeMap<String, String>) -> Vec<&str> {
+    status
+        .iter()
+        .filter(|(_, s)| *s == "ran" || *s == "cut_off")
+        .map(|(n, _)| n.as_str())
+        .collect()
+}
+
+/// Every RPM under `out/`, by file name, with its bytes' digest.
+fn rpms(out: &Path) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut stack = vec![out.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rpm") {
+                m.insert(
+                    p.file_name().unwrap().to_string_lossy().into_owned(),
+                    b3(&std::fs::read(&p).unwrap()),
+                );
+            }
+        }
+    }
+    m
+}
+
+/// Rebuilds libgreet's tarball from `src` with `edit` applied, and its signature.
+fn edit_libgreet_source(tree: &Path, edit: impl Fn(&str) -> String) {
+    let scratch = tempfile::tempdir().unwrap();
+    let src = scratch.path().join("libgreet-1.0");
+    copy_tree(&tree.join("src/libgreet-1.0"), &src);
+    let c = src.join("greet.c");
+    let text = std::fs::read_to_string(&c).unwrap();
+    std::fs::write(&c, edit(&text)).unwrap();
+    let tarball = tree.join("SPECS/libgreet/libgreet-1.0.tar.gz");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "tar --sort=name --owner=0 --group=0 --numeric-owner --mtime=@0 -C {} -c libgreet-1.0 | gzip -n > {}",
+            scratch.path().display(),
+            tarball.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let sha = std::process::Command::new("sha256sum")
+        .arg(&tarball)
+        .output()
+        .unwrap();
+    let sha = String::from_utf8_lossy(&sha.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    std::fs::write(
+        tree.join("SPECS/libgreet/libgreet.signatures.json"),
+        format!("{{\"Signatures\": {{\"libgreet-1.0.tar.gz\": \"{sha}\"}}}}"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
+    let p = example_copy();
+    let tree = p.path("tree");
+    let (run, first) = build_json(&p, &[]);
+    let run = run.success();
+    assert!(
+        first.values().all(|s| s == "ran"),
+        "{first:?}\n{}",
+        run.stderr()
+    );
+    let out = rpms(&tree.join("out"));
+    for want in [
+        "libgreet-1.0-1.kl1.x86_64.rpm",
+        "libgreet-devel-1.0-1.kl1.x86_64.rpm",
+        "hello-1.0-1.kl1.x86_64.rpm",
+        "greet-scripts-1.0-1.kl1.noarch.rpm",
+        "hello-1.0-1.kl1.src.rpm",
+    ] {
+        assert!(out.contains_key(want), "{want} not in {out:?}");
+    }
+    assert!(tree.join("out/RPMS/repodata/repomd.xml").is_file());
+
+    // The program built against the library runs in a sandbox made of its runtime
+    // closure (hello Requires libgreet.so.1()(64bit), which only libgreet provides).
+    let run = p
+        .keel(&["-C", "tree", "run", "-p", "hello", "--", "hello"])
+        .run()
+        .success();
+    assert_eq!(run.stdout().trim(), "Hello, world!", "{}", run.stderr());
+    assert!(run.stderr().contains("hello, libgreet"), "{}", run.stderr());
+
+    // Nothing changed: nothing runs.
+    let (run, again) = build_json(&p, &[]);
+    run.success();
+    assert!(executed(&again).is_empty(), "{again:?}");
+
+    // A comment in the library's spec: the library is rebuilt, its RPMs' payload and
+    // dependencies come out the same, and the program is not rebuilt.
+    let spec = tree.join("SPECS/libgreet/libgreet.spec");
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str("# a comment that changes nothing built\n");
+    std::fs::write(&spec, text).unwrap();
+    let (run, after_comment) = build_json(&p, &[]);
+    run.success();
+    assert_eq!(
+        after_comment["rpm:libgreet"], "cut_off",
+        "{after_comment:?}"
+    );
+    assert!(
+        !executed(&after_comment).contains(&"rpm:hello"),
+        "{after_comment:?}"
+    );
+    let human = p.keel(&["-C", "tree", "build"]).run().success();
+    assert!(human.stderr().contains("Fresh") || human.stderr().contains("0 run"));
+
+    // The library's source changes: the library and the program are rebuilt, the other
+    // packages stay cached.
+    edit_libgreet_source(&tree, |t| t.replace("Hello", "Howdy"));
+    let (run, after_source) = build_json(&p, &[]);
+    run.success();
+    let ran = executed(&after_source);
+    assert_eq!(
+        ran,
+        vec!["repo:x86_64", "rpm:hello", "rpm:libgreet", "srpm:libgreet"],
+        "{after_source:?}"
+    );
+    let run = p
+        .keel(&["-C", "tree", "run", "-p", "hello", "--", "hello"])
+        .run()
+        .success();
+    assert_eq!(run.stdout().trim(), "Howdy, world!");
+
+    // explain names the reasons.
+    let run = p.keel(&["-C", "tree", "explain", "hello"]).run().success();
+    assert!(
+        run.stdout().contains("rpm:hello is up to date"),
+        "{}",
+        run.stdout()
+    );
+    assert!(
+        run.stdout()
+            .contains("rebuilt because rpm:libgreet's output changed")
+            || run.stdout().contains("libgreet"),
+        "{}",
+        run.stdout()
+    );
+}
+
+#[test]
+fn two_clean_builds_in_fresh_stores_give_identical_rpms() {
+    let a = example_copy();
+    let b = example_copy();
+    build_json(&a, &[]).0.success();
+    build_json(&b, &[]).0.success();
+    let ra = rpms(&a.path("tree/out"));
+    let rb = rpms(&b.path("tree/out"));
+    assert!(ra.len() >= 15, "{ra:?}");
+    assert_eq!(ra, rb, "the same tree built twice gave different RPMs");
+}
+
+const SANDBOX_SPEC: &str = "Name: probe
+Version: 1
+Release: 1
+Summary: Tries to leave its sandbox
+License: MIT
+
+%description
+Tries the network and the host's file system during its build.
+
+%build
+# The host listens on this port: a build that reaches it has the network.
+if (exec 3<>/dev/tcp/127.0.0.1/@PORT@) 2>/dev/null; then
+  echo 'probe: reached the host network' >&2
+  exit 1
+fi
+echo 'probe: no network, as expected'
+# Writes outside the build root must not reach the host.
+echo escaped > /usr/keel-probe-@PORT@ 2>/dev/null || true
+echo escaped > /keel-probe-@PORT@ 2>/dev/null || true
+
+%install
+mkdir -p %{buildroot}/usr/share/probe
+echo ok > %{buildroot}/usr/share/probe/ok
+
+%files
+/usr/share/probe/ok
+
+%changelog
+* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
+- Probe.
+";
+
+#[test]
+fn a_build_cannot_reach_the_network_or_write_outside_its_root() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let p = project()
+        .file("tree/keel.toml", "[specs]\ndirs = [\"SPECS\"]\n")
+        .file(
+            "tree/SPECS/probe/probe.spec",
+            SANDBOX_SPEC.replace("@PORT@", &port),
+        )
+        .build();
+    let run = p.keel(&["-C", "tree", "build"]).run();
+    let run = run.success();
+    assert!(
+        std::fs::read_to_string(p.store().join("logs/rpm_probe.log"))
+            .unwrap()
+            .contains("no network, as expected"),
+        "{}",
+        run.stderr()
+    );
+    for escaped in [
+        format!("/usr/keel-probe-{port}"),
+        format!("/keel-probe-{port}"),
+    ] {
+        assert!(!Path::new(&escaped).exists(), "{escaped} reached the host");
+    }
+    drop(listener);
+}
+
+const FAILING_SPEC: &str = "Name: broken
+Version: 1
+Release: 1
+Summary: Fails to build
+License: MIT
+
+%description
+Fails.
+
+%build
+echo 'compiling the broken thing'
+echo 'error: the broken thing is broken' >&2
+exit 3
+
+%files
+
+%changelog
+* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
+- Broken.
+";
+
+const GOOD_SPEC: &str = "Name: fine
+Version: 1
+Release: 1
+Summary: Builds
+License: MIT
+BuildArch: noarch
+
+%description
+Fine.
+
+%install
+mkdir -p %{buildroot}/usr/share/fine
+echo ok > %{buildroot}/usr/share/fine/ok
+
+%files
+/usr/share/fine/ok
+
+%changelog
+* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
+- Fine.
+";
+
+#[test]
+fn a_failing_build_names_the_package_and_its_log_and_keep_going_builds_the_rest() {
+    let p = project()
+        .file("tree/keel.toml", "[specs]\ndirs = [\"SPECS\"]\n")
+        .file("tree/SPECS/broken/broken.spec", FAILING_SPEC)
+        .file("tree/SPECS/fine/fine.spec", GOOD_SPEC)
+        .build();
+    let run = p
+        .keel(&["-C", "tree", "-j", "1", "build", "--keep-going"])
+        .run()
+        .code_is(1)
+        .stderr_has("rpm:broken failed")
+        .stderr_has("error: the broken thing is broken")
+        .stderr_has("rpm_broken.log");
+    assert!(
+        p.path("tree/out").exists() || run.stderr().contains("1 failed"),
+        "{}",
+        run.stderr()
+    );
+    // With --keep-going the other package was built all the same.
+    let (_, status) = build_json(&p, &["--keep-going"]);
+    assert_eq!(
+        status.get("rpm:fine").map(String::as_str),
+        Some("cached"),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn a_source_that_does_not_match_its_signature_is_refused() {
+    let p = example_copy();
+    let tree = p.path("tree");
+    let sig = tree.join("SPECS/hello/hello.signatures.json");
+    let text = std::fs::read_to_string(&sig).unwrap();
+    let wrong = "0".repeat(64);
+    let start = text.find(": \"").unwrap() + 3;
+    let mut bad = text.clone();
+    bad.replace_range(start..start + 64, &wrong);
+    std::fs::write(&sig, bad).unwrap();
+    p.keel(&["-C", "tree", "build", "hello"])
+        .run()
+        .code_is(1)
+        .stderr_has("hello-1.0.tar.gz")
+        .stderr_has(&wrong);
+}
