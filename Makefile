@@ -1,5 +1,7 @@
 # The two commands of the README. Both work on a fresh Debian or Azure Linux machine, as root.
-#   make demo   installs what it needs, builds keel, stores examples/distro and shows its graph
+#   make demo   installs what it needs, builds keel, then builds the example distribution from
+#               nothing (real rpmbuild in the sandbox), builds it again (nothing to do), edits a
+#               comment (cut off), and explains
 #   make test   installs what the tests need, then fmt, clippy and the whole suite (locked)
 
 CARGO ?= cargo
@@ -10,16 +12,28 @@ DEMO_STORE := $(CURDIR)/target/demo-store
 
 .PHONY: demo test build deps-demo deps-test
 
+# The demo works on a scratch copy of the tree, so that its edits never touch the checkout.
+DEMO_COPY := $(CURDIR)/target/demo-tree
+
 demo: deps-demo build
-	@echo "== storing the example tree $(DEMO_TREE) =="
-	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_TREE) store add $(DEMO_TREE)/SPECS/*/*
-	@echo "== the whole tree: files already stored are known to the stat cache and not read again =="
-	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_TREE) store add $(DEMO_TREE)
-	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_TREE) store verify
-	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_TREE) store stats
+	@rm -rf $(DEMO_STORE) $(DEMO_COPY) && mkdir -p $(DEMO_COPY)
+	@cp -r $(DEMO_TREE)/keel.toml $(DEMO_TREE)/toolchain.txt $(DEMO_TREE)/SPECS $(DEMO_COPY)/
 	@echo "== the example distribution's package graph =="
-	$(KEEL) -C $(DEMO_TREE) graph
-	$(KEEL) -C $(DEMO_TREE) query path hello libgreet
+	$(KEEL) -C $(DEMO_COPY) graph
+	@echo "== building it from nothing: sources checked, SRPMs and RPMs built by rpmbuild in the sandbox =="
+	time $(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build
+	@echo "== the program built against the library, run in a sandbox of its runtime closure =="
+	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) run -p hello -- hello
+	@echo "== building again: nothing changed, nothing runs =="
+	time $(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build
+	@echo "== a comment in libgreet's spec: libgreet is rebuilt, its RPMs come out the same, hello is cut off =="
+	echo '# a comment' >> $(DEMO_COPY)/SPECS/libgreet/libgreet.spec
+	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build --dry-run
+	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build
+	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) explain libgreet
+	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) explain hello
+	@echo "== the published repository =="
+	find $(DEMO_COPY)/out -name '*.rpm' -o -name repomd.xml | sort
 
 build:
 	$(CARGO) build --release --locked

@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod progress;
+pub mod repro;
 pub mod stamp;
 
 use std::collections::BTreeMap;

@@ -27,6 +27,10 @@ pub struct BuildArgs {
     /// Run rpmbuild directly on this machine, without namespaces or layers (warns)
     #[arg(long)]
     pub unsandboxed: bool,
+    /// After the build, build these packages (all when none are named) a second time in
+    /// fresh sandboxes and report every RPM whose bytes differ
+    #[arg(long, value_name = "PKG", num_args = 0.., value_delimiter = ',')]
+    pub check_reproducible: Option<Vec<String>>,
 }
 
 pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
@@ -167,6 +171,40 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         let _ = std::fs::remove_file(&stamp_path);
     }
     print_summary(ctx, &report, &event_log)?;
+    if let Some(only) = &args.check_reproducible
+        && report.success()
+    {
+        let out = ctx.out;
+        let diffs = build::repro::check(
+            &store,
+            &session,
+            &report,
+            executor.as_ref(),
+            only,
+            &mut |n| {
+                out.status(&format!("{:>12} {n} again", "Rebuilding"));
+            },
+        )?;
+        if ctx.out.json {
+            ctx.out.json_value(&diffs)?;
+        }
+        for d in &diffs {
+            crate::output::error_line(&format!("not reproducible: {}", d.rpm));
+            for (t, a, b) in &d.tags {
+                crate::output::error_line(&format!("  {t}: {a} -> {b}"));
+            }
+            for f in d.files.iter().take(20) {
+                crate::output::error_line(&format!("  {f}"));
+            }
+        }
+        if !diffs.is_empty() {
+            return Ok(exit_codes::ERROR);
+        }
+        ctx.out.status(&format!(
+            "{:>12} every RPM came out byte for byte the same",
+            "Reproducible"
+        ));
+    }
     Ok(if report.success() {
         exit_codes::SUCCESS
     } else {

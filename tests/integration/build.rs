@@ -366,3 +366,49 @@ fn a_source_that_does_not_match_its_signature_is_refused() {
         .stderr_has("hello-1.0.tar.gz")
         .stderr_has(&wrong);
 }
+
+const NOISY_SPEC: &str = "Name: noisy
+Version: 1
+Release: 1
+Summary: Records the time it was built
+License: MIT
+BuildArch: noarch
+
+%description
+Not reproducible on purpose.
+
+%install
+mkdir -p %{buildroot}/usr/share/noisy
+date +%s%N > %{buildroot}/usr/share/noisy/stamp
+
+%files
+/usr/share/noisy/stamp
+
+%changelog
+* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
+- Noisy.
+";
+
+#[test]
+fn check_reproducible_names_the_rpm_and_the_file_that_differ() {
+    let p = project()
+        .file("tree/keel.toml", "[specs]\ndirs = [\"SPECS\"]\n")
+        .file("tree/SPECS/noisy/noisy.spec", NOISY_SPEC)
+        .file("tree/SPECS/fine/fine.spec", GOOD_SPEC)
+        .build();
+    let run = p
+        .keel(&["-C", "tree", "build", "--check-reproducible"])
+        .run()
+        .code_is(1)
+        .stderr_has("not reproducible: noisy-1-1.noarch.rpm")
+        .stderr_has("/usr/share/noisy/stamp");
+    assert!(
+        !run.stderr().contains("not reproducible: fine"),
+        "{}",
+        run.stderr()
+    );
+    p.keel(&["-C", "tree", "build", "--check-reproducible", "fine"])
+        .run()
+        .success()
+        .stderr_has("byte for byte the same");
+}
