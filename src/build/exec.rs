@@ -12,6 +12,20 @@ use keel_engine::{ExecContext, ExecError, ExecOutcome, Executor, KeyInputs, SUMM
 use keel_store::{ActionOutput, BlobDigest, ObjectRef, Store};
 use keel_toolchain::{BuildRequest, Isolation, LayerCache, Toolchain};
 
+/// The output of an `rpm:` action listing what its RPMs really provide (auto-generated
+/// sonames, pkgconfig and language provides, the real file list), which the next
+/// graph learns from.
+pub const PROVIDES_OUTPUT: &str = "keel:provides";
+
+/// One built RPM's capabilities, as kept in [`PROVIDES_OUTPUT`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Learned {
+    pub package: String,
+    /// Name, rpm sense flags, EVR.
+    pub provides: Vec<(String, u32, String)>,
+    pub files: Vec<String>,
+}
+
 /// Settings of the real executor.
 pub struct RpmExecutor {
     pub toolchain: Toolchain,
@@ -271,11 +285,23 @@ impl RpmExecutor {
             .map(|(d, _)| d);
         let mut outputs = Vec::new();
         let mut summary = Vec::new();
+        let mut learned = Vec::new();
         for rpm in &built.rpms {
             let name = rpm
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            let info =
+                keel_toolchain::read_rpm(rpm).map_err(|e| failed(format!("read {name}: {e}")))?;
+            learned.push(Learned {
+                package: info.name,
+                provides: info
+                    .provides
+                    .into_iter()
+                    .map(|d| (d.name, d.flags, d.evr))
+                    .collect(),
+                files: info.files,
+            });
             let s = keel_toolchain::semantic_summary(rpm)
                 .map_err(|e| failed(format!("read {name}: {e}")))?;
             summary.extend_from_slice(format!("{} {}\n", name.len(), s.len()).as_bytes());
@@ -286,6 +312,13 @@ impl RpmExecutor {
                 object: ObjectRef::Blob(store.put_file(rpm)?),
             });
         }
+        outputs.push(ActionOutput {
+            name: PROVIDES_OUTPUT.to_owned(),
+            object: ObjectRef::Blob(
+                store
+                    .put_bytes(&serde_json::to_vec(&learned).map_err(|e| failed(e.to_string()))?)?,
+            ),
+        });
         // The summary alone is what dependents see: RPMs whose payload and dependencies
         // come out the same cut the rebuild off, build time and host notwithstanding.
         outputs.push(ActionOutput {

@@ -89,7 +89,10 @@ impl Session {
         targets: &[String],
         opts: &Options,
     ) -> anyhow::Result<Session> {
-        let loaded = crate::tree::load_with(tree, Some(store))?;
+        let mut loaded = crate::tree::load_with(tree, Some(store))?;
+        if kind == ExecutorKind::Rpmbuild {
+            learn_from_builds(store, &mut loaded.graph);
+        }
         if !loaded.failures.is_empty() {
             let mut msg = format!("{} spec(s) could not be read:", loaded.failures.len());
             for f in &loaded.failures {
@@ -256,6 +259,61 @@ impl Session {
             stamp::walk(&[r], &mut published);
         }
         Ok(published)
+    }
+}
+
+/// Teaches the graph what the packages' last builds really provided (sonames, pkgconfig,
+/// language provides, files), so that dependencies only built RPMs satisfy resolve.
+fn learn_from_builds(store: &Store, pg: &mut keel_rules::PackageGraph) {
+    let mut learned_any = false;
+    for i in 0..pg.specs.len() {
+        let name = format!("rpm:{}", pg.specs[i].name);
+        let Some(rec) = store
+            .target_get(&name)
+            .ok()
+            .flatten()
+            .and_then(|k| store.ac_get(&k).ok().flatten())
+        else {
+            continue;
+        };
+        let Some(blob) = rec.outputs.iter().find_map(|o| match &o.object {
+            keel_store::ObjectRef::Blob(d) if o.name == exec::PROVIDES_OUTPUT => Some(*d),
+            _ => None,
+        }) else {
+            continue;
+        };
+        let Some(list) = store
+            .read_blob(&blob)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<exec::Learned>>(&b).ok())
+        else {
+            continue;
+        };
+        for l in list {
+            let Some(bin) = pg.specs[i]
+                .packages
+                .iter()
+                .copied()
+                .find(|b| pg.bins[b.0].name == l.package)
+            else {
+                continue;
+            };
+            let provides: Vec<keel_specs::deps::Dep> = l
+                .provides
+                .into_iter()
+                .map(|(name, flags, evr)| keel_specs::deps::Dep {
+                    name,
+                    flags,
+                    evr,
+                    rich: None,
+                })
+                .collect();
+            pg.index.learn(bin, &provides, &l.files);
+            learned_any = true;
+        }
+    }
+    if learned_any {
+        pg.resolve();
     }
 }
 

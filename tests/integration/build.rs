@@ -412,3 +412,47 @@ fn check_reproducible_names_the_rpm_and_the_file_that_differ() {
         .success()
         .stderr_has("byte for byte the same");
 }
+
+const SONAME_SPEC: &str = "Name: soname-user
+Version: 1
+Release: 1
+Summary: Needs a library only by its soname
+License: MIT
+BuildRequires: libgreet.so.1()(64bit)
+
+%description
+Its build root must hold what provides libgreet.so.1, which only the built RPM says.
+
+%build
+test -e /usr/lib64/libgreet.so.1
+
+%install
+mkdir -p %{buildroot}/usr/share/soname-user
+echo ok > %{buildroot}/usr/share/soname-user/ok
+
+%files
+/usr/share/soname-user/ok
+
+%changelog
+* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
+- Soname.
+";
+
+#[test]
+fn capabilities_of_built_rpms_resolve_dependencies_on_the_next_build() {
+    let p = example_copy();
+    let spec_dir = p.path("tree/SPECS/soname-user");
+    std::fs::create_dir_all(&spec_dir).unwrap();
+    std::fs::write(spec_dir.join("soname-user.spec"), SONAME_SPEC).unwrap();
+    // Before libgreet was ever built, nothing in the tree declares the soname.
+    p.keel(&["-C", "tree", "build", "--dry-run", "soname-user"])
+        .run()
+        .success()
+        .stderr_has("libgreet.so.1()(64bit) is provided by nothing");
+    p.keel(&["-C", "tree", "build", "libgreet"]).run().success();
+    // libgreet's RPM provides it: the edge exists, and the library is in the build root.
+    let (run, status) = build_json(&p, &["soname-user"]);
+    run.success();
+    assert_eq!(status["rpm:soname-user"], "ran", "{status:?}");
+    assert_eq!(status["rpm:libgreet"], "cached", "{status:?}");
+}
