@@ -21,11 +21,11 @@ demo: deps-demo build
 	@echo "== the example distribution's package graph =="
 	$(KEEL) -C $(DEMO_COPY) graph
 	@echo "== building it from nothing: sources checked, SRPMs and RPMs built by rpmbuild in the sandbox =="
-	time $(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build
+	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build
 	@echo "== the program built against the library, run in a sandbox of its runtime closure =="
 	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) run -p hello -- hello
 	@echo "== building again: nothing changed, nothing runs =="
-	time $(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build
+	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build
 	@echo "== a comment in libgreet's spec: libgreet is rebuilt, its RPMs come out the same, hello is cut off =="
 	echo '# a comment' >> $(DEMO_COPY)/SPECS/libgreet/libgreet.spec
 	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build --dry-run

@@ -353,6 +353,16 @@ impl From<io::Error> for ReadFailure {
     }
 }
 
+/// Buffer size for streaming reads of large objects.
+const READ_BUF: usize = 256 * 1024;
+/// Objects up to this size are decompressed in one go (see [`VerifyingReader::open`]).
+const SMALL_OBJECT: u64 = 64 * 1024;
+
+thread_local! {
+    static SMALL_DECODER: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// A reader over an object's logical bytes that hashes them as they pass and fails at the
 /// end if they do not match the expected digest. Callers that must not hand out unverified
 /// bytes read to the end (or into a temporary) before using anything.
@@ -388,7 +398,34 @@ impl<K: DigestKind> VerifyingReader<K> {
             )));
         }
         let inner: Box<dyn Read + Send> = match header.encoding {
-            Encoding::Raw => Box::new(BufReader::with_capacity(256 * 1024, file)),
+            // Small objects (action records, specs) are read by the thousand in a build:
+            // a buffer their size, not a fresh 256 KiB one each time.
+            Encoding::Raw => Box::new(BufReader::with_capacity(
+                usize::try_from(header.size).map_or(READ_BUF, |n| n.clamp(64, READ_BUF)),
+                file,
+            )),
+            Encoding::Zstd if header.size <= SMALL_OBJECT => {
+                // Decompressed whole with this thread's decoder: creating a streaming
+                // decoder (and its window) per small object dominated no-op builds. A
+                // frame claiming more than the header's size is cut off there and then
+                // fails verification like any other lie.
+                let mut compressed = Vec::new();
+                file.read_to_end(&mut compressed)?;
+                let bytes = SMALL_DECODER.with(|d| {
+                    let mut d = d.borrow_mut();
+                    if d.is_none() {
+                        *d = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    let dec = d.as_mut().expect("just created");
+                    dec.decompress(&compressed, SMALL_OBJECT as usize)
+                });
+                match bytes {
+                    Ok(b) => Box::new(io::Cursor::new(b)),
+                    Err(e) => {
+                        return Err(ReadFailure::Damaged(format!("zstd payload: {e}")));
+                    }
+                }
+            }
             Encoding::Zstd => Box::new(zstd::stream::read::Decoder::new(file)?),
         };
         Ok(VerifyingReader {
