@@ -1,7 +1,8 @@
 //! `keel spec`: rpmspec's command line over keel's native spec reader.
 //!
 //! `keel spec -P FILE`, `keel spec -q [--srpm|--builtrpms] [--requires|...] [--qf FMT] FILE`
-//! with `-D`, `--load`, `--target`, `--with`, `--without`; and `keel spec check [DIR...]`,
+//! with `-D`, `--load`, `--target`, `--with`, `--without` (and `--keel-toml`: the tree's
+//! keel.toml first, as `keel build` reads specs); and `keel spec check [DIR...]`,
 //! which reads every spec under the directories in parallel and reports failures as
 //! `path:line: message`. Arguments are parsed here rather than by clap because rpmspec's
 //! options (`-q`, `-D`, `--qf=...`) clash with keel's global flags.
@@ -54,6 +55,8 @@ struct Opts {
     contain: bool,
     sourcedir_is_specdir: bool,
     passes: usize,
+    /// Read with the tree's keel.toml: its macro files, defines, shell, Lua path and layout.
+    tree: bool,
 }
 
 const REQ_QF: &str = "[%|VERBOSE?{%{REQUIREFLAGS:deptype}: }:{}|%{REQUIRENEVRS}\\n]";
@@ -129,6 +132,7 @@ fn parse_args(args: &[String]) -> anyhow::Result<Opts> {
             "--lua-path" => o.lua_path = Some(value(&mut i, &a, &key)?),
             "--contain" => o.contain = true,
             "--sourcedir-is-specdir" => o.sourcedir_is_specdir = true,
+            "--keel-toml" => o.tree = true,
             "--passes" => o.passes = value(&mut i, &a, &key)?.parse().context("--passes")?,
             "-v" | "--verbose" | "--quiet" => {}
             _ if a.starts_with("-D") && a.len() > 2 => {
@@ -189,8 +193,39 @@ fn reader_config(o: &Opts) -> anyhow::Result<(ReaderConfig, Vec<String>)> {
     Ok((ReaderConfig::new(table, ecfg), warnings))
 }
 
+/// `--keel-toml`: the tree's keel.toml as if given on the command line, before the options that
+/// were (so `-D` on the command line still wins, as a later define does in rpm).
+fn apply_tree(o: &mut Opts, tree: &crate::config::Tree) -> anyhow::Result<()> {
+    let sc = &tree.config.specs;
+    let mut cli: Vec<CliMacro> = crate::tree::macro_files(tree)?
+        .into_iter()
+        .map(CliMacro::Load)
+        .collect();
+    cli.extend(
+        sc.defines
+            .iter()
+            .map(|(k, v)| CliMacro::Define(format!("{k} {v}"))),
+    );
+    cli.append(&mut o.setup.cli);
+    o.setup.cli = cli;
+    if !sc.host_macros {
+        o.setup.macro_path = String::new();
+    }
+    if o.setup.target.is_none() {
+        o.setup.target = sc.target.clone();
+    }
+    if o.shell.is_none() {
+        o.shell = sc.shell.clone();
+    }
+    if o.lua_path.is_none() {
+        o.lua_path = sc.lua_path.clone();
+    }
+    o.sourcedir_is_specdir = true;
+    Ok(())
+}
+
 /// Runs `keel spec`. Never needs the store.
-pub fn run(_ctx: &super::Context, args: SpecArgs) -> anyhow::Result<i32> {
+pub fn run(ctx: &super::Context, args: SpecArgs) -> anyhow::Result<i32> {
     // keel's global `-q`/`-j`/`-C` would swallow rpmspec's options of the same letters, so the
     // arguments after `spec` are taken verbatim from the process arguments.
     let raw: Vec<String> = std::env::args().collect();
@@ -198,7 +233,10 @@ pub fn run(_ctx: &super::Context, args: SpecArgs) -> anyhow::Result<i32> {
         Some(p) => raw[p + 1..].to_vec(),
         None => args.args,
     };
-    let o = parse_args(&argv)?;
+    let mut o = parse_args(&argv)?;
+    if o.tree {
+        apply_tree(&mut o, crate::tree::require(ctx.tree.as_ref())?)?;
+    }
     let (mut cfg, _warnings) = reader_config(&o)?;
     cfg.sourcedir_is_specdir = o.sourcedir_is_specdir;
     let stdout = std::io::stdout();

@@ -189,3 +189,29 @@ fn a_missing_spec_directory_or_macro_file_is_named() {
         .code_is(1)
         .stderr_has("no keel.toml");
 }
+
+#[test]
+fn spec_reads_with_the_trees_keel_toml_when_asked() {
+    let spec = example().join("SPECS/greet-banner/greet-banner.spec");
+    let q = |extra: &[&str]| {
+        let mut c = keel_cmd();
+        c.arg("-C").arg(example()).arg("spec").args(extra);
+        c.args(["-q", "--srpm", "--qf", "%{release} %{url}\n"])
+            .arg(&spec);
+        c.run().success().stdout()
+    };
+    // Alone, keel spec is rpmspec: no dist define.
+    assert!(q(&[]).starts_with("1 "), "{}", q(&[]));
+    // With keel.toml: its defines (dist .kl1) and macro files, as keel build reads it.
+    assert!(
+        q(&["--keel-toml"]).starts_with("1.kl1 "),
+        "{}",
+        q(&["--keel-toml"])
+    );
+    // A define on the command line still wins.
+    assert!(
+        q(&["--keel-toml", "-D", "dist .x"]).starts_with("1.x "),
+        "{}",
+        q(&["--keel-toml", "-D", "dist .x"])
+    );
+}
