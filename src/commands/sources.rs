@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use std::io::IsTerminal as _;
+
 use anyhow::Context as _;
 use keel_specs::Spec;
 
@@ -56,6 +58,34 @@ fn selected<'a>(
         .collect()
 }
 
+/// A progress bar per download, on a terminal.
+fn download_bar() -> keel_sources::ProgressFn {
+    let bar = std::sync::Mutex::new(None::<(String, indicatif::ProgressBar)>);
+    std::sync::Arc::new(move |p: &keel_sources::Progress<'_>| {
+        let Ok(mut slot) = bar.lock() else { return };
+        if slot.as_ref().is_none_or(|(u, _)| u != p.url) {
+            if let Some((_, old)) = slot.take() {
+                old.finish_and_clear();
+            }
+            let b = indicatif::ProgressBar::new(p.total.unwrap_or(0));
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{prefix:>12.cyan.bold} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}",
+            ) {
+                b.set_style(style.progress_chars("=> "));
+            }
+            b.set_prefix("Fetching");
+            b.set_message(p.file.to_owned());
+            *slot = Some((p.url.to_owned(), b));
+        }
+        if let Some((_, b)) = slot.as_ref() {
+            b.set_position(p.done);
+            if p.total.is_some_and(|t| p.done >= t) {
+                b.finish_and_clear();
+            }
+        }
+    })
+}
+
 pub fn run(ctx: &Context, cmd: SourcesCommand) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
     let loaded = crate::tree::load(tree)?;
@@ -92,9 +122,12 @@ pub fn run(ctx: &Context, cmd: SourcesCommand) -> anyhow::Result<i32> {
         }
         SourcesCommand::Fetch { packages, mode } => {
             let store = ctx.open_store()?;
-            let fetcher = keel_sources::Fetcher::new(tree.config.sources.mirrors.clone())
+            let mut fetcher = keel_sources::Fetcher::new(tree.config.sources.mirrors.clone())
                 .context("bad source mirror in keel.toml")?
                 .with_mode(mode);
+            if !ctx.out.quiet && !ctx.out.json && std::io::stderr().is_terminal() {
+                fetcher = fetcher.with_progress(download_bar());
+            }
             let mut failed = 0;
             for spec in selected(&loaded, &packages)? {
                 let dir = spec.path.parent().unwrap_or(Path::new("."));
