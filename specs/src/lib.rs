@@ -182,6 +182,7 @@ pub fn load_macros(
             }
         }
     }
+    t.freeze();
     Ok((t, warnings))
 }
 

@@ -117,7 +117,10 @@ pub struct ReaderConfig {
 }
 
 impl ReaderConfig {
-    pub fn new(macros: MacroTable, engine: EngineConfig) -> Self {
+    /// Freezes `macros` (see [`MacroTable::freeze`]), so that every spec read starts from
+    /// the shared base and copies only the names it changes.
+    pub fn new(mut macros: MacroTable, engine: EngineConfig) -> Self {
+        macros.freeze();
         ReaderConfig {
             macros: Arc::new(macros),
             engine,
