@@ -373,6 +373,13 @@ impl<'c> Reader<'c> {
     }
 
     fn expand_at_line(&mut self, s: &str, line: usize) -> R<String> {
+        if !s.contains('%') {
+            // Most lines hold no macro: nothing could see `%__file_lineno` or fail, so skip
+            // defining it and expanding, but keep the rest of `expand`'s effects.
+            self.eng.error = false;
+            let _ = self.drain_diags();
+            return Ok(s.to_string());
+        }
         self.eng
             .table
             .push_literal("__file_lineno", &line.to_string(), LEVEL_SPEC);
