@@ -17,7 +17,8 @@
 //!   `package.preload` and the string metatable get back exactly the keys and values they
 //!   had right after setup (so the next spec sees neither the globals nor the `require`d
 //!   modules of the last one, and its `sources` table is empty);
-//! - `_G` loses any metatable a spec gave it, hooks are removed.
+//! - those tables get back their metatables (`_G` loses any a spec gave it), the garbage
+//!   collector is restarted and hooks are removed.
 //!
 //! What survives is only what cannot be observed: compiled chunks, cached by chunk name and
 //! text, and compiled modules, cached by `package.path` and module name (a `require` in the
@@ -133,8 +134,8 @@ fn acquire(path: &str, contain: Option<&crate::macros::Containment>) -> Result<L
 /// them. Everything it uses is captured in locals, so a spec cannot break the reset by
 /// replacing globals.
 const RESET_SETUP: &str = r#"
-local G, next, type, rawset, pcall, setmetatable, getmetatable =
-    _G, next, type, rawset, pcall, setmetatable, getmetatable
+local G, next, type, rawset, pcall, setmetatable, getmetatable, collectgarbage =
+    _G, next, type, rawset, pcall, setmetatable, getmetatable, collectgarbage
 local package = package
 local file_searcher = package.searchers[2]
 local compiled = {}
@@ -151,7 +152,7 @@ local function keep(t)
   if type(t) ~= "table" then return end
   local c = {}
   for k, v in next, t do c[k] = v end
-  saved[#saved + 1] = { t, c }
+  saved[#saved + 1] = { t, c, getmetatable(t) }
 end
 keep(G)
 for _, v in next, G do
@@ -163,11 +164,12 @@ keep(package.preload)
 local smt = getmetatable("")
 keep(smt)
 return function()
-  if not pcall(setmetatable, G, nil) then return false end
   if getmetatable("") ~= smt then return false end
+  -- a spec may have stopped the collector
+  if not pcall(collectgarbage, "restart") then return false end
   for i = 1, #saved do
-    local t, c = saved[i][1], saved[i][2]
-    if getmetatable(t) ~= nil and not pcall(setmetatable, t, nil) then return false end
+    local t, c, mt = saved[i][1], saved[i][2], saved[i][3]
+    if getmetatable(t) ~= mt and not pcall(setmetatable, t, mt) then return false end
     local extra = {}
     for k in next, t do
       if c[k] == nil then extra[#extra + 1] = k end
@@ -706,6 +708,7 @@ mod tests {
             .expand(
                 "%{lua: leak = 1; string.leak = 2; table.insert = nil; \
                  setmetatable(_G, { __index = function() return 'x' end }); \
+                 collectgarbage('stop'); \
                  local c = require 'counter'; c.extra = 1; print(c.inc(), c.inc(), #sources)}",
             )
             .unwrap();
@@ -716,11 +719,12 @@ mod tests {
         let out = second
             .expand(
                 "%{lua: print(tostring(leak), tostring(string.leak), type(table.insert), \
-                 tostring(package.loaded.counter), #sources, rpm ~= nil); \
+                 tostring(package.loaded.counter), #sources, rpm ~= nil, \
+                 collectgarbage('isrunning')); \
                  local c = require 'counter'; print(c.inc(), tostring(c.extra))}",
             )
             .unwrap();
-        assert_eq!(out, "nil\tnil\tfunction\tnil\t0\ttrue1\tnil");
+        assert_eq!(out, "nil\tnil\tfunction\tnil\t0\ttrue\ttrue1\tnil");
         assert_eq!(
             super::CREATED.with(|c| c.get()),
             before + 1,
