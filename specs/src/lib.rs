@@ -13,6 +13,7 @@ pub mod expr;
 pub mod lua;
 pub mod macros;
 pub mod query;
+pub mod shell_cache;
 pub mod spec;
 pub mod vercmp;
 
@@ -182,6 +183,7 @@ pub fn load_macros(
             }
         }
     }
+    t.freeze();
     Ok((t, warnings))
 }
 

@@ -1,26 +1,196 @@
 //! `%{lua:...}`: embedded Lua 5.4 with the parts of rpm's Lua API that macro files use.
 //!
-//! One Lua state lives as long as the [`Engine`] (so modules loaded with `require` and
-//! globals persist between chunks of one spec, as in rpm). The `rpm` and `macros` globals
-//! are rebuilt for every chunk as scoped functions borrowing the engine, so Lua can call
-//! back into macro expansion without any shared ownership.
+//! One Lua state serves an [`Engine`] for as long as it lives (so modules loaded with
+//! `require` and globals persist between chunks of one spec, as in rpm). The `rpm` and
+//! `macros` globals are rebuilt for every chunk as scoped functions borrowing the engine, so
+//! Lua can call back into macro expansion without any shared ownership.
+//!
+//! # Reusing states between specs
+//!
+//! Creating a state, opening its libraries and compiling the same chunks and modules again
+//! for every spec was a fifth of reading a whole tree. So when an engine is dropped its state
+//! goes back to a small per-thread pool, and the next spec read on that thread takes it, after
+//! a reset that gives it the view of a fresh state:
+//!
+//! - the globals table, every table held in a global when the state was made (the standard
+//!   libraries, `posix`, `sources`, ...), `package.loaded`, `package.searchers`,
+//!   `package.preload` and the string metatable get back exactly the keys and values they
+//!   had right after setup (so the next spec sees neither the globals nor the `require`d
+//!   modules of the last one, and its `sources` table is empty);
+//! - those tables get back their metatables (`_G` loses any a spec gave it), the garbage
+//!   collector is restarted and hooks are removed.
+//!
+//! What survives is only what cannot be observed: compiled chunks, cached by chunk name and
+//! text, and compiled modules, cached by `package.path` and module name (a `require` in the
+//! next spec runs the module's main chunk again, so module-level state starts fresh). If the
+//! reset fails in any way, the state is dropped instead of pooled.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 
 use mlua::{Function, Lua, MultiValue, Table, Value as LValue};
 
 use crate::macros::Engine;
 
-/// The per-engine Lua state.
-#[derive(Debug, Clone)]
-pub struct LuaState {
-    lua: Lua,
+/// Chunks compiled per state before the cache is emptied (a bound for long-running processes).
+const CHUNK_CACHE_MAX: usize = 4096;
+/// States kept per thread.
+const POOL_MAX: usize = 2;
+
+/// What makes two states interchangeable: the module path and the containment setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PoolKey {
+    path: String,
+    /// `Some(memory limit)` when contained (no processes, no writes).
+    contained: Option<usize>,
 }
+
+/// A state with its caches; lives in the pool between specs.
+struct Inner {
+    lua: Lua,
+    key: PoolKey,
+    /// Compiled chunks by `name \0 source`.
+    chunks: HashMap<String, Function>,
+    /// `function(name, call)` returning the callable for a parametric macro in `macros`.
+    mkcall: Function,
+    /// Restores the state after setup; returns true on success.
+    reset: Function,
+}
+
+thread_local! {
+    static POOL: RefCell<Vec<Inner>> = const { RefCell::new(Vec::new()) };
+    /// States created on this thread (for tests of the pool).
+    static CREATED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The per-engine Lua state; returned to this thread's pool when dropped.
+pub struct LuaState {
+    inner: Option<Inner>,
+}
+
+impl std::fmt::Debug for LuaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LuaState")
+            .field("key", &self.inner.as_ref().map(|i| &i.key))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for LuaState {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if std::thread::panicking() {
+            return;
+        }
+        inner.lua.remove_hook();
+        inner.lua.set_app_data(PrintBuf(Vec::new()));
+        if !matches!(inner.reset.call::<bool>(()), Ok(true)) {
+            return;
+        }
+        // `try_with`: during thread exit the pool is gone and the state is simply dropped.
+        let _ = POOL.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut()
+                && p.len() < POOL_MAX
+            {
+                p.push(inner);
+            }
+        });
+    }
+}
+
+impl LuaState {
+    fn inner(&self) -> Result<&Inner, String> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| "no lua state".to_string())
+    }
+}
+
+/// A state for `path` and `contain`: a pooled one when this thread has one, else a new one.
+fn acquire(path: &str, contain: Option<&crate::macros::Containment>) -> Result<LuaState, String> {
+    let key = PoolKey {
+        path: path.to_string(),
+        contained: contain.map(|c| c.lua_memory),
+    };
+    let pooled = POOL
+        .try_with(|p| {
+            let mut p = p.try_borrow_mut().ok()?;
+            let i = p.iter().position(|s| s.key == key)?;
+            Some(p.swap_remove(i))
+        })
+        .ok()
+        .flatten();
+    let inner = match pooled {
+        Some(i) => i,
+        None => new_state(key, contain)?,
+    };
+    Ok(LuaState { inner: Some(inner) })
+}
+
+/// Run once on a new state after setup: wraps the file searcher with a compiled-module
+/// cache, snapshots the tables a spec could change and returns the function that restores
+/// them. Everything it uses is captured in locals, so a spec cannot break the reset by
+/// replacing globals.
+const RESET_SETUP: &str = r#"
+local G, next, type, rawset, pcall, setmetatable, getmetatable, collectgarbage =
+    _G, next, type, rawset, pcall, setmetatable, getmetatable, collectgarbage
+local package = package
+local file_searcher = package.searchers[2]
+local compiled = {}
+package.searchers[2] = function(name)
+  local key = tostring(package.path) .. "\0" .. tostring(name)
+  local c = compiled[key]
+  if c then return c[1], c[2] end
+  local loader, extra = file_searcher(name)
+  if type(loader) == "function" then compiled[key] = { loader, extra } end
+  return loader, extra
+end
+local saved = {}
+local function keep(t)
+  if type(t) ~= "table" then return end
+  local c = {}
+  for k, v in next, t do c[k] = v end
+  saved[#saved + 1] = { t, c, getmetatable(t) }
+end
+keep(G)
+for _, v in next, G do
+  if v ~= G then keep(v) end
+end
+keep(package.loaded)
+keep(package.searchers)
+keep(package.preload)
+local smt = getmetatable("")
+keep(smt)
+return function()
+  if getmetatable("") ~= smt then return false end
+  -- a spec may have stopped the collector
+  if not pcall(collectgarbage, "restart") then return false end
+  for i = 1, #saved do
+    local t, c, mt = saved[i][1], saved[i][2], saved[i][3]
+    if getmetatable(t) ~= mt and not pcall(setmetatable, t, mt) then return false end
+    local extra = {}
+    for k in next, t do
+      if c[k] == nil then extra[#extra + 1] = k end
+    end
+    for j = 1, #extra do rawset(t, extra[j], nil) end
+    for k, v in next, c do rawset(t, k, v) end
+  end
+  return true
+end
+"#;
+
+/// The callable `macros.NAME` for a parametric macro: a table argument is the argument
+/// list, anything else is expanded as `%{NAME ARG}`.
+const MKCALL: &str = "local name, call = ...; return function(a) if type(a) == 'table' then return call(name, a) elseif a == nil then return call(name, {}) else return rpm.expand('%{' .. name .. ' ' .. tostring(a) .. '}') end end";
 
 struct PrintBuf(Vec<String>);
 
-fn new_state(path: &str, contain: Option<&crate::macros::Containment>) -> Result<LuaState, String> {
+fn new_state(key: PoolKey, contain: Option<&crate::macros::Containment>) -> Result<Inner, String> {
+    let path = key.path.as_str();
     let lua = Lua::new();
+    let _ = CREATED.try_with(|c| c.set(c.get() + 1));
     if let Some(c) = contain {
         lua.set_memory_limit(c.lua_memory)
             .map_err(|e| e.to_string())?;
@@ -167,7 +337,23 @@ fn new_state(path: &str, contain: Option<&crate::macros::Containment>) -> Result
         Ok(())
     };
     setup().map_err(|e| e.to_string())?;
-    Ok(LuaState { lua })
+    let reset: Function = lua
+        .load(RESET_SETUP)
+        .set_name("keel-reset")
+        .call(())
+        .map_err(|e| e.to_string())?;
+    let mkcall = lua
+        .load(MKCALL)
+        .set_name("keel-macros")
+        .into_function()
+        .map_err(|e| e.to_string())?;
+    Ok(Inner {
+        lua,
+        key,
+        chunks: HashMap::new(),
+        mkcall,
+        reset,
+    })
 }
 
 /// Appends to the `sources`/`patches` and `source_nums`/`patch_nums` Lua tables, as rpm
@@ -183,11 +369,10 @@ pub(crate) fn add_source(
         eng.pending_sources.push((is_patch, path.to_string(), num));
         return Ok(());
     }
-    let lua = eng
-        .lua
-        .as_ref()
-        .map(|l| l.lua.clone())
-        .ok_or("no lua state")?;
+    let lua = match eng.lua.as_ref() {
+        Some(l) => l.inner()?.lua.clone(),
+        None => return Err("no lua state".into()),
+    };
     let go = || -> mlua::Result<()> {
         let g = lua.globals();
         let (a, b) = if is_patch {
@@ -229,27 +414,37 @@ pub(crate) fn run(
     cur: Option<(String, Option<String>, Vec<String>)>,
 ) -> Result<String, String> {
     if eng.lua.is_none() {
-        eng.lua = Some(new_state(
-            &eng.cfg.lua_path,
-            eng.cfg.containment.as_deref(),
-        )?);
+        eng.lua = Some(acquire(&eng.cfg.lua_path, eng.cfg.containment.as_deref())?);
         for (is_patch, path, num) in std::mem::take(&mut eng.pending_sources) {
             add_source(eng, is_patch, &path, num)?;
         }
     }
-    let lua = eng
+    let name = cur.as_ref().map_or("<lua>", |c| c.0.as_str());
+    let state = eng
         .lua
-        .as_ref()
-        .map(|l| l.lua.clone())
+        .as_mut()
+        .and_then(|l| l.inner.as_mut())
         .ok_or("no lua state")?;
-    let name = cur
-        .as_ref()
-        .map(|c| c.0.clone())
-        .unwrap_or_else(|| "<lua>".into());
-    let chunk_src = format!("local opt, arg = ...;{script}");
-    let func = match lua.load(&chunk_src).set_name(name.clone()).into_function() {
-        Ok(f) => f,
-        Err(e) => return Err(format!("invalid syntax in lua script: {}", clean_err(&e))),
+    let lua = state.lua.clone();
+    let mkcall = state.mkcall.clone();
+    let mut key = String::with_capacity(name.len() + 1 + script.len());
+    key.push_str(name);
+    key.push('\0');
+    key.push_str(script);
+    let func = match state.chunks.get(&key) {
+        Some(f) => f.clone(),
+        None => {
+            let chunk_src = format!("local opt, arg = ...;{script}");
+            let f = match lua.load(&chunk_src).set_name(name).into_function() {
+                Ok(f) => f,
+                Err(e) => return Err(format!("invalid syntax in lua script: {}", clean_err(&e))),
+            };
+            if state.chunks.len() >= CHUNK_CACHE_MAX {
+                state.chunks.clear();
+            }
+            state.chunks.insert(key, f.clone());
+            f
+        }
     };
     // opt / arg tables
     let opt = lua.create_table().map_err(|e| e.to_string())?;
@@ -294,7 +489,8 @@ pub(crate) fn run(
             "expand",
             scope.create_function(|_, s: String| {
                 let mut e = cell.borrow_mut();
-                e.expand_nested(&s).map_err(|_| mlua::Error::runtime("error expanding macro"))
+                e.expand_nested(&s)
+                    .map_err(|_| mlua::Error::runtime("error expanding macro"))
             })?,
         )?;
         rpm.set(
@@ -302,7 +498,11 @@ pub(crate) fn run(
             scope.create_function(|_, s: String| {
                 let mut e = cell.borrow_mut();
                 // rpm.define always defines at level 0, even inside a parametric macro
-                if e.define_str(&s, 0) { Ok(()) } else { Err(mlua::Error::runtime("error defining macro")) }
+                if e.define_str(&s, 0) {
+                    Ok(())
+                } else {
+                    Err(mlua::Error::runtime("error defining macro"))
+                }
             })?,
         )?;
         rpm.set(
@@ -331,7 +531,9 @@ pub(crate) fn run(
         rpm.set(
             "expr",
             lua.create_function(|_, s: String| {
-                crate::expr::eval(&s, None).map(|v| v.render()).map_err(mlua::Error::runtime)
+                crate::expr::eval(&s, None)
+                    .map(|v| v.render())
+                    .map_err(mlua::Error::runtime)
             })?,
         )?;
         rpm.set(
@@ -378,10 +580,8 @@ pub(crate) fn run(
                 };
                 if parametric {
                     // a callable that expands the macro with arguments
-                    let name = k.clone();
-                    let f: Function = lua.load(
-                        "local name, call = ...; return function(a) if type(a) == 'table' then return call(name, a) elseif a == nil then return call(name, {}) else return rpm.expand('%{' .. name .. ' ' .. tostring(a) .. '}') end end",
-                    ).call((name, lua.globals().get::<Function>("__keel_call")?))?;
+                    let f: Function =
+                        mkcall.call((k, lua.globals().get::<Function>("__keel_call")?))?;
                     Ok(LValue::Function(f))
                 } else {
                     let mut e = cell.borrow_mut();
@@ -409,7 +609,9 @@ pub(crate) fn run(
         lua.globals().set(
             "__keel_call",
             scope.create_function(|_, (name, args): (String, Table)| {
-                let v: Vec<String> = args.sequence_values::<String>().collect::<mlua::Result<_>>()?;
+                let v: Vec<String> = args
+                    .sequence_values::<String>()
+                    .collect::<mlua::Result<_>>()?;
                 cell.borrow_mut()
                     .call_with_args(&name, v)
                     .map_err(|_| mlua::Error::runtime("error expanding macro"))
@@ -483,5 +685,50 @@ mod tests {
         );
         assert!(e.expand("%{lua: error('boom')}").is_err());
         assert!(e.expand("%{lua: this is not lua}").is_err());
+    }
+
+    /// A pooled state must look fresh to the next spec: no globals, no changed library
+    /// tables, no loaded modules and no module-level state from the previous one.
+    #[test]
+    fn a_reused_state_shows_nothing_of_the_previous_spec() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("counter.lua"),
+            "local n = 0\nreturn { inc = function() n = n + 1; return n end }\n",
+        )
+        .unwrap();
+        let cfg = EngineConfig {
+            lua_path: format!("{}/?.lua", dir.path().display()),
+            ..EngineConfig::default()
+        };
+        let before = super::CREATED.with(|c| c.get());
+        let mut first = Engine::new(MacroTable::new(), cfg.clone());
+        crate::lua::add_source(&mut first, false, "a.tar.gz", 0).unwrap();
+        let out = first
+            .expand(
+                "%{lua: leak = 1; string.leak = 2; table.insert = nil; \
+                 setmetatable(_G, { __index = function() return 'x' end }); \
+                 collectgarbage('stop'); \
+                 local c = require 'counter'; c.extra = 1; print(c.inc(), c.inc(), #sources)}",
+            )
+            .unwrap();
+        assert_eq!(out, "1\t2\t1");
+        assert_eq!(first.expand("%{lua: print(#sources)}").unwrap(), "1");
+        drop(first);
+        let mut second = Engine::new(MacroTable::new(), cfg);
+        let out = second
+            .expand(
+                "%{lua: print(tostring(leak), tostring(string.leak), type(table.insert), \
+                 tostring(package.loaded.counter), #sources, rpm ~= nil, \
+                 collectgarbage('isrunning')); \
+                 local c = require 'counter'; print(c.inc(), tostring(c.extra))}",
+            )
+            .unwrap();
+        assert_eq!(out, "nil\tnil\tfunction\tnil\t0\ttrue\ttrue1\tnil");
+        assert_eq!(
+            super::CREATED.with(|c| c.get()),
+            before + 1,
+            "the second engine reuses the first one's state"
+        );
     }
 }

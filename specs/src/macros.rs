@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -274,10 +275,15 @@ impl MacroTable {
 
     /// The overlay stack for `name`, copied from the shared base on first change.
     fn stack_mut(&mut self, name: &str) -> &mut Vec<Arc<MacroDef>> {
-        let base = &self.base;
-        self.map
-            .entry(name.to_string())
-            .or_insert_with(|| base.get(name).cloned().unwrap_or_default())
+        // `entry` would allocate the key on every push; most pushes hit an existing stack
+        if !self.map.contains_key(name) {
+            let copy = self.base.get(name).cloned().unwrap_or_default();
+            self.map.insert(name.to_string(), copy);
+        }
+        match self.map.get_mut(name) {
+            Some(v) => v,
+            None => unreachable!("the overlay stack for {name} was just inserted"),
+        }
     }
 
     fn push_def(&mut self, name: &str, def: MacroDef) {
@@ -429,6 +435,17 @@ pub struct ShellRunner {
     /// Pass the command in `$KEEL_SHELL_CMD` instead of as the last argument.
     pub pass_in_env: bool,
     cache: Mutex<HashMap<String, String>>,
+    /// The cache file in use, once a caller passed a directory (see [`crate::shell_cache`]).
+    disk: Mutex<Option<DiskCache>>,
+    /// Commands started (cache misses), for tests and reports.
+    spawned: AtomicUsize,
+}
+
+#[derive(Debug)]
+struct DiskCache {
+    dir: PathBuf,
+    file: PathBuf,
+    context: String,
 }
 
 impl ShellRunner {
@@ -439,14 +456,81 @@ impl ShellRunner {
             wrapper: Vec::new(),
             pass_in_env: false,
             cache: Mutex::new(HashMap::new()),
+            disk: Mutex::new(None),
+            spawned: AtomicUsize::new(0),
         }
     }
 
-    /// Output of the command with trailing newlines removed.
+    /// How many commands this runner has started (every other call was a cache hit).
+    pub fn spawned(&self) -> usize {
+        self.spawned.load(Ordering::Relaxed)
+    }
+
+    /// Output of the command with trailing newlines removed, cached for the life of the
+    /// runner.
     pub fn run(&self, cmd: &str) -> Result<String, String> {
+        self.run_cached(cmd, None)
+    }
+
+    /// Like [`ShellRunner::run`], and with `cache_dir` the results also persist in a file
+    /// there, so another process with the same shell, environment and working directory
+    /// runs nothing it has seen (see [`crate::shell_cache`]). A damaged or unreadable cache
+    /// file is a warning and a miss; a failed write is a warning.
+    pub fn run_cached(&self, cmd: &str, cache_dir: Option<&Path>) -> Result<String, String> {
+        if let Some(dir) = cache_dir {
+            self.attach(dir);
+        }
         if let Some(v) = self.cache.lock().map_err(|e| e.to_string())?.get(cmd) {
             return Ok(v.clone());
         }
+        let out = self.spawn(cmd)?;
+        if let Ok(mut mem) = self.cache.lock() {
+            mem.insert(cmd.to_string(), out.clone());
+        }
+        // lock order: disk, then cache (as in `attach`)
+        if let Ok(disk) = self.disk.lock()
+            && let Some(d) = disk.as_ref()
+        {
+            let all = match self.cache.lock() {
+                Ok(mem) => mem.clone(),
+                Err(_) => return Ok(out),
+            };
+            if let Err(e) = crate::shell_cache::save(&d.file, &d.context, &all) {
+                tracing::warn!("failed to write shell cache {}: {e}", d.file.display());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Loads the cache file for `dir` the first time it is asked for.
+    fn attach(&self, dir: &Path) {
+        let Ok(mut disk) = self.disk.lock() else {
+            return;
+        };
+        if disk.as_ref().is_some_and(|d| d.dir == dir) {
+            return;
+        }
+        let context = crate::shell_cache::context(&self.argv, &self.wrapper, self.pass_in_env);
+        let file = crate::shell_cache::file_for(dir, &context);
+        match crate::shell_cache::load(&file, &context) {
+            Ok(entries) => {
+                if let Ok(mut mem) = self.cache.lock() {
+                    for (k, v) in entries {
+                        mem.entry(k).or_insert(v);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("{e}"),
+        }
+        *disk = Some(DiskCache {
+            dir: dir.to_path_buf(),
+            file,
+            context,
+        });
+    }
+
+    fn spawn(&self, cmd: &str) -> Result<String, String> {
+        self.spawned.fetch_add(1, Ordering::Relaxed);
         let mut argv: Vec<String> = self.wrapper.clone();
         argv.extend(self.argv.iter().cloned());
         if !self.pass_in_env {
@@ -491,9 +575,6 @@ impl ShellRunner {
         while s.ends_with('\n') || s.ends_with('\r') {
             s.pop();
         }
-        if let Ok(mut m) = self.cache.lock() {
-            m.insert(cmd.to_string(), s.clone());
-        }
         Ok(s)
     }
 }
@@ -516,6 +597,9 @@ pub struct EngineConfig {
     pub confdir: PathBuf,
     /// Limits for specs nobody should trust; `None` behaves like rpm (full rights).
     pub containment: Option<Arc<Containment>>,
+    /// Where `%(shell)` results persist between processes (`None`: in memory only); see
+    /// [`crate::shell_cache`].
+    pub shell_cache_dir: Option<PathBuf>,
 }
 
 /// What reading an untrusted spec may do.
@@ -592,6 +676,7 @@ impl Default for EngineConfig {
             lua_path: "/usr/lib/rpm//lua/?.lua".into(),
             confdir: PathBuf::from("/usr/lib/rpm"),
             containment: None,
+            shell_cache_dir: None,
         }
     }
 }
@@ -1301,7 +1386,11 @@ impl Engine {
         if failed {
             return;
         }
-        match self.cfg.shell.run(&c) {
+        match self
+            .cfg
+            .shell
+            .run_cached(&c, self.cfg.shell_cache_dir.as_deref())
+        {
             Ok(s) => out.push_str(&s),
             Err(e) => self.err(e),
         }
@@ -1484,6 +1573,47 @@ mod tests {
         e.define_str("i %j%j%j%j%j%j%j%j%j%j", LEVEL_CMDLINE);
         e.define_str("j xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", LEVEL_CMDLINE);
         assert!(e.expand("%b").is_err());
+    }
+
+    /// The persistent `%(shell)` cache: a second runner (as in a second process) with the
+    /// same cache directory runs nothing; a damaged file is ignored and rebuilt.
+    #[test]
+    fn a_second_process_runs_no_shell_commands() {
+        let dir = tempfile::tempdir().unwrap();
+        let read = |spec_text: &str| {
+            let cfg = EngineConfig {
+                shell: Arc::new(ShellRunner::new(
+                    vec!["/bin/sh".into(), "-c".into()],
+                    Duration::from_secs(10),
+                )),
+                shell_cache_dir: Some(dir.path().to_path_buf()),
+                ..EngineConfig::default()
+            };
+            let mut e = Engine::new(MacroTable::new(), cfg.clone());
+            let out = e.expand(spec_text).unwrap();
+            (out, cfg.shell.spawned())
+        };
+        let text = "%(echo one) %(printf 'two\\nlines') %(echo one) %(true)";
+        let want = "one two\nlines one ";
+        assert_eq!(read(text), (want.to_string(), 3));
+        assert_eq!(read(text), (want.to_string(), 0));
+        // a new command is added to the file without losing the others
+        assert_eq!(read("%(echo three)"), ("three".to_string(), 1));
+        assert_eq!(read(&format!("{text}%(echo three)")).1, 0);
+
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        assert_eq!(
+            files.len(),
+            1,
+            "one file, no temporary files left: {files:?}"
+        );
+        std::fs::write(&files[0], b"keel-shell-cache 1\ngarbage").unwrap();
+        assert_eq!(read(text), (want.to_string(), 3), "corrupt file: a miss");
+        assert_eq!(read(text), (want.to_string(), 0), "and rebuilt");
     }
 
     #[test]

@@ -122,7 +122,10 @@ pub struct ReaderConfig {
 }
 
 impl ReaderConfig {
-    pub fn new(macros: MacroTable, engine: EngineConfig) -> Self {
+    /// Freezes `macros` (see [`MacroTable::freeze`]), so that every spec read starts from
+    /// the shared base and copies only the names it changes.
+    pub fn new(mut macros: MacroTable, engine: EngineConfig) -> Self {
+        macros.freeze();
         ReaderConfig {
             macros: Arc::new(macros),
             engine,
@@ -191,6 +194,10 @@ const PARTS: &[(&str, Part)] = &[
 ];
 
 fn is_part(line: &str) -> Part {
+    // every section keyword starts with '%'
+    if !line.starts_with('%') {
+        return Part::None;
+    }
     for (tok, p) in PARTS {
         let b = line.as_bytes();
         if b.len() >= tok.len() && b[..tok.len()].eq_ignore_ascii_case(tok.as_bytes()) {
@@ -371,6 +378,13 @@ impl<'c> Reader<'c> {
     }
 
     fn expand_at_line(&mut self, s: &str, line: usize) -> R<String> {
+        if !s.contains('%') {
+            // Most lines hold no macro: nothing could see `%__file_lineno` or fail, so skip
+            // defining it and expanding, but keep the rest of `expand`'s effects.
+            self.eng.error = false;
+            let _ = self.drain_diags();
+            return Ok(s.to_string());
+        }
         self.eng
             .table
             .push_literal("__file_lineno", &line.to_string(), LEVEL_SPEC);
@@ -427,6 +441,7 @@ impl<'c> Reader<'c> {
             if self.pending.is_none() {
                 // read a logical line from the current file
                 let mut lbuf = String::new();
+                let mut cont = Continuation::default();
                 let mut start_line = 0usize;
                 loop {
                     let Some(f) = self.files.last_mut() else {
@@ -449,11 +464,17 @@ impl<'c> Reader<'c> {
                         self.pop_file();
                         continue;
                     }
-                    let l = f.lines[f.idx].clone();
+                    // each physical line is read once: take it instead of copying it
+                    let l = std::mem::take(&mut f.lines[f.idx]);
                     f.idx += 1;
                     self.line_num = f.idx;
-                    lbuf.push_str(&l);
-                    if needs_continuation(&lbuf) {
+                    cont.scan(l.as_bytes());
+                    if lbuf.is_empty() {
+                        lbuf = l;
+                    } else {
+                        lbuf.push_str(&l);
+                    }
+                    if cont.open() {
                         if start_line == 0 {
                             start_line = self.line_num;
                         }
@@ -461,9 +482,7 @@ impl<'c> Reader<'c> {
                     }
                     break;
                 }
-                if self.files.last().is_some_and(|f| f.idx >= f.lines.len())
-                    && needs_continuation(&lbuf)
-                {
+                if self.files.last().is_some_and(|f| f.idx >= f.lines.len()) && cont.open() {
                     return Err(format!(
                         "line {start_line}: unclosed macro or bad line continuation"
                     ));
@@ -517,29 +536,37 @@ impl<'c> Reader<'c> {
             let line_type = parse_line_type(&buf[lead..]);
             let bytes = buf.as_bytes();
             let mut k = 0;
-            let mut cur = Vec::new();
-            loop {
-                if k >= bytes.len() {
-                    break;
+            let mut line = if line_type.is_some() {
+                // a conditional's continuation lines join with the backslash-newline blanked
+                let mut cur = Vec::new();
+                while k < bytes.len() {
+                    let c = bytes[k];
+                    if c == b'\\' && bytes.get(k + 1) == Some(&b'\n') {
+                        cur.push(b' ');
+                        cur.push(b' ');
+                        k += 2;
+                        continue;
+                    }
+                    cur.push(c);
+                    k += 1;
+                    if c == b'\n' {
+                        break;
+                    }
                 }
-                let c = bytes[k];
-                if line_type.is_some() && c == b'\\' && bytes.get(k + 1) == Some(&b'\n') {
-                    cur.push(b' ');
-                    cur.push(b' ');
-                    k += 2;
-                    continue;
-                }
-                cur.push(c);
-                k += 1;
-                if c == b'\n' {
-                    break;
-                }
-            }
+                // only ASCII bytes were replaced, so `cur` is still UTF-8
+                String::from_utf8(cur)
+                    .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+            } else {
+                k = bytes
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |p| p + 1);
+                buf[..k].to_string()
+            };
             let rest = &buf[k..];
             if !rest.is_empty() {
                 self.pending = Some(rest.to_string());
             }
-            let mut line = String::from_utf8_lossy(&cur).into_owned();
             let last = line.trim_end().len();
             if strip & STRIP_COMMENTS != 0 {
                 let t = line.trim_start();
@@ -1917,49 +1944,77 @@ fn comment_diff<'a>(a: &'a str, _b: &str) -> &'a str {
     a.trim_start()
 }
 
-/// Whether a raw (unexpanded) logical line continues on the next line, as rpm decides.
-fn needs_continuation(s: &str) -> bool {
-    let b = s.as_bytes();
-    let (mut pc, mut bc, mut xc, mut nc) = (0i32, 0i32, 0i32, false);
-    let mut p = 0;
-    while p < b.len() {
-        match b[p] {
-            b'\\' => match b.get(p + 1) {
-                Some(b'\n') => {
-                    p += 1;
-                    nc = true;
-                }
-                None => {}
-                Some(_) => p += 1,
-            },
-            b'\n' => nc = false,
-            b'%' => match b.get(p + 1) {
-                Some(b'{') => {
-                    p += 1;
-                    bc += 1
-                }
-                Some(b'(') => {
-                    p += 1;
-                    pc += 1
-                }
-                Some(b'[') => {
-                    p += 1;
-                    xc += 1
-                }
-                Some(b'%') => p += 1,
-                _ => {}
-            },
-            b'{' if bc > 0 => bc += 1,
-            b'}' if bc > 0 => bc -= 1,
-            b'(' if pc > 0 => pc += 1,
-            b')' if pc > 0 => pc -= 1,
-            b'[' if xc > 0 => xc += 1,
-            b']' if xc > 0 => xc -= 1,
-            _ => {}
-        }
-        p += 1;
+/// Whether a raw (unexpanded) logical line continues on the next line, as rpm decides,
+/// scanned one physical line at a time (each ends in a newline, except maybe the file's
+/// last), so a long continued block is scanned once instead of once per line.
+#[derive(Default, Clone, Copy)]
+struct Continuation {
+    pc: i32,
+    bc: i32,
+    xc: i32,
+    nc: bool,
+}
+
+impl Continuation {
+    fn open(&self) -> bool {
+        self.pc != 0 || self.bc != 0 || self.xc != 0 || self.nc
     }
-    pc != 0 || bc != 0 || xc != 0 || nc
+
+    fn scan(&mut self, b: &[u8]) {
+        // most lines hold none of the bytes that matter
+        let quiet = self.pc == 0 && self.bc == 0 && self.xc == 0;
+        if quiet && !b.iter().any(|&c| c == b'%' || c == b'\\') {
+            if b.contains(&b'\n') {
+                self.nc = false;
+            }
+            return;
+        }
+        let Continuation {
+            mut pc,
+            mut bc,
+            mut xc,
+            mut nc,
+        } = *self;
+        let mut p = 0;
+        while p < b.len() {
+            match b[p] {
+                b'\\' => match b.get(p + 1) {
+                    Some(b'\n') => {
+                        p += 1;
+                        nc = true;
+                    }
+                    None => {}
+                    Some(_) => p += 1,
+                },
+                b'\n' => nc = false,
+                b'%' => match b.get(p + 1) {
+                    Some(b'{') => {
+                        p += 1;
+                        bc += 1
+                    }
+                    Some(b'(') => {
+                        p += 1;
+                        pc += 1
+                    }
+                    Some(b'[') => {
+                        p += 1;
+                        xc += 1
+                    }
+                    Some(b'%') => p += 1,
+                    _ => {}
+                },
+                b'{' if bc > 0 => bc += 1,
+                b'}' if bc > 0 => bc -= 1,
+                b'(' if pc > 0 => pc += 1,
+                b')' if pc > 0 => pc -= 1,
+                b'[' if xc > 0 => xc += 1,
+                b']' if xc > 0 => xc -= 1,
+                _ => {}
+            }
+            p += 1;
+        }
+        *self = Continuation { pc, bc, xc, nc };
+    }
 }
 
 /// Splits arguments the way popt's `poptParseArgvString` does (quotes and backslashes).
@@ -2322,6 +2377,26 @@ impl Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn continuation_is_tracked_line_by_line() {
+        let open_after = |lines: &[&str]| {
+            let mut c = Continuation::default();
+            for l in lines {
+                c.scan(l.as_bytes());
+            }
+            c.open()
+        };
+        assert!(open_after(&["%{lua:\n"]));
+        assert!(open_after(&["%{lua:\n", "if x then {\n"]));
+        assert!(!open_after(&["%{lua:\n", "if x then {\n", "} end }\n"]));
+        assert!(open_after(&["a \\\n"]));
+        assert!(!open_after(&["a \\\n", "b\n"]));
+        assert!(!open_after(&["100% done { (\n"]));
+        assert!(open_after(&["%(echo (\n"]));
+        assert!(!open_after(&["%%{ x\n"]));
+        assert!(open_after(&["x\n", "%[1 +\n"]));
+    }
 
     #[test]
     fn changelog_dates() {
