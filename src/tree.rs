@@ -48,8 +48,9 @@ pub fn macro_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// How specs of this tree are read.
-pub fn reader_config(tree: &Tree) -> anyhow::Result<ReaderConfig> {
+/// How specs of this tree are read; `shell_cache`, when given, keeps `%(shell)` results
+/// across processes.
+pub fn reader_config(tree: &Tree, shell_cache: Option<PathBuf>) -> anyhow::Result<ReaderConfig> {
     let sc = &tree.config.specs;
     let mut cli = Vec::new();
     for f in macro_files(tree)? {
@@ -77,6 +78,7 @@ pub fn reader_config(tree: &Tree) -> anyhow::Result<ReaderConfig> {
     if let Some(lp) = &sc.lua_path {
         ecfg.lua_path = lp.clone();
     }
+    ecfg.shell_cache_dir = shell_cache;
     let (table, warnings) =
         keel_specs::load_macros(&setup, &ecfg).context("failed to load the tree's macros")?;
     for w in warnings {
@@ -132,7 +134,7 @@ pub fn setup_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
 /// unchanged (see `keel_rules::speccache`).
 pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Result<LoadedTree> {
     let start = Instant::now();
-    let reader = reader_config(tree)?;
+    let reader = reader_config(tree, store.map(|s| s.root().join("shell-cache")))?;
     let mut files = Vec::new();
     for d in &tree.config.specs.dirs {
         let dir = tree.root.join(d);
