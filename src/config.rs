@@ -90,9 +90,11 @@ pub struct ToolchainSection {
     /// A list of the build root's RPM file names (like Azure Linux's
     /// `toolkit/resources/manifests/package/toolchain_x86_64.txt`), relative to the tree.
     pub manifest: Option<PathBuf>,
-    /// A worker chroot (a directory, relative to the tree) to build in instead of the
-    /// host's own `/usr`, `/etc`…
+    /// A worker chroot to build in instead of the host's own `/usr`, `/etc`…: a directory
+    /// or a tarball (`.tar`, `.tar.gz`, `.tar.xz`, `.tar.zst`), relative to the tree.
     pub root: Option<PathBuf>,
+    /// Or a directory of toolchain RPMs, whose payloads make the root.
+    pub rpms: Option<PathBuf>,
 }
 
 /// `[bootstrap]`: prebuilt packages that break build cycles.

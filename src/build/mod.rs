@@ -5,6 +5,7 @@ pub mod exec;
 pub mod progress;
 pub mod repro;
 pub mod stamp;
+pub mod toolchains;
 
 use std::collections::BTreeMap;
 
@@ -34,9 +35,10 @@ impl ExecutorKind {
     }
 }
 
-/// The toolchain's fingerprint as a build of `kind` keys it (hex; empty for the test
-/// executor, which builds in no toolchain). Cheap when nothing changed: the host's is
-/// cached in the store directory.
+/// What the build stamp compares to tell whether the toolchain changed (see
+/// [`stamp`]): empty for the test executor, which builds in no toolchain; the host's
+/// fingerprint (cached against its package database); a chroot directory's fingerprint;
+/// and for a tarball or an RPM set a constant, their files being in the stamp itself.
 pub fn toolchain_fingerprint(
     tree: &Tree,
     store_root: &std::path::Path,
@@ -45,17 +47,19 @@ pub fn toolchain_fingerprint(
     if kind != ExecutorKind::Rpmbuild {
         return Ok(String::new());
     }
-    let (_, fp) = toolchain_of(tree)
+    let tc = &tree.config.toolchain;
+    if tc.rpms.is_some() {
+        return Ok("rpm set (files in the stamp)".into());
+    }
+    let toolchain = match &tc.root {
+        None => keel_toolchain::Toolchain::Host,
+        Some(r) if tree.root.join(r).is_dir() => keel_toolchain::Toolchain::Dir(tree.root.join(r)),
+        Some(_) => return Ok("tarball (file in the stamp)".into()),
+    };
+    let (_, fp) = toolchain
         .fingerprint_cached(store_root)
         .context("failed to fingerprint the toolchain")?;
     Ok(fp.to_hex())
-}
-
-fn toolchain_of(tree: &Tree) -> keel_toolchain::Toolchain {
-    match &tree.config.toolchain.root {
-        None => keel_toolchain::Toolchain::Host,
-        Some(d) => keel_toolchain::Toolchain::Dir(tree.root.join(d)),
-    }
 }
 
 /// A tree read and turned into actions, ready to plan, explain or build.
@@ -66,6 +70,9 @@ pub struct Session {
     /// Where results are published (`<tree>/out`).
     pub out_dir: std::path::PathBuf,
     toolchain: keel_toolchain::Toolchain,
+    /// Files the toolchain was made from (a tarball, RPMs), for the build stamp.
+    pub toolchain_inputs: Vec<std::path::PathBuf>,
+    stamp_fingerprint: String,
     mirrors: Vec<String>,
     store_root: std::path::PathBuf,
     jobs: usize,
@@ -116,13 +123,14 @@ impl Session {
                 );
             }
         }
-        let toolchain = toolchain_of(tree);
+        let resolved = toolchains::resolve(tree, store)?;
+        let toolchain = resolved.toolchain.clone();
         let cfg = ActionConfig {
             root: tree.root.clone(),
             target_arch: pg.target_arch().to_owned(),
             macro_files: loaded.macro_files.clone(),
             defines: tree.config.specs.defines.clone(),
-            toolchain: toolchain_id(tree, store, kind, &toolchain)?,
+            toolchain: toolchain_id(tree, store, kind, &resolved)?,
             indexer: indexer_id(kind),
         };
         let actions =
@@ -133,6 +141,8 @@ impl Session {
             kind,
             out_dir: tree.root.join("out"),
             toolchain,
+            toolchain_inputs: resolved.inputs,
+            stamp_fingerprint: toolchain_fingerprint(tree, store.root(), kind)?,
             mirrors: tree.config.sources.mirrors.clone(),
             store_root: store.root().to_owned(),
             jobs: ctx.jobs(),
@@ -171,13 +181,7 @@ impl Session {
 
     /// The fingerprint this session's builds are keyed with (see [`toolchain_fingerprint`]).
     pub fn toolchain_fingerprint(&self) -> String {
-        if self.kind != ExecutorKind::Rpmbuild {
-            return String::new();
-        }
-        self.toolchain
-            .fingerprint_cached(&self.store_root)
-            .map(|(_, d)| d.to_hex())
-            .unwrap_or_default()
+        self.stamp_fingerprint.clone()
     }
 
     /// Copies the built packages and the repository to the tree's `out/`: `RPMS/<arch>/`,
@@ -353,8 +357,9 @@ fn toolchain_id(
     tree: &Tree,
     store: &Store,
     kind: ExecutorKind,
-    toolchain: &keel_toolchain::Toolchain,
+    resolved: &toolchains::Resolved,
 ) -> anyhow::Result<ToolchainId> {
+    let toolchain = &resolved.toolchain;
     let mut parts: BTreeMap<&str, BlobDigest> = BTreeMap::new();
     if let Some(m) = &tree.config.toolchain.manifest {
         let path = tree.root.join(m);
@@ -364,10 +369,20 @@ fn toolchain_id(
                 .with_context(|| format!("toolchain manifest {}", path.display()))?,
         );
     }
+    let mut name = toolchain.name();
     if kind == ExecutorKind::Rpmbuild {
-        let (_, fp) = toolchain
-            .fingerprint_cached(store.root())
-            .context("failed to fingerprint the toolchain")?;
+        let fp = match &resolved.id {
+            Some((n, fp)) => {
+                name = n.clone();
+                *fp
+            }
+            None => {
+                toolchain
+                    .fingerprint_cached(store.root())
+                    .context("failed to fingerprint the toolchain")?
+                    .1
+            }
+        };
         parts.insert("toolchain", fp);
     }
     let text: String = parts
@@ -375,7 +390,7 @@ fn toolchain_id(
         .map(|(k, v)| format!("{k} {}\n", v.to_hex()))
         .collect();
     Ok(ToolchainId {
-        name: toolchain.name(),
+        name,
         fingerprint: store.put_bytes(text.as_bytes())?,
     })
 }

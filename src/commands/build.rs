@@ -152,6 +152,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         if let Some(m) = &tree.config.toolchain.manifest {
             inputs.push(tree.root.join(m));
         }
+        inputs.extend(session.toolchain_inputs.iter().cloned());
         let roots: Vec<_> = tree
             .config
             .specs

@@ -1,5 +1,5 @@
 //! `keel run -p PKG -- CMD…`: run a command in a sandbox whose root is the runtime
-//! closure of built packages over the toolchain — to try what was built without
+//! closure of built packages over the tree's toolchain — to try what was built without
 //! installing it anywhere.
 
 use std::collections::BTreeMap;
@@ -116,6 +116,10 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
     let store_dir = ctx.store_dir()?;
     let rpms = built_rpms(&tree.root.join("out"))?;
+    let toolchain = {
+        let store = ctx.open_store()?;
+        crate::build::toolchains::resolve(tree, &store)?.toolchain
+    };
     let closure = runtime_closure(&rpms, &args.packages)?;
     let cache = LayerCache::new(&store_dir.join("layers"));
     let mut layers = Vec::new();
@@ -132,7 +136,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<i32> {
         names.join(", ")
     ));
     let scratch = tempfile::tempdir().context("failed to create a scratch directory")?;
-    let mut spec = SandboxSpec::new(keel_toolchain::Toolchain::Host, scratch.path());
+    let mut spec = SandboxSpec::new(toolchain, scratch.path());
     spec.layers = layers;
     spec.merge_cache = Some(store_dir.join("layers").join("merged"));
     let log = scratch.path().join("output.log");

@@ -456,3 +456,133 @@ fn capabilities_of_built_rpms_resolve_dependencies_on_the_next_build() {
     assert_eq!(status["rpm:soname-user"], "ran", "{status:?}");
     assert_eq!(status["rpm:libgreet"], "cached", "{status:?}");
 }
+
+const MINIBASH_SPEC: &str = "Name: minibash
+Version: 1
+Release: 1
+Summary: bash and its libraries, taken from the build root: a toolchain in one RPM
+License: GPL
+
+%description
+Enough of a root to run a shell in.
+
+%install
+for f in /usr/bin/bash $(ldd /usr/bin/bash | grep -o '/[^ ]*'); do
+  install -D -m 0755 \"$f\" \"%{buildroot}$f\"
+  echo \"$f\" >> files.list
+done
+mkdir -p %{buildroot}/bin
+ln -s /usr/bin/bash %{buildroot}/bin/sh
+echo /bin/sh >> files.list
+
+%files -f files.list
+
+%changelog
+* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
+- Minibash.
+";
+
+/// Lists the root a `keel run` sees, from inside it.
+const PROBE: &str = "echo fine:$(< /usr/share/fine/ok); if test -e /usr/bin/gcc; then echo gcc:yes; else echo gcc:no; fi";
+
+#[test]
+fn a_toolchain_can_be_a_tarball_or_a_set_of_rpms() {
+    let p = project()
+        .file("tree/keel.toml", "[specs]\ndirs = [\"SPECS\"]\n")
+        .file("tree/SPECS/minibash/minibash.spec", MINIBASH_SPEC)
+        .file("tree/SPECS/fine/fine.spec", GOOD_SPEC)
+        .build();
+    p.keel(&["-C", "tree", "build"]).run().success();
+    // On the host toolchain, the host's gcc is there.
+    let run = p
+        .keel(&[
+            "-C",
+            "tree",
+            "run",
+            "-p",
+            "fine",
+            "--",
+            "/usr/bin/bash",
+            "-c",
+            PROBE,
+        ])
+        .run()
+        .success();
+    assert_eq!(run.stdout().trim(), "fine:ok\ngcc:yes");
+
+    // The toolchain as a set of RPMs: only minibash's payload under fine's.
+    let tc = p.path("tree/tc-rpms");
+    std::fs::create_dir_all(&tc).unwrap();
+    let arch = std::env::consts::ARCH;
+    let rpm = format!("minibash-1-1.{arch}.rpm");
+    std::fs::copy(
+        p.path(&format!("tree/out/RPMS/{arch}/{rpm}")),
+        tc.join(&rpm),
+    )
+    .unwrap();
+    std::fs::write(
+        p.path("tree/keel.toml"),
+        "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nrpms = \"tc-rpms\"\n",
+    )
+    .unwrap();
+    let run = p
+        .keel(&[
+            "-C",
+            "tree",
+            "run",
+            "-p",
+            "fine",
+            "--",
+            "/usr/bin/bash",
+            "-c",
+            PROBE,
+        ])
+        .run()
+        .success();
+    assert_eq!(run.stdout().trim(), "fine:ok\ngcc:no", "{}", run.stderr());
+
+    // The same root as a tarball (Azure Linux's worker_chroot.tar.gz).
+    let root = p.path("chroot");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mkdir -p {root} && rpm -i --root {root} --nodeps --noscripts --nosignature {rpm} && tar -czf {tar} -C {root} .",
+            root = root.display(),
+            rpm = tc.join(&rpm).display(),
+            tar = p.path("tree/chroot.tar.gz").display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(
+        p.path("tree/keel.toml"),
+        "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nroot = \"chroot.tar.gz\"\n",
+    )
+    .unwrap();
+    let run = p
+        .keel(&[
+            "-C",
+            "tree",
+            "run",
+            "-p",
+            "fine",
+            "--",
+            "/usr/bin/bash",
+            "-c",
+            PROBE,
+        ])
+        .run()
+        .success();
+    assert_eq!(run.stdout().trim(), "fine:ok\ngcc:no", "{}", run.stderr());
+    // A different toolchain is a different key: a build in it reruns (and here fails,
+    // for want of rpmbuild in a root that has only bash), naming the toolchain change.
+    let run = p
+        .keel(&["-C", "tree", "build", "--dry-run", "fine"])
+        .run()
+        .success();
+    assert!(
+        run.stdout().contains("toolchain changed"),
+        "{}",
+        run.stdout()
+    );
+}
