@@ -116,6 +116,7 @@ impl RpmExecutor {
         files: &std::collections::BTreeMap<String, BlobDigest>,
         dir: &Path,
     ) -> Result<Vec<PathBuf>, ExecError> {
+        std::fs::create_dir_all(dir).map_err(io("create", dir))?;
         let mut out = Vec::new();
         for (i, (name, d)) in files.iter().enumerate() {
             let base = Path::new(name)
@@ -187,9 +188,7 @@ impl RpmExecutor {
             f.set_modified(std::time::UNIX_EPOCH)
                 .map_err(io("set the time of", &e.path()))?;
         }
-        let mdir = work.path().join("macros");
-        std::fs::create_dir_all(&mdir).map_err(io("create", &mdir))?;
-        let macros = Self::macro_files(store, &i.macro_files, &mdir)?;
+        let macros = Self::macro_files(store, &i.macro_files, &work.path().join("macros"))?;
         let req = self.request(&spec, &src, macros, &i.defines, &i.target_arch, 0);
         let out = work.path().join("out");
         let srpm = keel_toolchain::build_srpm(&req, &out).map_err(|e| failed(e.to_string()))?;
@@ -251,9 +250,7 @@ impl RpmExecutor {
         }
         let srpm =
             srpm.ok_or_else(|| failed(format!("{srpm_name} is not among the dependencies")))?;
-        let mdir = work.path().join("macros");
-        std::fs::create_dir_all(&mdir).map_err(io("create", &mdir))?;
-        let macros = Self::macro_files(store, &i.macro_files, &mdir)?;
+        let macros = Self::macro_files(store, &i.macro_files, &work.path().join("macros"))?;
         let sde: u64 = i
             .env
             .get("SOURCE_DATE_EPOCH")

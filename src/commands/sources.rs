@@ -1,10 +1,11 @@
 //! `keel sources fetch|verify`: the tree's sources, checked against its signatures files.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use std::io::IsTerminal as _;
 
 use anyhow::Context as _;
+use keel_rules::actions::signatures_path;
 use keel_specs::Spec;
 
 use super::Context;
@@ -23,15 +24,6 @@ pub enum SourcesCommand {
     },
     /// Check the sources kept beside each spec against its signatures file
     Verify { packages: Vec<String> },
-}
-
-/// The signatures file of a spec: `<dir>/<name>.signatures.json`.
-pub fn signatures_path(spec: &Path) -> PathBuf {
-    let stem = spec
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    spec.with_file_name(format!("{stem}.signatures.json"))
 }
 
 /// The Source and Patch files of a spec, as its signatures file names them.

@@ -485,6 +485,23 @@ echo /bin/sh >> files.list
 /// Lists the root a `keel run` sees, from inside it.
 const PROBE: &str = "echo fine:$(< /usr/share/fine/ok); if test -e /usr/bin/gcc; then echo gcc:yes; else echo gcc:no; fi";
 
+/// `keel run` of [`PROBE`] in a sandbox of `fine`.
+fn probe(p: &Project) -> Run {
+    p.keel(&[
+        "-C",
+        "tree",
+        "run",
+        "-p",
+        "fine",
+        "--",
+        "/usr/bin/bash",
+        "-c",
+        PROBE,
+    ])
+    .run()
+    .success()
+}
+
 #[test]
 fn a_toolchain_can_be_a_tarball_or_a_set_of_rpms() {
     let p = project()
@@ -494,20 +511,7 @@ fn a_toolchain_can_be_a_tarball_or_a_set_of_rpms() {
         .build();
     p.keel(&["-C", "tree", "build"]).run().success();
     // On the host toolchain, the host's gcc is there.
-    let run = p
-        .keel(&[
-            "-C",
-            "tree",
-            "run",
-            "-p",
-            "fine",
-            "--",
-            "/usr/bin/bash",
-            "-c",
-            PROBE,
-        ])
-        .run()
-        .success();
+    let run = probe(&p);
     assert_eq!(run.stdout().trim(), "fine:ok\ngcc:yes");
 
     // The toolchain as a set of RPMs: only minibash's payload under fine's.
@@ -525,20 +529,7 @@ fn a_toolchain_can_be_a_tarball_or_a_set_of_rpms() {
         "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nrpms = \"tc-rpms\"\n",
     )
     .unwrap();
-    let run = p
-        .keel(&[
-            "-C",
-            "tree",
-            "run",
-            "-p",
-            "fine",
-            "--",
-            "/usr/bin/bash",
-            "-c",
-            PROBE,
-        ])
-        .run()
-        .success();
+    let run = probe(&p);
     assert_eq!(run.stdout().trim(), "fine:ok\ngcc:no", "{}", run.stderr());
 
     // The same root as a tarball (Azure Linux's worker_chroot.tar.gz).
@@ -559,20 +550,7 @@ fn a_toolchain_can_be_a_tarball_or_a_set_of_rpms() {
         "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nroot = \"chroot.tar.gz\"\n",
     )
     .unwrap();
-    let run = p
-        .keel(&[
-            "-C",
-            "tree",
-            "run",
-            "-p",
-            "fine",
-            "--",
-            "/usr/bin/bash",
-            "-c",
-            PROBE,
-        ])
-        .run()
-        .success();
+    let run = probe(&p);
     assert_eq!(run.stdout().trim(), "fine:ok\ngcc:no", "{}", run.stderr());
     // A different toolchain is a different key: a build in it reruns (and here fails,
     // for want of rpmbuild in a root that has only bash), naming the toolchain change.
