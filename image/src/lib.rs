@@ -1,6 +1,7 @@
 //! keel's images: from an Azure Linux image config and a set of built RPMs to container
 //! and disk images.
 
+pub mod artifacts;
 pub mod closure;
 pub mod config;
 mod error;
