@@ -2,6 +2,7 @@
 //! and disk images.
 
 pub mod artifacts;
+mod build;
 pub mod closure;
 pub mod config;
 mod error;
@@ -10,6 +11,7 @@ pub mod rootfs;
 mod testutil;
 mod tools;
 
+pub use build::{ImageOutput, build_image};
 pub use closure::{Closure, resolve_closure};
 pub use config::{ImageConfig, load_config, parse_config};
 pub use error::Error;

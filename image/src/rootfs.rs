@@ -242,6 +242,26 @@ impl SafeRoot {
         f.write_all(bytes).map_err(self.err(rel, "write"))
     }
 
+    /// Removes the file `rel` if it exists.
+    pub(crate) fn remove(&self, rel: &str) -> Result<(), Error> {
+        let rel = rel.trim_start_matches('/');
+        let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let pfd = match self.openat2(parent, libc::O_PATH | libc::O_DIRECTORY, 0) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            Err(e) => return Err(self.err(rel, "open parent directory")(e)),
+        };
+        let c = cpath(name).map_err(self.err(rel, "remove"))?;
+        // SAFETY: valid fd and C string.
+        if unsafe { libc::unlinkat(pfd.as_raw_fd(), c.as_ptr(), 0) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                return Err(self.err(rel, "remove")(e));
+            }
+        }
+        Ok(())
+    }
+
     /// Sets owner and, for non-symlinks, mode of `rel` without following a symlink.
     fn chown(&self, rel: &str, uid: u32, gid: u32, mode: Option<u32>) -> Result<(), Error> {
         let rel = rel.trim_start_matches('/');
@@ -533,7 +553,8 @@ pub fn write_hostname(root: &Path, hostname: &str) -> Result<(), Error> {
 }
 
 /// Records `rpms` in the root's rpm database (`/var/lib/rpm`, sqlite) with the host's
-/// `rpm --justdb`: no files are touched, no scriptlets run.
+/// `rpm --justdb`: no files are touched, no scriptlets run. rpm takes install times from
+/// `SOURCE_DATE_EPOCH`, so the database is reproducible.
 pub fn write_rpm_db(root: &Path, rpms: &[(PathBuf, RpmInfo)], sde: u64) -> Result<(), Error> {
     if rpms.is_empty() {
         return Ok(());
@@ -557,7 +578,12 @@ pub fn write_rpm_db(root: &Path, rpms: &[(PathBuf, RpmInfo)], sde: u64) -> Resul
         .args(rpms.iter().map(|(p, _)| p))
         .env("SOURCE_DATE_EPOCH", sde.to_string())
         .env("TZ", "UTC");
-    crate::tools::run(&mut cmd, "rpm", &root.join("var/lib/rpm"))
+    crate::tools::run(&mut cmd, "rpm", &root.join("var/lib/rpm"))?;
+    // sqlite's shared-memory index is scratch state that differs run to run; the
+    // write-ahead log is empty once rpm has closed the database.
+    let sr = SafeRoot::open(root)?;
+    sr.remove("var/lib/rpm/rpmdb.sqlite-shm")?;
+    sr.remove("var/lib/rpm/rpmdb.sqlite-wal")
 }
 
 /// Runs each script in keel's sandbox with `root` as its writable `/`, no network, and
