@@ -1,7 +1,7 @@
 //! Assembling an image's root directory from its packages.
 //!
-//! [`assemble_rootfs`] unpacks every package of the closure into one directory, in
-//! dependency order, with keel-toolchain's safe unpacker ([`keel_toolchain::unpack_payload_with`]):
+//! [`assemble_rootfs`] unpacks every package of the closure into one directory (in
+//! parallel; owners, directory modes and times are then applied in dependency order) with keel-toolchain's safe unpacker ([`keel_toolchain::unpack_payload_with`]):
 //! header and file digests checked, sizes capped, nothing written outside the root, no
 //! symlink ever followed — including a directory symlink that an *earlier* package planted
 //! (a later package that writes through it is refused, naming both the package and the
@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use keel_toolchain::{RpmInfo, UnpackOptions};
+use rayon::prelude::*;
 use rpm::{FileFlags, FileType};
 
 use crate::Error;
@@ -334,12 +335,19 @@ pub fn assemble_rootfs(
         allow_devices: opts.allow_devices,
         stamp_all_dirs: false,
     };
-    let mut manifest = Vec::with_capacity(rpms.len());
-    for (rpm, info) in rpms {
-        keel_toolchain::unpack_payload_with(rpm, root, &unpack)?;
-        manifest.push(manifest_entry(rpm, info)?);
-    }
+    // Packages are unpacked in parallel: every entry is created exclusively and no
+    // symlink is ever followed, so the only effect of the order is *which* package of a
+    // conflicting pair is named in the error. What order could still change (modes of
+    // directories two packages own, directory mtimes) is set afterwards in package order.
+    let manifest = rpms
+        .par_iter()
+        .map(|(rpm, info)| {
+            keel_toolchain::unpack_payload_with(rpm, root, &unpack)?;
+            manifest_entry(rpm, info)
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     apply_owners(root, rpms, opts)?;
+    stamp_tree(root, opts.sde)?;
     Ok(manifest)
 }
 
@@ -393,7 +401,11 @@ fn apply_owners(
                 FileType::SymbolicLink => None,
                 _ => Some(u32::from(e.permissions()) & mask),
             };
-            if uid == 0 && gid == 0 && !matches!(mode, Some(m) if m & 0o6000 != 0) {
+            if uid == 0
+                && gid == 0
+                && e.file_type() != FileType::Dir
+                && !matches!(mode, Some(m) if m & 0o6000 != 0)
+            {
                 // Already root's (keel runs as root) and no bit for chown to clear.
                 if is_root() {
                     continue;
@@ -573,6 +585,9 @@ pub fn write_rpm_db(root: &Path, rpms: &[(PathBuf, RpmInfo)], sde: u64) -> Resul
             "--notriggers",
             "--ignorearch",
             "--ignoreos",
+            // keel checked every digest while unpacking; rpm need not read the payloads again.
+            "--nodigest",
+            "--nosignature",
             "-i",
         ])
         .args(rpms.iter().map(|(p, _)| p))
@@ -717,6 +732,26 @@ mod tests {
             "{err}"
         );
         assert!(!dir.path().join("escaped").exists());
+    }
+
+    #[test]
+    fn packages_sharing_parent_directories_unpack_in_parallel() {
+        // Regression: two unpacks racing to create the same missing parent failed with
+        // "File exists".
+        let dir = tempfile::tempdir().unwrap();
+        let deep = "/usr/share/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p";
+        let rpms: Vec<_> = (0..8)
+            .map(|i| {
+                crafted(dir.path(), &format!("p{i}"), |b| {
+                    file(b, &format!("{deep}/p{i}"), b"x", 0o644)
+                })
+            })
+            .collect();
+        for round in 0..60 {
+            let root = dir.path().join(format!("root{round}"));
+            assemble_rootfs(&root, &rpms, &RootfsOptions::default()).unwrap();
+            assert!(root.join(&deep[1..]).join("p7").is_file());
+        }
     }
 
     #[test]

@@ -268,7 +268,13 @@ impl Unpacker<'_> {
             fd = match open_dir_at(&fd, c) {
                 Ok(next) => next,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    mkdir_at(&fd, c).map_err(self.io(path, "create parent directory"))?;
+                    match mkdir_at(&fd, c) {
+                        // Another unpack into the same directory made it meanwhile; if it
+                        // made a symlink instead, opening it below refuses it.
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(self.io(path, "create parent directory")(e)),
+                    }
                     open_dir_at(&fd, c).map_err(self.io(path, "open parent directory"))?
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
