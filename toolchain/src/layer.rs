@@ -19,7 +19,8 @@
 //!   are, absolute targets included: they only mean something inside the sandbox's root;
 //! - never creates hard links: members of an rpm hard-link set are written as copies, so a
 //!   link can never point out of the layer;
-//! - refuses device nodes, FIFOs and sockets, naming the package and the path;
+//! - refuses device nodes (unless [`UnpackOptions::allow_devices`]), FIFOs and sockets,
+//!   naming the package and the path;
 //! - caps the total size of file data ([`UnpackOptions::max_bytes`]) before decompressing,
 //!   and refuses a file whose payload data is longer or shorter than its header declares;
 //! - strips setuid and setgid bits unless [`UnpackOptions::allow_setuid`] is set;
@@ -54,6 +55,13 @@ pub struct UnpackOptions {
     pub allow_setuid: bool,
     /// The mtime given to every unpacked entry, in seconds since the epoch.
     pub mtime: i64,
+    /// Create character and block device nodes (needs root; refused by default: a build
+    /// root needs none, an image root may).
+    pub allow_devices: bool,
+    /// After unpacking, set the mtime of every directory under `dest`, not only those the
+    /// package made (on by default). Off for callers that unpack many packages into one
+    /// directory and stamp it once at the end.
+    pub stamp_all_dirs: bool,
 }
 
 impl Default for UnpackOptions {
@@ -62,6 +70,8 @@ impl Default for UnpackOptions {
             max_bytes: 8 << 30,
             allow_setuid: false,
             mtime: 0,
+            allow_devices: false,
+            stamp_all_dirs: true,
         }
     }
 }
@@ -79,14 +89,19 @@ pub struct UnpackStats {
     pub bytes: u64,
 }
 
-/// Unpacks `rpm`'s payload into `dest` (created if missing, must be empty) with the default
+/// Unpacks `rpm`'s payload into `dest` (created if missing) with the default
 /// [`UnpackOptions`].
 pub fn unpack_payload(rpm: &Path, dest: &Path) -> Result<UnpackStats, Error> {
     unpack_payload_with(rpm, dest, &UnpackOptions::default())
 }
 
-/// Unpacks `rpm`'s payload into `dest` (created if missing, must be empty); see the module
-/// docs for every check made on the way.
+/// Unpacks `rpm`'s payload into `dest` (created if missing); see the module docs for every
+/// check made on the way.
+///
+/// `dest` may already hold other packages' files (an image root is made by unpacking
+/// every package into one directory): existing directories are reused, but an existing
+/// file, symlink or device at a path the package writes is an error, and a symlink an
+/// earlier package planted is never followed, not even as a parent directory.
 pub fn unpack_payload_with(
     rpm: &Path,
     dest: &Path,
@@ -253,7 +268,13 @@ impl Unpacker<'_> {
             fd = match open_dir_at(&fd, c) {
                 Ok(next) => next,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    mkdir_at(&fd, c).map_err(self.io(path, "create parent directory"))?;
+                    match mkdir_at(&fd, c) {
+                        // Another unpack into the same directory made it meanwhile; if it
+                        // made a symlink instead, opening it below refuses it.
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                        Err(e) => return Err(self.io(path, "create parent directory")(e)),
+                    }
                     open_dir_at(&fd, c).map_err(self.io(path, "open parent directory"))?
                 }
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
@@ -285,6 +306,7 @@ impl Unpacker<'_> {
             components(&p).map_err(|r| self.refuse(&p, r))?;
             match e.file_type() {
                 FileType::Regular | FileType::Dir | FileType::SymbolicLink => {}
+                FileType::CharacterDevice | FileType::BlockDevice if self.opts.allow_devices => {}
                 other => {
                     return Err(
                         self.refuse(&p, format!("{other:?} entries are not allowed in a layer"))
@@ -423,6 +445,23 @@ impl Unpacker<'_> {
                     stats.files += 1;
                     stats.bytes += content.len() as u64;
                 }
+                FileType::CharacterDevice | FileType::BlockDevice if self.opts.allow_devices => {
+                    let kind = if m.file_type() == FileType::CharacterDevice {
+                        libc::S_IFCHR
+                    } else {
+                        libc::S_IFBLK
+                    };
+                    let dev = libc::makedev(m.rdev_major().into(), m.rdev_minor().into());
+                    let n = cstr(name);
+                    // SAFETY: valid fd and C string.
+                    let rc =
+                        unsafe { libc::mknodat(parent.as_raw_fd(), n.as_ptr(), kind | mode, dev) };
+                    if rc < 0 {
+                        return Err(self.io(&path, "create device node")(last_err()));
+                    }
+                    set_times(&parent, Some(name), self.opts.mtime)
+                        .map_err(self.io(&path, "set mtime"))?;
+                }
                 other => {
                     return Err(self.refuse(
                         &path,
@@ -456,8 +495,13 @@ impl Unpacker<'_> {
             let fd = open_dir_at(&parent, refs.last().expect("non-empty"))
                 .map_err(self.io(&path, "open directory"))?;
             fchmod(&fd, *mode).map_err(self.io(&path, "set mode"))?;
+            if !self.opts.stamp_all_dirs {
+                set_times(&fd, None, self.opts.mtime).map_err(self.io(&path, "set mtime"))?;
+            }
         }
-        self.set_dir_times(&root, dest)?;
+        if self.opts.stamp_all_dirs {
+            self.set_dir_times(&root, dest)?;
+        }
         Ok(stats)
     }
 

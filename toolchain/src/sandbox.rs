@@ -104,6 +104,10 @@ pub struct SandboxSpec {
     /// Where merged layers are kept when there are more than [`MAX_OVERLAY_LAYERS`]; a
     /// per-run temporary directory when `None` (correct, but slow every time).
     pub merge_cache: Option<PathBuf>,
+    /// With a [`Toolchain::Dir`] and no layers: bind the directory's top-level entries
+    /// read-write instead of under a scratch overlay, so what the command writes outside
+    /// `/build` stays in the directory (image post-install scripts).
+    pub writable_root: bool,
 }
 
 impl SandboxSpec {
@@ -119,6 +123,7 @@ impl SandboxSpec {
             network: false,
             isolation: Isolation::Sandboxed,
             merge_cache: None,
+            writable_root: false,
         }
     }
 
@@ -465,7 +470,16 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
     if !spec.network {
         bwrap.arg("--unshare-net");
     }
+    if spec.writable_root && (!layers.is_empty() || spec.toolchain == Toolchain::Host) {
+        return Err(Error::SandboxConfig(
+            "a writable root needs a directory toolchain and no layers".into(),
+        ));
+    }
     for (i, o) in root_plan.overlays.iter().enumerate() {
+        if spec.writable_root {
+            bwrap.arg("--bind").arg(&o.lower[0]).arg(&o.dest);
+            continue;
+        }
         let d = mnt.join(i.to_string());
         let (up, work, merged) = (d.join("u"), d.join("w"), d.join("m"));
         let mut opts = String::from("lowerdir=");

@@ -1,0 +1,100 @@
+//! Assembling a root from many RPMs with keel versus `rpm --root … -i --nodeps`, side by
+//! side on this machine: `cargo run -p keel-image --example bench_rootfs -- [PACKAGES]
+//! [FILES] [BYTES]` (default 300 packages of 10 files of 170 KiB: about 500 MiB).
+//!
+//! Packages are generated with the `rpm` crate (zstd payloads, compressible data); both
+//! sides start from the same files with a cold-ish root on the same filesystem.
+
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use keel_image::rootfs::{RootfsOptions, assemble_rootfs, write_rpm_db};
+use rpm::{BuildConfig, CompressionType, FileOptions, PackageBuilder};
+
+fn main() {
+    let arg = |i: usize, d: usize| -> usize {
+        std::env::args()
+            .nth(i)
+            .map_or(d, |s| s.parse().expect("a number"))
+    };
+    let (n, files, bytes) = (arg(1, 300), arg(2, 10), arg(3, 170 * 1024));
+    let dir = tempfile::tempdir_in("/var/tmp").expect("a temporary directory");
+    let start = Instant::now();
+    let mut rpms = Vec::new();
+    for p in 0..n {
+        let name = format!("pkg{p:04}");
+        let mut b = PackageBuilder::new(&name, "1.0", "MIT", "noarch", "bench");
+        b.using_config(BuildConfig::default().compression(CompressionType::Zstd));
+        for f in 0..files {
+            // Cheap to make in an unoptimized build: a repeated block stamped with the
+            // package and file numbers, so every file differs.
+            let mut data: Vec<u8> = (0..bytes).map(|i| (i % 251) as u8).collect();
+            for chunk in data.chunks_mut(4096) {
+                let stamp = [(p >> 8) as u8, p as u8, f as u8];
+                let k = stamp.len().min(chunk.len());
+                chunk[..k].copy_from_slice(&stamp[..k]);
+            }
+            b.with_file_contents(data, FileOptions::new(format!("/usr/share/{name}/f{f}")))
+                .expect("add file");
+        }
+        let path: PathBuf = dir.path().join(format!("{name}.rpm"));
+        b.build().expect("build").write_file(&path).expect("write");
+        let info = keel_toolchain::read_rpm(&path).expect("read back");
+        rpms.push((path, info));
+    }
+    let total = (n * files * bytes) as f64 / (1 << 20) as f64;
+    println!(
+        "generated {n} packages, {total:.0} MiB of files, in {:.1?}",
+        start.elapsed()
+    );
+    let sync = || {
+        let _ = Command::new("sync").status();
+    };
+
+    // Three rounds, alternating, best of each: the machine may be shared.
+    let (mut unpack, mut keel, mut rpm) = (f64::MAX, f64::MAX, f64::MAX);
+    for round in 0..3 {
+        sync();
+        let keel_root = dir.path().join(format!("keel-root-{round}"));
+        let t = Instant::now();
+        assemble_rootfs(&keel_root, &rpms, &RootfsOptions::default()).expect("assemble");
+        let u = t.elapsed().as_secs_f64();
+        write_rpm_db(&keel_root, &rpms, 1_700_000_000).expect("rpm db");
+        let k = t.elapsed().as_secs_f64();
+        println!("keel: unpack {u:.2}s, with rpm --justdb {k:.2}s");
+        (unpack, keel) = (unpack.min(u), keel.min(k));
+
+        sync();
+        let rpm_root = dir.path().join(format!("rpm-root-{round}"));
+        std::fs::create_dir_all(&rpm_root).expect("mkdir");
+        let t = Instant::now();
+        let status = Command::new("rpm")
+            .arg("--root")
+            .arg(&rpm_root)
+            .args(["--dbpath", "/var/lib/rpm", "--define", "_db_backend sqlite"])
+            .args([
+                "-i",
+                "--nodeps",
+                "--noscripts",
+                "--ignorearch",
+                "--ignoreos",
+            ])
+            .args(rpms.iter().map(|(p, _)| p))
+            .status()
+            .expect("rpm runs");
+        let r = t.elapsed().as_secs_f64();
+        assert!(status.success());
+        println!("rpm -i --nodeps: {r:.2}s");
+        rpm = rpm.min(r);
+        let _ = std::fs::remove_dir_all(&keel_root);
+        let _ = std::fs::remove_dir_all(&rpm_root);
+    }
+    println!(
+        "keel is {:.1}x faster with the database, {:.1}x without",
+        rpm / keel,
+        rpm / unpack
+    );
+}
