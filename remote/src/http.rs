@@ -131,15 +131,14 @@ fn parse_netrc(text: &str, host: &str) -> Option<Credentials> {
     let finish = |matching: Option<bool>,
                   login: &mut Option<String>,
                   password: &mut Option<String>| {
-        let out = match (matching, login.take(), password.take()) {
+        match (matching, login.take(), password.take()) {
             (Some(true), Some(l), Some(p)) if l == "bearer" => Some(Credentials::Bearer(Secret(p))),
             (Some(true), Some(user), Some(p)) => Some(Credentials::Basic {
                 user,
                 password: Secret(p),
             }),
             _ => None,
-        };
-        out
+        }
     };
     while let Some(w) = words.next() {
         match w {

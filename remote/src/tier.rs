@@ -115,8 +115,11 @@ impl DigestFunction {
 /// name), so a reader on a fresh machine can fetch by SHA-256 and still verify by BLAKE3.
 #[derive(Debug, Default)]
 pub struct DigestMap {
-    map: Mutex<HashMap<([u8; 32], u64), [u8; 32]>>,
+    map: Mutex<Sha256ByBlake3>,
 }
+
+/// (BLAKE3 hash, size) -> SHA-256.
+type Sha256ByBlake3 = HashMap<([u8; 32], u64), [u8; 32]>;
 
 impl DigestMap {
     pub fn insert(&self, blob: &BlobDigest, sha256: [u8; 32]) {
@@ -127,7 +130,7 @@ impl DigestMap {
         self.lock().get(&(*blob.hash(), blob.size())).copied()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<([u8; 32], u64), [u8; 32]>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sha256ByBlake3> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
