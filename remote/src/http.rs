@@ -52,7 +52,7 @@ impl Secret {
     pub fn new(s: impl Into<String>) -> Secret {
         Secret(s.into())
     }
-    fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -317,8 +317,53 @@ impl Health {
     }
 }
 
+/// How hard to try.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub retries: u32,
+    pub backoff: Duration,
+    pub breaker_threshold: u32,
+}
+
+/// Runs `op` with retries and exponential backoff; a final failure counts towards the
+/// breaker of `health`.
+pub(crate) fn run_op<T>(
+    health: &Health,
+    stats: &Stats,
+    url: &str,
+    policy: Policy,
+    mut op: impl FnMut() -> Result<T, Fail>,
+) -> Result<T> {
+    health.check(url)?;
+    let mut delay = policy.backoff;
+    let mut attempt = 0;
+    loop {
+        match op() {
+            Ok(v) => {
+                health.success();
+                return Ok(v);
+            }
+            Err(Fail::Retry(e)) if attempt < policy.retries => {
+                tracing::debug!(remote = url, "retrying after {e}");
+                bump(&stats.retries, 1);
+                attempt += 1;
+                std::thread::sleep(delay);
+                delay = delay.saturating_mul(2);
+            }
+            Err(Fail::Retry(e) | Fail::Fatal(e)) => {
+                health.failure(url, policy.breaker_threshold, stats, &e);
+                return Err(e);
+            }
+            Err(Fail::Other(e)) => {
+                bump(&stats.errors, 1);
+                return Err(e);
+            }
+        }
+    }
+}
+
 /// One attempt's outcome when it did not succeed.
-enum Fail {
+pub(crate) enum Fail {
     /// Worth another attempt.
     Retry(RemoteError),
     /// Final, and a sign the remote is unwell (counts towards the breaker).
@@ -447,38 +492,18 @@ impl HttpTier {
     }
 
     /// Runs `op` with retries, backoff and the breaker.
-    fn run<T>(&self, mut op: impl FnMut() -> Result<T, Fail>) -> Result<T> {
-        self.health.check(&self.endpoint.base)?;
-        let mut delay = self.config.backoff;
-        let mut attempt = 0;
-        loop {
-            match op() {
-                Ok(v) => {
-                    self.health.success();
-                    return Ok(v);
-                }
-                Err(Fail::Retry(e)) if attempt < self.config.retries => {
-                    tracing::debug!(remote = %self.endpoint.base, "retrying after {e}");
-                    bump(&self.stats.retries, 1);
-                    attempt += 1;
-                    std::thread::sleep(delay);
-                    delay = delay.saturating_mul(2);
-                }
-                Err(Fail::Retry(e) | Fail::Fatal(e)) => {
-                    self.health.failure(
-                        &self.endpoint.base,
-                        self.config.breaker_threshold,
-                        &self.stats,
-                        &e,
-                    );
-                    return Err(e);
-                }
-                Err(Fail::Other(e)) => {
-                    bump(&self.stats.errors, 1);
-                    return Err(e);
-                }
-            }
-        }
+    fn run<T>(&self, op: impl FnMut() -> Result<T, Fail>) -> Result<T> {
+        run_op(
+            &self.health,
+            &self.stats,
+            &self.endpoint.base,
+            Policy {
+                retries: self.config.retries,
+                backoff: self.config.backoff,
+                breaker_threshold: self.config.breaker_threshold,
+            },
+            op,
+        )
     }
 
     fn check_upload(&self, size: u64) -> Result<()> {

@@ -34,6 +34,7 @@
 //! ships no server.
 
 mod error;
+pub mod grpc;
 pub mod http;
 mod remote;
 pub mod signing;

@@ -222,6 +222,12 @@ impl Verdict {
     }
 }
 
+/// The blobs an entry names, without checking its signature: for tiers that list them to
+/// the server (so it keeps them alive), never for deciding what to trust.
+pub fn peek_blobs(bytes: &[u8]) -> Option<Vec<(BlobDigest, [u8; 32])>> {
+    parse(bytes).map(|p| p.entry.blobs)
+}
+
 fn body(entry: &Entry) -> Vec<u8> {
     let mut out = Vec::with_capacity(100 + entry.record.len() + entry.blobs.len() * 72);
     out.extend_from_slice(MAGIC);

@@ -231,58 +231,96 @@ impl Staging {
         out: &mut dyn Write,
         stats: &Stats,
     ) -> Result<std::result::Result<u64, u64>, VerifyFailure> {
-        let mut tmp = tempfile::tempfile_in(&self.dir).map_err(|e| {
-            VerifyFailure::Local(RemoteError::io("create a temporary file in", &self.dir, e))
-        })?;
-        let mut hasher = DigestHasher::<keel_store::BlobKind>::new();
+        let mut v = Verifier::new(self, digest, stats).map_err(VerifyFailure::Local)?;
         let mut buf = vec![0u8; 64 * 1024];
-        let mut got = 0u64;
         // Never read more than the digest's size plus one byte: enough to tell "too long".
-        let limit = digest.size().saturating_add(1);
-        loop {
-            let want = usize::try_from((limit - got).min(buf.len() as u64)).unwrap_or(buf.len());
-            if want == 0 {
-                break;
-            }
+        while !v.too_long() {
+            let want = usize::try_from((digest.size() + 1 - v.got).min(buf.len() as u64))
+                .unwrap_or(buf.len());
             let n = match body.read(&mut buf[..want]) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(VerifyFailure::Body(e)),
             };
-            hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(|e| {
-                VerifyFailure::Local(RemoteError::io("write a temporary file in", &self.dir, e))
-            })?;
-            got += n as u64;
+            v.update(&buf[..n]).map_err(VerifyFailure::Local)?;
         }
-        bump(&stats.bytes_down, got);
-        if got < digest.size() {
+        v.finish(url, out).map_err(VerifyFailure::Local)
+    }
+}
+
+/// Stages the chunks of one download in a temporary file while hashing them; only
+/// [`Verifier::finish`] hands the bytes out, and only if they match.
+pub(crate) struct Verifier<'a> {
+    dir: &'a Path,
+    digest: BlobDigest,
+    tmp: File,
+    hasher: DigestHasher<keel_store::BlobKind>,
+    got: u64,
+    stats: &'a Stats,
+}
+
+impl<'a> Verifier<'a> {
+    pub(crate) fn new(staging: &'a Staging, digest: &BlobDigest, stats: &'a Stats) -> Result<Self> {
+        let tmp = tempfile::tempfile_in(&staging.dir)
+            .map_err(|e| RemoteError::io("create a temporary file in", &staging.dir, e))?;
+        Ok(Verifier {
+            dir: &staging.dir,
+            digest: *digest,
+            tmp,
+            hasher: DigestHasher::new(),
+            got: 0,
+            stats,
+        })
+    }
+
+    /// More bytes than the digest's size arrived: the download is wrong already.
+    pub(crate) fn too_long(&self) -> bool {
+        self.got > self.digest.size()
+    }
+
+    pub(crate) fn update(&mut self, chunk: &[u8]) -> Result<()> {
+        bump(&self.stats.bytes_down, chunk.len() as u64);
+        self.got += chunk.len() as u64;
+        if self.too_long() {
+            return Ok(());
+        }
+        self.hasher.update(chunk);
+        self.tmp
+            .write_all(chunk)
+            .map_err(|e| RemoteError::io("write a temporary file in", self.dir, e))
+    }
+
+    /// `Ok(Ok(size))` when the bytes matched and were copied to `out`; `Ok(Err(got))` when
+    /// fewer bytes than the digest's size arrived; [`RemoteError::Corrupt`] (counted) when
+    /// they do not match.
+    pub(crate) fn finish(
+        mut self,
+        url: &str,
+        out: &mut dyn Write,
+    ) -> Result<std::result::Result<u64, u64>> {
+        let (got, size) = (self.got, self.digest.size());
+        if got < size {
             return Ok(Err(got));
         }
-        let actual = hasher.finalize();
-        if got != digest.size() || actual.hash() != digest.hash() {
-            bump(&stats.verify_failures, 1);
-            let actual = if got > digest.size() {
-                format!("more than {} bytes", digest.size())
+        let actual = self.hasher.finalize();
+        if got != size || actual.hash() != self.digest.hash() {
+            bump(&self.stats.verify_failures, 1);
+            let actual = if got > size {
+                format!("more than {size} bytes")
             } else {
-                format!("{} ({} bytes)", actual.to_hex(), got)
+                format!("{} ({got} bytes)", actual.to_hex())
             };
-            return Err(VerifyFailure::Local(RemoteError::Corrupt {
+            return Err(RemoteError::Corrupt {
                 url: url.to_owned(),
-                expected: format!("{} ({} bytes)", digest.to_hex(), digest.size()),
+                expected: format!("{} ({size} bytes)", self.digest.to_hex()),
                 actual,
-            }));
+            });
         }
-        tmp.rewind()
-            .and_then(|()| io::copy(&mut tmp, out))
-            .map_err(|e| {
-                VerifyFailure::Local(RemoteError::io(
-                    "copy a verified download from",
-                    &self.dir,
-                    e,
-                ))
-            })?;
+        self.tmp
+            .rewind()
+            .and_then(|()| io::copy(&mut self.tmp, out))
+            .map_err(|e| RemoteError::io("copy a verified download from", self.dir, e))?;
         Ok(Ok(got))
     }
 }

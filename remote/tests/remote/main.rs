@@ -3,6 +3,7 @@
 //! made to do on demand (answer 503 once, hang) uses small scripted TCP servers, labeled
 //! as such in `support`.
 
+mod grpc;
 mod http;
 mod remote;
 mod support;

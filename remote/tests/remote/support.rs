@@ -118,7 +118,18 @@ http {{
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM, not SIGKILL: the master must stop its workers, or they outlive the test.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.child.wait();
     }
 }
@@ -244,4 +255,93 @@ pub fn truncated(announced: usize, body: &[u8]) -> Option<Vec<u8>> {
             .into_bytes();
     r.extend_from_slice(body);
     Some(r)
+}
+
+/// A real BuildGrid (`bgd`, from `pip install buildgrid==0.4.4`) serving CAS, ByteStream
+/// and the ActionCache from in-memory LRU storage on 127.0.0.1, shared by the tests of
+/// this binary (it takes seconds to start). It is started through `sh`, which kills it
+/// when this process's end of its stdin closes, so it never outlives the tests.
+pub struct BuildGrid {
+    pub port: u16,
+    _dir: tempfile::TempDir,
+    _child: Mutex<Child>,
+}
+
+pub fn buildgrid() -> &'static BuildGrid {
+    static BG: std::sync::OnceLock<BuildGrid> = std::sync::OnceLock::new();
+    BG.get_or_init(BuildGrid::start)
+}
+
+impl BuildGrid {
+    fn start() -> BuildGrid {
+        let bgd = std::env::var("KEEL_TEST_BGD").unwrap_or_else(|_| "bgd".into());
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = format!(
+            r#"
+server:
+  - !channel
+    address: "127.0.0.1:{port}"
+    insecure-mode: true
+storages:
+  - !lru-storage &main-storage
+    size: 256MB
+caches:
+  - !lru-action-cache &main-action
+    storage: *main-storage
+    max-cached-refs: 4096
+    allow-updates: true
+    cache-failed-actions: true
+instances:
+  - name: ""
+    services:
+      - !action-cache
+        cache: *main-action
+      - !cas
+        storage: *main-storage
+      - !bytestream
+        storage: *main-storage
+  - name: "ro"
+    services:
+      - !cas
+        storage: *main-storage
+"#
+        );
+        let conf_path = dir.path().join("bgd.yml");
+        std::fs::write(&conf_path, conf).unwrap();
+        let log = dir.path().join("bgd.log");
+        let script = format!(
+            "'{bgd}' server start '{}' >'{}' 2>&1 & pid=$!; cat >/dev/null; kill $pid",
+            conf_path.display(),
+            log.display()
+        );
+        let child = Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The pipe's write end stays open in `child` for the life of this process.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!(
+                    "BuildGrid did not start (needs `pip install buildgrid==0.4.4`; set \
+                     KEEL_TEST_BGD to its bgd if not on PATH): {log}"
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        BuildGrid {
+            port,
+            _dir: dir,
+            _child: Mutex::new(child),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("grpc://127.0.0.1:{}", self.port)
+    }
 }
