@@ -20,7 +20,8 @@
 //!
 //! Calls run on a small private tokio runtime and are blocking from the caller's side, like
 //! the rest of the [`Tier`] trait. Faults are handled as in the HTTP tier: timeouts,
-//! retries with backoff on UNAVAILABLE / DEADLINE_EXCEEDED / ABORTED / INTERNAL / UNKNOWN,
+//! retries with backoff on UNAVAILABLE / DEADLINE_EXCEEDED / CANCELLED (tonic's timeout) /
+//! ABORTED / INTERNAL / UNKNOWN,
 //! the breaker, and RESOURCE_EXHAUSTED on an upload stopping uploads.
 
 use std::fmt;
@@ -467,9 +468,9 @@ impl GrpcTier {
         };
         use tonic::Code::*;
         match s.code() {
-            Unavailable | DeadlineExceeded | Aborted | Internal | Unknown | ResourceExhausted => {
-                Fail::Retry(e)
-            }
+            // CANCELLED is how tonic reports the client-side timeout of a request.
+            Unavailable | DeadlineExceeded | Cancelled | Aborted | Internal | Unknown
+            | ResourceExhausted => Fail::Retry(e),
             _ => Fail::Fatal(e),
         }
     }
@@ -484,24 +485,18 @@ impl GrpcTier {
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        self.unary_status(call, path, msg)
+        self.unary_status(path, msg)
             .map_err(|s| self.fail(call, &s))
     }
 
-    fn unary_status<Req, Resp>(
-        &self,
-        call: &'static str,
-        path: &'static str,
-        msg: Req,
-    ) -> Result<Resp, tonic::Status>
+    fn unary_status<Req, Resp>(&self, path: &'static str, msg: Req) -> Result<Resp, tonic::Status>
     where
         Req: prost::Message + Send + 'static,
         Resp: prost::Message + Default + Send + 'static,
     {
-        let _ = call;
         let req = self.request(msg, self.config.io_timeout);
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        self.rt.block_on(async move {
+        self.block_on(self.config.io_timeout, async move {
             grpc.ready()
                 .await
                 .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
@@ -512,12 +507,29 @@ impl GrpcTier {
         })
     }
 
-    fn refuse_upload(&self) -> Result<()> {
+    /// Runs a call on the tier's runtime, bounded by `limit` on this side whatever the
+    /// server does (a grpc-timeout header alone relies on the server to honour it).
+    fn block_on<T>(
+        &self,
+        limit: Duration,
+        fut: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, tonic::Status> {
+        self.rt.block_on(async {
+            tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {limit:?}"
+                )))
+            })
+        })
+    }
+
+    /// Why an upload (of an action-cache entry if `entry`) must not be sent, if it must not.
+    fn refuse_upload(&self, entry: bool) -> Result<()> {
         let why = if self.config.read_only {
             "the remote is read-only"
         } else if self.health.uploads_stopped() {
             "uploads stopped (the remote is full)"
-        } else if !self.update_enabled {
+        } else if entry && !self.update_enabled {
             "the server does not accept action-cache updates"
         } else {
             return Ok(());
@@ -557,37 +569,40 @@ impl GrpcTier {
         );
         let io_timeout = self.config.io_timeout;
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        let got: Result<Option<()>, tonic::Status> = self.rt.block_on(async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
-            let codec =
-                tonic_prost::ProstCodec::<proto::ReadRequest, proto::ReadResponse>::default();
-            let path = PathAndQuery::from_static(BS_READ);
-            let mut stream = match grpc.server_streaming(req, path, codec).await {
-                Ok(r) => r.into_inner(),
-                Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
-                Err(s) => return Err(s),
-            };
-            loop {
-                let msg = tokio::time::timeout(io_timeout, stream.message())
+        let got: Result<Option<()>, tonic::Status> =
+            self.block_on(stream_timeout(io_timeout, digest.size()), async {
+                grpc.ready()
                     .await
-                    .map_err(|_| tonic::Status::deadline_exceeded("no data within the timeout"))?;
-                match msg {
-                    Ok(Some(m)) => {
-                        v.update(&m.data)
-                            .map_err(|e| tonic::Status::internal(format!("local: {e}")))?;
-                        if v.too_long() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
+                    .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+                let codec =
+                    tonic_prost::ProstCodec::<proto::ReadRequest, proto::ReadResponse>::default();
+                let path = PathAndQuery::from_static(BS_READ);
+                let mut stream = match grpc.server_streaming(req, path, codec).await {
+                    Ok(r) => r.into_inner(),
                     Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
                     Err(s) => return Err(s),
+                };
+                loop {
+                    let msg = tokio::time::timeout(io_timeout, stream.message())
+                        .await
+                        .map_err(|_| {
+                            tonic::Status::deadline_exceeded("no data within the timeout")
+                        })?;
+                    match msg {
+                        Ok(Some(m)) => {
+                            v.update(&m.data)
+                                .map_err(|e| tonic::Status::internal(format!("local: {e}")))?;
+                            if v.too_long() {
+                                break;
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(s) if s.code() == tonic::Code::NotFound => return Ok(None),
+                        Err(s) => return Err(s),
+                    }
                 }
-            }
-            Ok(Some(()))
-        });
+                Ok(Some(()))
+            });
         match got {
             Ok(None) => Ok(false),
             Ok(Some(())) => self.finish(v, out),
@@ -597,13 +612,10 @@ impl GrpcTier {
 
     fn finish(&self, v: Verifier<'_>, out: &mut dyn Write) -> Result<bool, Fail> {
         let url = self.name.clone();
+        let expected = v.expected_size();
         match v.finish(&url, out) {
             Ok(Ok(_)) => Ok(true),
-            Ok(Err(got)) => Err(Fail::Retry(RemoteError::Truncated {
-                url,
-                expected: 0,
-                got,
-            })),
+            Ok(Err(got)) => Err(Fail::Retry(RemoteError::Truncated { url, expected, got })),
             Err(e) => Err(Fail::Other(e)),
         }
     }
@@ -662,17 +674,18 @@ impl GrpcTier {
             stream_timeout(self.config.io_timeout, size),
         );
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        let resp: Result<proto::WriteResponse, tonic::Status> = self.rt.block_on(async {
-            grpc.ready()
-                .await
-                .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
-            let codec =
-                tonic_prost::ProstCodec::<proto::WriteRequest, proto::WriteResponse>::default();
-            let path = PathAndQuery::from_static(BS_WRITE);
-            grpc.client_streaming(req, path, codec)
-                .await
-                .map(tonic::Response::into_inner)
-        });
+        let resp: Result<proto::WriteResponse, tonic::Status> =
+            self.block_on(stream_timeout(self.config.io_timeout, size), async {
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(format!("connect: {e}")))?;
+                let codec =
+                    tonic_prost::ProstCodec::<proto::WriteRequest, proto::WriteResponse>::default();
+                let path = PathAndQuery::from_static(BS_WRITE);
+                grpc.client_streaming(req, path, codec)
+                    .await
+                    .map(tonic::Response::into_inner)
+            });
         match resp {
             Ok(r) if r.committed_size == wire.size_bytes || r.committed_size == -1 => Ok(()),
             Ok(r) => Err(Fail::Retry(RemoteError::Grpc {
@@ -756,17 +769,14 @@ impl Tier for GrpcTier {
             inline_stdout: true,
             digest_function: self.function_code(),
         };
-        let got = self.run(|| {
-            match self.unary_status::<_, proto::ActionResult>(
-                "GetActionResult",
-                AC_GET,
-                req.clone(),
-            ) {
-                Ok(r) => Ok(Some(r)),
-                Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
-                Err(s) => Err(self.fail("GetActionResult", &s)),
-            }
-        })?;
+        let got =
+            self.run(
+                || match self.unary_status::<_, proto::ActionResult>(AC_GET, req.clone()) {
+                    Ok(r) => Ok(Some(r)),
+                    Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+                    Err(s) => Err(self.fail("GetActionResult", &s)),
+                },
+            )?;
         let entry = got.map(|r| r.stdout_raw).filter(|e| !e.is_empty());
         match &entry {
             Some(e) => {
@@ -779,7 +789,7 @@ impl Tier for GrpcTier {
     }
 
     fn put_action(&self, key: &ActionKey, entry: &[u8]) -> Result<()> {
-        self.refuse_upload()?;
+        self.refuse_upload(true)?;
         let output_files = peek_blobs(entry)
             .unwrap_or_default()
             .iter()
@@ -804,12 +814,8 @@ impl Tier for GrpcTier {
             digest_function: self.function_code(),
         };
         self.run(|| {
-            self.unary_status::<_, proto::ActionResult>(
-                "UpdateActionResult",
-                AC_UPDATE,
-                req.clone(),
-            )
-            .map_err(|s| self.full("UpdateActionResult", &s))
+            self.unary_status::<_, proto::ActionResult>(AC_UPDATE, req.clone())
+                .map_err(|s| self.full("UpdateActionResult", &s))
         })?;
         bump(&self.stats.uploads, 1);
         bump(&self.stats.bytes_up, entry.len() as u64);
@@ -897,9 +903,7 @@ impl Tier for GrpcTier {
     }
 
     fn put_blob(&self, digest: &BlobDigest, source: BlobSource<'_>) -> Result<()> {
-        if self.config.read_only || self.health.uploads_stopped() {
-            self.refuse_upload()?;
-        }
+        self.refuse_upload(false)?;
         if self.function == DigestFunction::Sha256 && self.map.get(digest).is_none() {
             self.map.insert(digest, source.sha256()?);
         }
@@ -922,7 +926,7 @@ impl Tier for GrpcTier {
             };
             self.run(|| {
                 let resp: proto::BatchUpdateBlobsResponse = self
-                    .unary_status("BatchUpdateBlobs", CAS_UPDATE, req.clone())
+                    .unary_status(CAS_UPDATE, req.clone())
                     .map_err(|s| self.full("BatchUpdateBlobs", &s))?;
                 match resp.responses.first().and_then(|r| r.status.as_ref()) {
                     None => Ok(()),

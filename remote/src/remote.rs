@@ -122,7 +122,7 @@ impl Remote {
                 Ok(Some(b)) => b,
                 Ok(None) => continue,
                 Err(e) => {
-                    tracing::warn!("remote cache read failed, treating as a miss: {e}");
+                    report_read_error(&e);
                     continue;
                 }
             };
@@ -153,7 +153,7 @@ impl Remote {
             match tier.get_blob(digest, out) {
                 Ok(true) => return true,
                 Ok(false) => {}
-                Err(e) => tracing::warn!("remote cache read failed, treating as a miss: {e}"),
+                Err(e) => report_read_error(&e),
             }
         }
         false
@@ -253,7 +253,9 @@ impl Remote {
         let present = match present {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!("remote cache write skipped: {e}");
+                if !matches!(e, RemoteError::Disabled { .. }) {
+                    tracing::warn!("remote cache write skipped: {e}");
+                }
                 report.errors.push(e.to_string());
                 return report;
             }
@@ -296,5 +298,15 @@ impl Remote {
             }
         }
         report
+    }
+}
+
+/// A failed read is a miss plus a warning, except from a tier whose breaker is open: that
+/// was said once when it opened.
+fn report_read_error(e: &RemoteError) {
+    if matches!(e, RemoteError::Disabled { .. }) {
+        tracing::debug!("{e}");
+    } else {
+        tracing::warn!("remote cache read failed, treating as a miss: {e}");
     }
 }

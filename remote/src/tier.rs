@@ -274,6 +274,10 @@ impl<'a> Verifier<'a> {
         })
     }
 
+    pub(crate) fn expected_size(&self) -> u64 {
+        self.digest.size()
+    }
+
     /// More bytes than the digest's size arrived: the download is wrong already.
     pub(crate) fn too_long(&self) -> bool {
         self.got > self.digest.size()

@@ -179,3 +179,34 @@ fn a_dead_grpc_server_fails_fast() {
     );
     assert!(err.to_string().contains(&url), "{err}");
 }
+
+#[test]
+fn a_hanging_grpc_server_is_bounded_by_the_timeout() {
+    // A stand-in for a wedged server: accepts connections and never says anything.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+        }
+    });
+    let url = format!("grpc://127.0.0.1:{port}");
+    let mut c = GrpcConfig::new(&url);
+    c.retries = 1;
+    c.backoff = Duration::from_millis(10);
+    c.io_timeout = Duration::from_millis(300);
+    let started = Instant::now();
+    let err = GrpcTier::connect(c, Arc::new(DigestMap::default())).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    // tonic reports its own client-side timeout as CANCELLED "Timeout expired".
+    let msg = err.to_string();
+    assert!(
+        msg.contains("Timeout expired") || msg.contains("no answer within"),
+        "{msg}"
+    );
+}

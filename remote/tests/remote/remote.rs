@@ -7,7 +7,7 @@ use keel_remote::signing::{SigningKeyPair, TrustedKeys};
 use keel_remote::{BlobSource, DigestFunction, DigestMap, Mode, Remote, RemoteConfig, Tier};
 use keel_store::{ActionKey, BlobDigest};
 
-use crate::support::{Nginx, dead_port, tier_with_map};
+use crate::support::{Nginx, count_warnings, dead_port, tier_with_map};
 
 fn remote(url: &str, mode: Mode, signer: Option<u8>, trusted: &[u8]) -> Remote {
     let map = Arc::new(DigestMap::default());
@@ -184,4 +184,36 @@ fn a_dead_first_tier_falls_through_to_the_next() {
     let stats = r.stats();
     assert_eq!(stats[0].1.errors, 2);
     assert_eq!((stats[1].1.ac_hits, stats[1].1.cas_hits), (1, 1));
+}
+
+#[test]
+fn a_dead_tier_warns_a_bounded_number_of_times_then_goes_quiet() {
+    let nginx = Nginx::start();
+    let writer = remote(&nginx.url(), Mode::ReadWrite, Some(1), &[1]);
+    let key = ActionKey::of_bytes(b"k");
+    writer.put_action(&key, b"rec", &[]).unwrap();
+
+    let map = Arc::new(DigestMap::default());
+    let dead = tier_with_map(
+        &format!("http://127.0.0.1:{}", dead_port()),
+        map.clone(),
+        |c| {
+            c.retries = 0;
+            c.breaker_threshold = 2;
+        },
+    );
+    let live = tier_with_map(&nginx.url(), map.clone(), |_| {});
+    let r = remote_over(
+        vec![Arc::new(dead), Arc::new(live)],
+        map,
+        Mode::ReadOnly,
+        None,
+        &[1],
+    );
+    let (hits, warnings) =
+        count_warnings(|| (0..20).filter(|_| r.get_action(&key).is_some()).count());
+    assert_eq!(hits, 20, "every lookup is served by the live tier");
+    // Two failed reads (a miss and a warning each), then one warning as the breaker opens.
+    assert_eq!(warnings, 3);
+    assert_eq!(r.stats()[0].1.warnings, 1);
 }

@@ -345,3 +345,22 @@ instances:
         format!("grpc://127.0.0.1:{}", self.port)
     }
 }
+
+/// Runs `f` and counts the warnings it logged on this thread.
+pub fn count_warnings<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    struct Count(Arc<AtomicUsize>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(&self, e: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            if *e.metadata().level() == tracing::Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    }
+    let n = Arc::new(AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(Count(n.clone()));
+    let out = tracing::subscriber::with_default(subscriber, f);
+    (out, n.load(Ordering::SeqCst))
+}
