@@ -301,10 +301,14 @@ impl Remote {
     }
 }
 
-/// A failed read is a miss plus a warning, except from a tier whose breaker is open: that
-/// was said once when it opened.
+/// A failed read is a miss plus a warning, except from a tier whose breaker is open (that
+/// was said once when it opened) and for a blob no entry read so far named (a SHA-256 tier
+/// cannot ask for it: a plain miss).
 fn report_read_error(e: &RemoteError) {
-    if matches!(e, RemoteError::Disabled { .. }) {
+    if matches!(
+        e,
+        RemoteError::Disabled { .. } | RemoteError::UnknownSha256 { .. }
+    ) {
         tracing::debug!("{e}");
     } else {
         tracing::warn!("remote cache read failed, treating as a miss: {e}");
