@@ -106,13 +106,53 @@ http {{
             .join(path.trim_start_matches('/'))
     }
 
-    /// Every request line nginx logged so far.
+    /// Every request line nginx logged so far. nginx logs a request once it is finished,
+    /// which can be after the client saw the answer, so this sends a marker request and
+    /// waits until the marker is logged.
     pub fn requests(&self) -> Vec<String> {
-        let log =
-            std::fs::read_to_string(self.dir.path().join("logs/access.log")).unwrap_or_default();
-        log.lines()
-            .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
-            .collect()
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let marker = format!("/__marker-{n}");
+        let mut c = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            c,
+            "GET {marker} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let _ = c.read_to_end(&mut Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = std::fs::read_to_string(self.dir.path().join("logs/access.log"))
+                .unwrap_or_default();
+            let lines: Vec<String> = log
+                .lines()
+                .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+                .collect();
+            if lines.iter().any(|l| l.contains(&marker)) {
+                return lines
+                    .into_iter()
+                    .filter(|l| !l.contains("/__marker-"))
+                    .collect();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not log the marker request"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// [`Nginx::requests`] once `done` holds for them: a request whose body nginx discards
+    /// (a refused upload) is logged only after the body was drained, maybe after the marker.
+    pub fn requests_until(&self, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = self.requests();
+            if done(&r) || Instant::now() > deadline {
+                return r;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
