@@ -370,18 +370,12 @@ impl GrpcTier {
             )
         })?;
         let cache = caps.cache_capabilities.unwrap_or_default();
-        tier.function = if cache.digest_functions.contains(&proto::BLAKE3) {
-            DigestFunction::Blake3
-        } else if cache.digest_functions.is_empty()
-            || cache.digest_functions.contains(&proto::SHA256)
-        {
-            DigestFunction::Sha256
-        } else {
-            return Err(RemoteError::Config(format!(
+        tier.function = compute_digest_function(&cache.digest_functions).ok_or_else(|| {
+            RemoteError::Config(format!(
                 "remote cache {} offers neither BLAKE3 nor SHA-256 (digest functions {:?})",
                 tier.name, cache.digest_functions
-            )));
-        };
+            ))
+        })?;
         if let Ok(max) = u64::try_from(cache.max_batch_total_size_bytes)
             && max > 0
         {
@@ -421,16 +415,12 @@ impl GrpcTier {
         })
     }
 
+    /// The ByteStream resource to read a blob from.
     fn resource(&self, d: &proto::Digest) -> String {
-        let f = match self.function {
-            DigestFunction::Blake3 => "blake3/",
-            DigestFunction::Sha256 => "",
-        };
         format!(
-            "{}blobs/{f}{}/{}",
+            "{}{}",
             instance_prefix(&self.config.instance),
-            d.hash,
-            d.size_bytes
+            blob_path(self.function, d)
         )
     }
 
@@ -631,8 +621,7 @@ impl GrpcTier {
             "{}uploads/{}/{}",
             instance_prefix(&self.config.instance),
             upload_id(),
-            self.resource(wire)
-                .trim_start_matches(&instance_prefix(&self.config.instance))
+            blob_path(self.function, wire)
         );
         // The request stream must own its data: read the blob chunk by chunk as it is sent.
         let mut reader: Box<dyn Read + Send> = match source {
@@ -699,6 +688,29 @@ impl GrpcTier {
             Err(s) => Err(self.full("ByteStream.Write", &s)),
         }
     }
+}
+
+/// The digest function to use with a server offering `offered`: BLAKE3 (keel's own, no
+/// mapping) if offered, else SHA-256; an empty list means SHA-256 (servers from before the
+/// field existed).
+fn compute_digest_function(offered: &[i32]) -> Option<DigestFunction> {
+    if offered.contains(&proto::BLAKE3) {
+        Some(DigestFunction::Blake3)
+    } else if offered.is_empty() || offered.contains(&proto::SHA256) {
+        Some(DigestFunction::Sha256)
+    } else {
+        None
+    }
+}
+
+/// `blobs/[blake3/]<hash>/<size>`: the API inserts the digest function's name in resource
+/// names for every function but SHA-256 (and the other legacy ones).
+fn blob_path(function: DigestFunction, d: &proto::Digest) -> String {
+    let f = match function {
+        DigestFunction::Blake3 => "blake3/",
+        DigestFunction::Sha256 => "",
+    };
+    format!("blobs/{f}{}/{}", d.hash, d.size_bytes)
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -961,6 +973,30 @@ fn action_digest(key: &ActionKey) -> proto::Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blake3_is_preferred_then_sha256() {
+        use DigestFunction::*;
+        let check =
+            |offered: &[i32], expected| assert_eq!(compute_digest_function(offered), expected);
+        check(&[proto::SHA256, proto::BLAKE3], Some(Blake3));
+        check(&[proto::BLAKE3], Some(Blake3));
+        check(&[proto::SHA256, 2, 8], Some(Sha256));
+        check(&[], Some(Sha256));
+        check(&[2, 3], None); // SHA-1 and MD5 only
+    }
+
+    #[test]
+    fn resources_name_the_digest_function_except_sha256() {
+        let d = proto::Digest {
+            hash: "ab".into(),
+            size_bytes: 12,
+        };
+        assert_eq!(blob_path(DigestFunction::Sha256, &d), "blobs/ab/12");
+        assert_eq!(blob_path(DigestFunction::Blake3, &d), "blobs/blake3/ab/12");
+        assert_eq!(instance_prefix(""), "");
+        assert_eq!(instance_prefix("/main/"), "main/");
+    }
 
     #[test]
     fn upload_ids_are_unique_uuids() {
