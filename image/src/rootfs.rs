@@ -966,7 +966,7 @@ mod tests {
             path: "scripts/motd.sh".into(),
             args: vec!["hello".into()],
             content: b"echo \"$1 $SOURCE_DATE_EPOCH\" > /etc/motd\n\
-                       if [ -e /sys/class/net/eth0 ]; then echo net > /etc/net; fi\n"
+                       while read -r l; do echo \"$l\"; done < /proc/net/dev > /etc/netdev\n"
                 .to_vec(),
         };
         run_post_install_scripts(&root, &[script], &dir.path().join("work"), 1234).unwrap();
@@ -974,6 +974,16 @@ mod tests {
             fs::read_to_string(root.join("etc/motd")).unwrap(),
             "hello 1234\n"
         );
+        // Only loopback inside, while the host has more (or the check proves nothing).
+        let interfaces = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter_map(|l| l.split_once(':').map(|(n, _)| n.trim().to_owned()))
+                .collect()
+        };
+        let host = interfaces(&fs::read_to_string("/proc/net/dev").unwrap());
+        assert!(host.iter().any(|i| i != "lo"), "the host has only {host:?}");
+        let inside = interfaces(&fs::read_to_string(root.join("etc/netdev")).unwrap());
+        assert_eq!(inside, ["lo"]);
         let failing = crate::config::InstallScript {
             path: "scripts/fail.sh".into(),
             args: vec![],

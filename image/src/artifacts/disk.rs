@@ -376,6 +376,21 @@ pub fn make_vfat(
     label: &str,
     sde: u64,
 ) -> Result<(), Error> {
+    // FAT holds no symlinks and mcopy would follow one, copying whatever it points to on
+    // the host (a package or script could plant /boot/efi/x -> /etc/shadow): refuse.
+    for entry in walkdir::WalkDir::new(src).follow_links(false) {
+        let entry = entry.map_err(|e| Error::io("walk", src)(e.into()))?;
+        let ft = entry.file_type();
+        if !ft.is_dir() && !ft.is_file() {
+            return Err(Error::Artifact {
+                artifact: out.to_owned(),
+                message: format!(
+                    "{} is a symlink or special file, which a FAT filesystem cannot hold",
+                    entry.path().display()
+                ),
+            });
+        }
+    }
     sized_file(out, size)?;
     // FAT32 needs at least 65525 clusters (about 33 MiB with 512-byte clusters); mtools
     // and firmware read a smaller "FAT32" as something else, so below that mkfs.vfat picks

@@ -330,3 +330,18 @@ fn squashfs_and_iso_are_reproducible() {
     );
     same_bytes(&ia, &ib);
 }
+
+#[test]
+fn a_symlink_on_a_fat_partition_is_refused_not_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("esp");
+    fs::create_dir_all(src.join("EFI")).unwrap();
+    let secret = dir.path().join("host-secret");
+    fs::write(&secret, "secret").unwrap();
+    std::os::unix::fs::symlink(&secret, src.join("EFI/leak")).unwrap();
+    let img = dir.path().join("esp.img");
+    let err = make_vfat(&src, &img, 8 << 20, FsType::Fat32, 1, "ESP", SDE)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("EFI/leak") && err.contains("symlink"), "{err}");
+}
