@@ -42,8 +42,9 @@ use crate::tier::{
     BlobSource, DigestFunction, DigestMap, Staging, Stats, Tier, Verifier, bump, hex,
 };
 
-/// The messages of the API that keel uses.
-pub(crate) mod proto {
+/// The messages of the API that keel uses, hand-written with the spec's field numbers
+/// (public for tests and tools that talk to the same servers).
+pub mod proto {
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Digest {
         #[prost(string, tag = "1")]

@@ -423,6 +423,19 @@ mod tests {
     }
 
     #[test]
+    fn generated_keys_differ_and_reload_from_their_seed() {
+        let (a, b) = (
+            SigningKeyPair::generate().unwrap(),
+            SigningKeyPair::generate().unwrap(),
+        );
+        assert_ne!(a.public(), b.public());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, a.seed_hex()).unwrap();
+        assert_eq!(SigningKeyPair::load(&path).unwrap().public(), a.public());
+    }
+
+    #[test]
     fn key_files_take_hex_or_base64_and_comments() {
         let dir = tempfile::tempdir().unwrap();
         let w = writer(9);

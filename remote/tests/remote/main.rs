@@ -4,6 +4,7 @@
 //! as such in `support`.
 
 mod grpc;
+mod grpc_faults;
 mod http;
 mod remote;
 mod support;
