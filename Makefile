@@ -38,6 +38,10 @@ demo: deps-demo build
 build:
 	$(CARGO) build --release --locked
 
+# The remote-cache tests start BuildGrid's `bgd`: from the PATH, else where install-deps.sh
+# puts it.
+export KEEL_TEST_BGD ?= $(shell command -v bgd 2>/dev/null || echo /opt/keel-buildgrid/bin/bgd)
+
 test: deps-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

@@ -19,6 +19,19 @@ demo_tools=(
 test_tools=(
   "${demo_tools[@]}"
   "b3sum b3sum b3sum"
+  "zstd zstd zstd"
+  "nginx nginx nginx"
+  "mkfs.ext4 e2fsprogs e2fsprogs"
+  "debugfs e2fsprogs e2fsprogs"
+  "mkfs.vfat dosfstools dosfstools"
+  "mcopy mtools mtools"
+  "mksquashfs squashfs-tools squashfs-tools"
+  "xorriso xorriso xorriso"
+  "qemu-img qemu-utils qemu-img"
+  "umoci umoci umoci"
+  "skopeo skopeo skopeo"
+  "sfdisk fdisk util-linux"
+  "python3 python3-venv python3"
   "/usr/bin/time time time"
   "unshare util-linux util-linux"
   "flock util-linux util-linux"
@@ -43,6 +56,10 @@ for entry in "${tools[@]}"; do
     missing+=("${f[$((col + 1))]}")
   fi
 done
+# BuildGrid's virtualenv needs venv and ensurepip, which Debian ships apart from python3.
+if [ "$what" = test ] && [ "$pm" = apt ] && ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
 # De-duplicate.
 mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk 'NF && !seen[$0]++')
 
@@ -52,7 +69,23 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# BuildGrid, the Remote Execution API server the remote-cache tests start, comes from PyPI
+# into its own virtualenv (Makefile points KEEL_TEST_BGD at it).
+bgd_venv=/opt/keel-buildgrid
+install_buildgrid() {
+  if [ "$what" = test ] && ! command -v bgd >/dev/null 2>&1 && [ ! -x "$bgd_venv/bin/bgd" ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "error: BuildGrid is missing and installing it into $bgd_venv needs root" >&2
+      exit 1
+    fi
+    echo "Installing BuildGrid 0.4.4 into $bgd_venv" >&2
+    python3 -m venv "$bgd_venv"
+    "$bgd_venv/bin/pip" install -q buildgrid==0.4.4
+  fi
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  install_buildgrid
   exit 0
 fi
 
@@ -76,3 +109,5 @@ case "$pm" in
     exit 1
     ;;
 esac
+
+install_buildgrid

@@ -314,7 +314,15 @@ pub fn buildgrid() -> &'static BuildGrid {
 
 impl BuildGrid {
     fn start() -> BuildGrid {
-        let bgd = std::env::var("KEEL_TEST_BGD").unwrap_or_else(|_| "bgd".into());
+        // KEEL_TEST_BGD, else where scripts/install-deps.sh installs it, else the PATH.
+        let bgd = std::env::var("KEEL_TEST_BGD").unwrap_or_else(|_| {
+            let venv = "/opt/keel-buildgrid/bin/bgd";
+            if std::path::Path::new(venv).exists() {
+                venv.into()
+            } else {
+                "bgd".into()
+            }
+        });
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = format!(
