@@ -17,7 +17,7 @@ DEMO_COPY := $(CURDIR)/target/demo-tree
 
 demo: deps-demo build
 	@rm -rf $(DEMO_STORE) $(DEMO_COPY) && mkdir -p $(DEMO_COPY)
-	@cp -r $(DEMO_TREE)/keel.toml $(DEMO_TREE)/toolchain.txt $(DEMO_TREE)/SPECS $(DEMO_COPY)/
+	@cp -r $(DEMO_TREE)/keel.toml $(DEMO_TREE)/toolchain.txt $(DEMO_TREE)/SPECS $(DEMO_TREE)/imageconfigs $(DEMO_COPY)/
 	@echo "== the example distribution's package graph =="
 	$(KEEL) -C $(DEMO_COPY) graph
 	@echo "== building it from nothing: sources checked, SRPMs and RPMs built by rpmbuild in the sandbox =="
@@ -32,6 +32,8 @@ demo: deps-demo build
 	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) build
 	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) explain libgreet
 	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) explain hello
+	@echo "== a container image (tar.gz and OCI) of two of its packages, from an Azure Linux image config =="
+	$(KEEL) --store $(DEMO_STORE) -C $(DEMO_COPY) image $(DEMO_COPY)/imageconfigs/docs-container.json
 	@echo "== the published repository =="
 	find $(DEMO_COPY)/out -name '*.rpm' -o -name repomd.xml | sort
 

@@ -75,6 +75,8 @@ pub enum Command {
     /// Fetch the tree's sources into the store, or verify them against their signatures
     #[command(subcommand)]
     Sources(commands::sources::SourcesCommand),
+    /// Build an image from an image config and the tree's built packages
+    Image(commands::image::ImageArgs),
     /// Run a command in a sandbox made of built packages' runtime closure
     Run(commands::run::RunArgs),
     /// Say whether a package is up to date and, if not, the chain of reasons
@@ -108,5 +110,6 @@ fn run() -> anyhow::Result<i32> {
         Command::Explain(args) => commands::explain::run(&ctx, args),
         Command::Sources(cmd) => commands::sources::run(&ctx, cmd),
         Command::Run(args) => commands::run::run(&ctx, args),
+        Command::Image(args) => commands::image::run(&ctx, args),
     }
 }

@@ -3,6 +3,7 @@
 pub mod build;
 pub mod explain;
 pub mod graph;
+pub mod image;
 pub mod query;
 pub mod run;
 pub mod sources;

@@ -23,7 +23,7 @@ pub struct RunArgs {
 }
 
 /// The built RPMs of the tree, read.
-fn built_rpms(out: &Path) -> anyhow::Result<Vec<(PathBuf, RpmInfo)>> {
+pub fn built_rpms(out: &Path) -> anyhow::Result<Vec<(PathBuf, RpmInfo)>> {
     let mut files = Vec::new();
     crate::build::stamp::walk(&[out.join("RPMS")], &mut files);
     let mut rpms = Vec::new();

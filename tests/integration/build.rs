@@ -189,6 +189,35 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
         .success();
     assert_eq!(run.stdout().trim(), "Howdy, world!");
 
+    // An image of the tree's packages: the closure of its package list, nothing more.
+    let run = p
+        .keel(&[
+            "-C",
+            "tree",
+            "image",
+            "tree/imageconfigs/docs-container.json",
+        ])
+        .run()
+        .success();
+    assert!(
+        run.stdout()
+            .contains("out/images/docs-container/docs.tar.gz"),
+        "{}",
+        run.stdout()
+    );
+    let list = std::process::Command::new("tar")
+        .arg("-tzf")
+        .arg(tree.join("out/images/docs-container/docs.tar.gz"))
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(list.contains("usr/share/man/man1/tally.1"), "{list}");
+    assert!(
+        list.contains("usr/lib/rpm/macros.d/macros.example"),
+        "{list}"
+    );
+    assert!(!list.contains("usr/bin/hello"), "{list}");
+
     // explain names the reasons.
     let run = p.keel(&["-C", "tree", "explain", "hello"]).run().success();
     assert!(
