@@ -33,7 +33,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use keel_toolchain::{RpmInfo, UnpackOptions};
-use rayon::prelude::*;
 use rpm::{FileFlags, FileType};
 
 use crate::Error;
@@ -335,12 +334,14 @@ pub fn assemble_rootfs(
         allow_devices: opts.allow_devices,
         stamp_all_dirs: false,
     };
-    // Packages are unpacked in parallel: every entry is created exclusively and no
-    // symlink is ever followed, so the only effect of the order is *which* package of a
-    // conflicting pair is named in the error. What order could still change (modes of
-    // directories two packages own, directory mtimes) is set afterwards in package order.
+    // Packages are unpacked one after the other, in dependency order. Every entry is
+    // created exclusively and no symlink is ever followed, so in parallel the only effect
+    // of the order would be which package of a conflicting pair fails and how (a
+    // directory one package creates as a parent against another's symlink at that path):
+    // the same inputs must give the same error, so the order is fixed. What order could
+    // still change (modes of directories two packages own, mtimes) is set afterwards.
     let manifest = rpms
-        .par_iter()
+        .iter()
         .map(|(rpm, info)| {
             keel_toolchain::unpack_payload_with(rpm, root, &unpack)?;
             manifest_entry(rpm, info)
