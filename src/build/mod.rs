@@ -395,9 +395,22 @@ fn toolchain_id(
     })
 }
 
+/// The indexing tool's identity, version included (a new createrepo_c rebuilds the
+/// repository metadata).
 fn indexer_id(kind: ExecutorKind) -> String {
     match kind {
         ExecutorKind::Test => "test".to_owned(),
-        ExecutorKind::Rpmbuild => "createrepo_c".to_owned(),
+        ExecutorKind::Rpmbuild => std::process::Command::new("createrepo_c")
+            .arg("--version")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .next()
+                    .map(|l| l.trim().to_owned())
+            })
+            .filter(|l| !l.is_empty())
+            .unwrap_or_else(|| "createrepo_c (version unknown)".to_owned()),
     }
 }
