@@ -139,8 +139,7 @@ pub fn image_closure(
                 pick.into_iter().copied().collect()
             };
             if providers.is_empty() {
-                out.external
-                    .push((pg.bins[b.0].name.clone(), dep.nevr()));
+                out.external.push((pg.bins[b.0].name.clone(), dep.nevr()));
             }
             for p in providers {
                 if out.packages.insert(p) {

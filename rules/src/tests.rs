@@ -317,7 +317,11 @@ fn queries() {
 
 /// The names of an image closure's packages and specs.
 fn closure_names(g: &PackageGraph, c: &images::ImageClosure) -> (Vec<String>, Vec<String>) {
-    let mut pkgs: Vec<String> = c.packages.iter().map(|b| g.bins[b.0].name.clone()).collect();
+    let mut pkgs: Vec<String> = c
+        .packages
+        .iter()
+        .map(|b| g.bins[b.0].name.clone())
+        .collect();
     pkgs.sort();
     let mut specs: Vec<String> = c.specs.iter().map(|s| g.specs[s.0].name.clone()).collect();
     specs.sort();

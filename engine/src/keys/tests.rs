@@ -177,7 +177,8 @@ input_changes_key!(image_4_tools, image, Image, |i| i.tools = blob("mkfs 1.48"))
 input_changes_key!(image_5_format, image, Image, |i| i.format = "vhdx".into());
 input_changes_key!(image_6_target_arch, image, Image, |i| i.target_arch =
     "aarch64".into());
-input_changes_key!(image_7_system, image, Image, |i| i.system = "Minimal".into());
+input_changes_key!(image_7_system, image, Image, |i| i.system =
+    "Minimal".into());
 input_changes_key!(image_8_scripts, image, Image, |i| i
     .scripts
     .insert("scripts/cleanup.sh".into(), blob("rm -rf /var/tmp/*")));
