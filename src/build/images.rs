@@ -108,13 +108,7 @@ pub fn plan(
                 "image {name}: {pkg} requires {dep}, which no package of the tree provides"
             );
         }
-        // The image's times: its packages' newest changelog entry, like theirs.
-        let sde = closure
-            .specs
-            .iter()
-            .filter_map(|s| loaded.specs[s.0].source.changelog_newest)
-            .max()
-            .unwrap_or(0);
+        let sde = source_date_epoch(loaded, &closure);
         let artifacts: Vec<String> = config
             .disks
             .iter()
@@ -156,6 +150,17 @@ pub fn plan(
         );
     }
     Ok(out)
+}
+
+/// The image's times: the newest changelog entry of the specs its packages come from,
+/// like the packages' own (so an unrelated package's changelog never changes an image).
+pub fn source_date_epoch(loaded: &crate::tree::LoadedTree, closure: &ImageClosure) -> i64 {
+    closure
+        .specs
+        .iter()
+        .filter_map(|s| loaded.specs[s.0].source.changelog_newest)
+        .max()
+        .unwrap_or(0)
 }
 
 /// The first line of `program args…`'s output (stdout, then stderr) that holds a

@@ -202,7 +202,9 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
         .success();
     assert_eq!(run.stdout().trim(), "Howdy, world!");
 
-    // An image of the tree's packages: the closure of its package list, nothing more.
+    // An image of the tree's packages: the closure of its package list, nothing more;
+    // `keel image` makes the same bytes as the image action of `keel build` did.
+    let built = std::fs::read(tree.join("out/images/docs-container/docs.tar.gz")).unwrap();
     let run = p
         .keel(&[
             "-C",
@@ -230,6 +232,10 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
         "{list}"
     );
     assert!(!list.contains("usr/bin/hello"), "{list}");
+    assert!(
+        std::fs::read(tree.join("out/images/docs-container/docs.tar.gz")).unwrap() == built,
+        "keel image and keel build made different tarballs"
+    );
 
     // explain names the reasons.
     let run = p.keel(&["-C", "tree", "explain", "hello"]).run().success();
