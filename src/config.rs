@@ -25,6 +25,8 @@ pub struct TreeConfig {
     pub bootstrap: BootstrapSection,
     #[serde(default)]
     pub sources: SourcesSection,
+    #[serde(default)]
+    pub remote: crate::build::remote::RemoteSection,
 }
 
 /// `[sources]`: where sources not kept in the tree come from.
