@@ -57,5 +57,7 @@ done
 import json, sys
 for name, t in json.load(sys.stdin)["tiers"].items():
     l = t["last"]
-    print(f"B downloaded {l[\"bytes_down\"]} bytes for {l[\"output_bytes\"]} bytes of outputs ({l[\"bytes_down\"] / l[\"output_bytes\"]:.3f}x), {l[\"hits\"]} hits, {l[\"misses\"]} misses")
+    ratio = l["bytes_down"] / max(l["output_bytes"], 1)
+    print("B downloaded %d bytes for %d bytes of outputs (%.3fx), %d hits, %d misses"
+          % (l["bytes_down"], l["output_bytes"], ratio, l["hits"], l["misses"]))
 '

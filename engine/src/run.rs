@@ -344,14 +344,23 @@ impl<'s> Engine<'s> {
         }
         let mut running = 0usize;
 
+        // Remote lookups wait on the network, not on the machine: with a remote, more
+        // actions are taken up at once than `jobs`, and only `jobs` of them execute.
+        let slots = if config.remote.is_some() {
+            jobs + REMOTE_LOOKAHEAD
+        } else {
+            jobs
+        };
+        let permits = Permits::new(jobs);
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let job_rx = Mutex::new(job_rx);
         let (msg_tx, msg_rx) = mpsc::channel::<Msg>();
         let store = self.store;
 
         std::thread::scope(|scope| -> Result<(), EngineError> {
-            for _ in 0..jobs {
+            for _ in 0..slots {
                 let msg_tx = msg_tx.clone();
+                let permits = &permits;
                 let job_rx = &job_rx;
                 let cancel = &config.cancel;
                 let remote = config.remote.as_deref();
@@ -362,7 +371,9 @@ impl<'s> Engine<'s> {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        work(store, graph, executor, remote, cancel, job, &msg_tx);
+                        work(
+                            store, graph, executor, remote, permits, cancel, job, &msg_tx,
+                        );
                     }
                 });
             }
@@ -394,7 +405,7 @@ impl<'s> Engine<'s> {
                         emit(event)?;
                         continue;
                     }
-                    if running == jobs {
+                    if running == slots {
                         st.ready.push(st.prio[id.index()], id);
                         break;
                     }
@@ -599,11 +610,16 @@ impl BuildState<'_> {
 }
 
 /// One action on a worker thread: look up, or run and record; then report.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one worker's whole world, passed once"
+)]
 fn work(
     store: &Store,
     graph: &Graph,
     executor: &dyn Executor,
     remote: Option<&dyn RemoteCache>,
+    permits: &Permits,
     cancel: &CancelToken,
     job: Job,
     tx: &mpsc::Sender<Msg>,
@@ -645,6 +661,7 @@ fn work(
         tracing::debug!(%key, local = hit.local, "found in the remote cache");
         return done(Outcome::RemoteHit(hit.record), Vec::new());
     }
+    let _permit = permits.acquire();
     if cancel.is_cancelled() {
         return done(Outcome::Cancelled, Vec::new());
     }
@@ -704,6 +721,42 @@ fn work(
         }
     };
     done(outcome, reasons);
+}
+
+/// Actions taken up beyond `jobs` when a remote cache may answer them.
+const REMOTE_LOOKAHEAD: usize = 6;
+
+/// A counting semaphore: at most `jobs` actions execute at once.
+struct Permits {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    fn new(n: usize) -> Permits {
+        Permits {
+            free: Mutex::new(n),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 fn remember(store: &Store, target: &str, key: &ActionKey) {
