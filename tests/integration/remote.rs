@@ -28,12 +28,18 @@ fn keys(p: &Project) -> (PathBuf, PathBuf) {
     (secret, public)
 }
 
-/// Tight timeouts, so that fault tests stay short.
-fn with_timeouts(p: &Project) {
+/// Adds `section` to the tree's keel.toml as its `[remote]`.
+fn remote_section(p: &Project, section: &str) {
     let toml = p.path("tree/keel.toml");
     let mut text = std::fs::read_to_string(&toml).unwrap();
-    text.push_str("\n[remote]\nconnect_timeout = 1\ntimeout = 2\n");
+    text.push_str("\n[remote]\n");
+    text.push_str(section);
     std::fs::write(toml, text).unwrap();
+}
+
+/// Tight timeouts, so that fault tests stay short.
+fn with_timeouts(p: &Project) {
+    remote_section(p, "connect_timeout = 1\ntimeout = 2\n");
 }
 
 /// Every file under `out/` by path relative to it, with its bytes' digest.
@@ -158,6 +164,24 @@ fn machine_b_builds_nothing_with_machine_a_s_buildgrid_cache() {
     a_then_b(&servers::buildgrid().url());
 }
 
+/// The key (hex) of each action of the project's last build.
+fn action_keys(p: &Project) -> BTreeMap<String, String> {
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.store().join("builds/last.json")).unwrap())
+            .unwrap();
+    report["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| !a.is_null())
+        .map(|a| {
+            let key = a["key"].as_str().unwrap();
+            let hex = key.split('/').next().unwrap();
+            (a["name"].as_str().unwrap().to_owned(), hex.to_owned())
+        })
+        .collect()
+}
+
 /// The files under nginx's `dir` whose bytes contain `needle`.
 fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
     let mut found = Vec::new();
@@ -200,24 +224,21 @@ fn a_poisoned_cache_is_detected_reported_and_built_around() {
     let mid = evil.len() / 2;
     evil[mid] ^= 0xff;
     std::fs::write(&cas[0], &evil).unwrap();
-    // Action-cache entries rewritten: greet-fortune's (a byte of the record changed, the
-    // signature left as it was) and greet-banner's (replaced by unsigned bytes).
-    let ac = nginx.file("ac");
-    let fortune = files_containing(&ac, b"greet-fortune-1.0");
-    assert!(!fortune.is_empty());
-    for f in &fortune {
-        let mut bytes = std::fs::read(f).unwrap();
-        let at = bytes
-            .windows(b"greet-fortune-1.0".len())
-            .position(|w| w == b"greet-fortune-1.0")
-            .unwrap();
-        bytes[at] = b'G';
-        std::fs::write(f, bytes).unwrap();
+    // Action-cache entries rewritten: greet-fortune's (a byte changed under the signature)
+    // and greet-banner's (replaced by bytes nobody signed). The entries are at
+    // ac/<action key>; A's last build report says each action's key.
+    let keys = action_keys(&a);
+    let entry = |name: &str| nginx.file(&format!("ac/{}", keys[name]));
+    let fortune = ["srpm:greet-fortune", "rpm:greet-fortune"];
+    for name in fortune {
+        let mut bytes = std::fs::read(entry(name)).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(entry(name), bytes).unwrap();
     }
-    let banner = files_containing(&ac, b"greet-banner-1.0");
-    assert!(!banner.is_empty());
-    for f in &banner {
-        std::fs::write(f, b"an entry nobody signed").unwrap();
+    let banner = ["srpm:greet-banner", "rpm:greet-banner"];
+    for name in banner {
+        std::fs::write(entry(name), b"an entry nobody signed").unwrap();
     }
 
     let b = example_copy();
@@ -309,8 +330,67 @@ fn a_remote_answering_500_never_fails_a_build() {
 
 #[test]
 fn a_hanging_remote_never_hangs_a_build() {
+    // Configured in keel.toml this time, as a team would.
     let server = servers::Scripted::start(vec![None]);
-    builds_locally_despite(&server.url(), false);
+    let p = example_copy();
+    remote_section(
+        &p,
+        &format!(
+            "caches = [\"{}\"]\nconnect_timeout = 1\ntimeout = 2\n",
+            server.url()
+        ),
+    );
+    let started = Instant::now();
+    let (run, status) = build_json(&p, &[]);
+    run.success();
+    assert!(
+        status.values().all(|s| s == "ran" || s == "cut_off"),
+        "{status:?}"
+    );
+    assert!(
+        !server.seen.lock().unwrap().is_empty(),
+        "keel.toml's cache was asked"
+    );
+    assert!(started.elapsed() < Duration::from_secs(120));
+}
+
+#[test]
+fn remote_cache_mistakes_are_named() {
+    let p = example_copy();
+    remote_section(
+        &p,
+        "caches = [\"http://127.0.0.1:9\"]\nmode = \"sometimes\"\n",
+    );
+    p.keel(&["-C", "tree", "build", "--executor", "test"])
+        .run()
+        .code_is(1)
+        .stderr_has("keel.toml: remote.mode must be \"read-only\" or \"read-write\"");
+    let p = example_copy();
+    p.keel(&[
+        "-C",
+        "tree",
+        "build",
+        "--executor",
+        "test",
+        "--remote-cache",
+        "http://127.0.0.1:9",
+        "--remote-read-write",
+    ])
+    .run()
+    .code_is(1)
+    .stderr_has("keel cache keygen");
+    p.keel(&[
+        "-C",
+        "tree",
+        "build",
+        "--executor",
+        "test",
+        "--remote-cache",
+        "ftp://example.org/cache",
+    ])
+    .run()
+    .code_is(1)
+    .stderr_has("expected http://, https://, grpc:// or grpcs://");
 }
 
 #[test]
