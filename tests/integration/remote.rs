@@ -63,6 +63,27 @@ fn outputs(tree: &Path) -> BTreeMap<String, String> {
     m
 }
 
+/// A read-write build with `url`, signing with `secret`.
+fn build_as_writer(p: &Project, url: &str, secret: &Path) -> (Run, BTreeMap<String, String>) {
+    let secret = secret.to_str().unwrap();
+    build_json(
+        p,
+        &[
+            "--remote-cache",
+            url,
+            "--remote-read-write",
+            "--remote-signing-key",
+            secret,
+        ],
+    )
+}
+
+/// A read-only build with `url`, trusting the keys in `public`.
+fn build_as_reader(p: &Project, url: &str, public: &Path) -> (Run, BTreeMap<String, String>) {
+    let public = public.to_str().unwrap();
+    build_json(p, &["--remote-cache", url, "--remote-trusted-keys", public])
+}
+
 /// `keel cache stats --json`: the last build's counters of the only remote.
 fn last_stats(p: &Project) -> serde_json::Value {
     let run = p.keel(&["--json", "cache", "stats"]).run().success();
@@ -85,31 +106,14 @@ fn published_bytes(tree: &Path) -> u64 {
 fn a_then_b(url: &str) {
     let a = example_copy();
     let (secret, public) = keys(&a);
-    let (run, status_a) = build_json(
-        &a,
-        &[
-            "--remote-cache",
-            url,
-            "--remote-read-write",
-            "--remote-signing-key",
-            secret.to_str().unwrap(),
-        ],
-    );
+    let (run, status_a) = build_as_writer(&a, url, &secret);
     run.success();
     assert!(!executed(&status_a).is_empty());
     let up = last_stats(&a);
     assert!(up["bytes_up"].as_u64().unwrap() > 0, "{up}");
 
     let b = example_copy();
-    let (run, status_b) = build_json(
-        &b,
-        &[
-            "--remote-cache",
-            url,
-            "--remote-trusted-keys",
-            public.to_str().unwrap(),
-        ],
-    );
+    let (run, status_b) = build_as_reader(&b, url, &public);
     let run = run.success();
     assert!(
         executed(&status_b).is_empty(),
@@ -140,15 +144,7 @@ fn a_then_b(url: &str) {
         "{url}: B downloaded {got} bytes for {needed} bytes of outputs"
     );
     // B's second build answers from its own store.
-    let (run, again) = build_json(
-        &b,
-        &[
-            "--remote-cache",
-            url,
-            "--remote-trusted-keys",
-            public.to_str().unwrap(),
-        ],
-    );
+    let (run, again) = build_as_reader(&b, url, &public);
     run.success();
     assert!(executed(&again).is_empty());
 }
@@ -201,16 +197,7 @@ fn a_poisoned_cache_is_detected_reported_and_built_around() {
     let url = nginx.url();
     let a = example_copy();
     let (secret, public) = keys(&a);
-    let (run, _) = build_json(
-        &a,
-        &[
-            "--remote-cache",
-            &url,
-            "--remote-read-write",
-            "--remote-signing-key",
-            secret.to_str().unwrap(),
-        ],
-    );
+    let (run, _) = build_as_writer(&a, &url, &secret);
     run.success();
 
     // A CAS blob replaced with other bytes: hello's RPM.
@@ -242,15 +229,7 @@ fn a_poisoned_cache_is_detected_reported_and_built_around() {
     }
 
     let b = example_copy();
-    let (run, status) = build_json(
-        &b,
-        &[
-            "--remote-cache",
-            &url,
-            "--remote-trusted-keys",
-            public.to_str().unwrap(),
-        ],
-    );
+    let (run, status) = build_as_reader(&b, &url, &public);
     let run = run.success();
     let ran = executed(&status);
     // Rebuilt here: the actions whose entries were refused, and hello, whose RPM came back
@@ -366,31 +345,19 @@ fn remote_cache_mistakes_are_named() {
         .code_is(1)
         .stderr_has("keel.toml: remote.mode must be \"read-only\" or \"read-write\"");
     let p = example_copy();
-    p.keel(&[
-        "-C",
-        "tree",
-        "build",
-        "--executor",
-        "test",
+    let build = |extra: &[&str]| {
+        let mut args = vec!["-C", "tree", "build", "--executor", "test"];
+        args.extend_from_slice(extra);
+        p.keel(&args).run().code_is(1)
+    };
+    build(&[
         "--remote-cache",
         "http://127.0.0.1:9",
         "--remote-read-write",
     ])
-    .run()
-    .code_is(1)
     .stderr_has("keel cache keygen");
-    p.keel(&[
-        "-C",
-        "tree",
-        "build",
-        "--executor",
-        "test",
-        "--remote-cache",
-        "ftp://example.org/cache",
-    ])
-    .run()
-    .code_is(1)
-    .stderr_has("expected http://, https://, grpc:// or grpcs://");
+    build(&["--remote-cache", "ftp://example.org/cache"])
+        .stderr_has("expected http://, https://, grpc:// or grpcs://");
 }
 
 #[test]
