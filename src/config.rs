@@ -26,6 +26,8 @@ pub struct TreeConfig {
     #[serde(default)]
     pub sources: SourcesSection,
     #[serde(default)]
+    pub remote: crate::build::remote::RemoteSection,
+    #[serde(default)]
     pub images: ImagesSection,
 }
 

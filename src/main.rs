@@ -81,6 +81,9 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Say whether a package is up to date and, if not, the chain of reasons
     Explain(commands::explain::ExplainArgs),
+    /// The remote caches: statistics, signing keys
+    #[command(subcommand)]
+    Cache(commands::cache::CacheCommand),
 }
 
 fn main() {
@@ -111,5 +114,6 @@ fn run() -> anyhow::Result<i32> {
         Command::Sources(cmd) => commands::sources::run(&ctx, cmd),
         Command::Run(args) => commands::run::run(&ctx, args),
         Command::Image(args) => commands::image::run(&ctx, args),
+        Command::Cache(cmd) => commands::cache::run(&ctx, cmd),
     }
 }

@@ -56,8 +56,8 @@
 //!
 //! It does not read specs, resolve dependencies or find cycles (the rule layer does, and a
 //! [`Graph`] is acyclic by construction); it does not run rpmbuild or build images (real
-//! executors live with the toolchain); it does not talk to remote caches (a store tier
-//! will); it prints nothing and installs no signal handler (the binary maps Ctrl-C to a
+//! executors live with the toolchain); it does not speak any remote cache's protocol (a
+//! [`RemoteCache`] given in the [`Config`] is asked after the local store misses); it prints nothing and installs no signal handler (the binary maps Ctrl-C to a
 //! [`CancelToken`] and renders [`Event`]s).
 
 mod error;
@@ -65,6 +65,7 @@ mod exec;
 pub mod explain;
 mod graph;
 pub mod keys;
+mod remote;
 mod run;
 pub mod sched;
 pub mod testing;
@@ -77,4 +78,5 @@ pub use keys::{
     ActionKind, Evr, ImageInputs, KeyInputs, KeyRecord, OutputDigest, RepoIndexInputs,
     RpmBuildInputs, SUMMARY_OUTPUT, SourceFetchInputs, SrpmPackInputs, ToolchainId,
 };
+pub use remote::{RemoteCache, RemoteHit};
 pub use run::{ActionReport, BuildReport, Config, Engine, Event, Status, Summary};

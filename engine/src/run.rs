@@ -28,6 +28,7 @@ use crate::explain::{
 };
 use crate::graph::{ActionId, Graph};
 use crate::keys::{ActionKind, KeyRecord, OutputDigest, compute_key, compute_output_digest};
+use crate::remote::RemoteCache;
 use crate::sched::{ReadyQueue, compute_priorities};
 
 /// How to run a build.
@@ -43,6 +44,8 @@ pub struct Config {
     pub event_log: Option<PathBuf>,
     /// The targets to build with their dependencies; empty builds everything.
     pub targets: Vec<ActionId>,
+    /// A shared cache asked after the local store misses and told every new result.
+    pub remote: Option<Arc<dyn RemoteCache>>,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             cancel: CancelToken::new(),
             event_log: None,
             targets: Vec::new(),
+            remote: None,
         }
     }
 }
@@ -63,6 +67,8 @@ impl Default for Config {
 pub enum Status {
     /// Its key was in the cache.
     Cached,
+    /// Its key was in the remote cache.
+    Remote,
     /// It ran and its output differs from the previous build's (or there was none).
     Ran,
     /// It ran and produced the same output as the previous build: its dependents' keys are
@@ -86,6 +92,11 @@ impl Status {
     /// Whether the action was executed (not answered from the cache).
     pub fn executed(&self) -> bool {
         matches!(self, Status::Ran | Status::CutOff)
+    }
+
+    /// Whether the action was answered from a cache, local or remote.
+    pub fn cached(&self) -> bool {
+        matches!(self, Status::Cached | Status::Remote)
     }
 }
 
@@ -121,14 +132,18 @@ pub struct Summary {
     pub actions: usize,
     /// Actions executed, cut-off ones included.
     pub ran: usize,
+    /// Actions answered from a cache, the remote included.
     pub cached: usize,
+    /// Of those, the ones the remote cache answered.
+    #[serde(default)]
+    pub remote: usize,
     /// Executed actions whose output came out as before.
     pub cut_off: usize,
     pub failed: usize,
     /// Not run because of a failure (dependency failed, or the build stopped).
     pub skipped: usize,
     pub cancelled: usize,
-    /// cached / (cached + ran).
+    /// cached / (cached + ran), remote hits included.
     pub hit_rate: f64,
     pub wall_ms: u64,
     /// The chain of actions that determined the build's length, first to last, by the
@@ -209,6 +224,7 @@ struct Job {
 
 enum Outcome {
     Hit(ActionRecord),
+    RemoteHit(ActionRecord),
     Ran { record: ActionRecord, cut_off: bool },
     Failed(String),
     Cancelled,
@@ -328,16 +344,26 @@ impl<'s> Engine<'s> {
         }
         let mut running = 0usize;
 
+        // Remote lookups wait on the network, not on the machine: with a remote, more
+        // actions are taken up at once than `jobs`, and only `jobs` of them execute.
+        let slots = if config.remote.is_some() {
+            jobs + REMOTE_LOOKAHEAD
+        } else {
+            jobs
+        };
+        let permits = Permits::new(jobs);
         let (job_tx, job_rx) = mpsc::channel::<Job>();
         let job_rx = Mutex::new(job_rx);
         let (msg_tx, msg_rx) = mpsc::channel::<Msg>();
         let store = self.store;
 
         std::thread::scope(|scope| -> Result<(), EngineError> {
-            for _ in 0..jobs {
+            for _ in 0..slots {
                 let msg_tx = msg_tx.clone();
+                let permits = &permits;
                 let job_rx = &job_rx;
                 let cancel = &config.cancel;
+                let remote = config.remote.as_deref();
                 scope.spawn(move || {
                     loop {
                         let job = match job_rx.lock() {
@@ -345,7 +371,9 @@ impl<'s> Engine<'s> {
                             Err(_) => return,
                         };
                         let Ok(job) = job else { return };
-                        work(store, graph, executor, cancel, job, &msg_tx);
+                        work(
+                            store, graph, executor, remote, permits, cancel, job, &msg_tx,
+                        );
                     }
                 });
             }
@@ -377,7 +405,7 @@ impl<'s> Engine<'s> {
                         emit(event)?;
                         continue;
                     }
-                    if running == jobs {
+                    if running == slots {
                         st.ready.push(st.prio[id.index()], id);
                         break;
                     }
@@ -539,6 +567,10 @@ impl BuildState<'_> {
                 report.status = Status::Cached;
                 Some(r)
             }
+            Outcome::RemoteHit(r) => {
+                report.status = Status::Remote;
+                Some(r)
+            }
             Outcome::Ran { record, cut_off } => {
                 report.status = if cut_off { Status::CutOff } else { Status::Ran };
                 Some(record)
@@ -578,10 +610,16 @@ impl BuildState<'_> {
 }
 
 /// One action on a worker thread: look up, or run and record; then report.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one worker's whole world, passed once"
+)]
 fn work(
     store: &Store,
     graph: &Graph,
     executor: &dyn Executor,
+    remote: Option<&dyn RemoteCache>,
+    permits: &Permits,
     cancel: &CancelToken,
     job: Job,
     tx: &mpsc::Sender<Msg>,
@@ -616,6 +654,14 @@ fn work(
         tracing::debug!(%key, "cached");
         return done(Outcome::Hit(record), Vec::new());
     }
+    if let Some(hit) = remote.and_then(|r| r.lookup(store, action, &key)) {
+        if hit.local {
+            remember(store, &action.name, &key);
+        }
+        tracing::debug!(%key, local = hit.local, "found in the remote cache");
+        return done(Outcome::RemoteHit(hit.record), Vec::new());
+    }
+    let _permit = permits.acquire();
     if cancel.is_cancelled() {
         return done(Outcome::Cancelled, Vec::new());
     }
@@ -656,6 +702,9 @@ fn work(
                 tracing::warn!(error = %e, "could not record the result in the action cache");
             } else {
                 remember(store, &action.name, &key);
+                if let Some(r) = remote {
+                    r.publish(store, action, &record);
+                }
             }
             let output = compute_output_digest(&record.outputs);
             let cut_off = previous.and_then(Previous::output) == Some(output);
@@ -672,6 +721,42 @@ fn work(
         }
     };
     done(outcome, reasons);
+}
+
+/// Actions taken up beyond `jobs` when a remote cache may answer them.
+const REMOTE_LOOKAHEAD: usize = 6;
+
+/// A counting semaphore: at most `jobs` actions execute at once.
+struct Permits {
+    free: Mutex<usize>,
+    freed: std::sync::Condvar,
+}
+
+struct Permit<'a>(&'a Permits);
+
+impl Permits {
+    fn new(n: usize) -> Permits {
+        Permits {
+            free: Mutex::new(n),
+            freed: std::sync::Condvar::new(),
+        }
+    }
+
+    fn acquire(&self) -> Permit<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            free = self.freed.wait(free).unwrap_or_else(|p| p.into_inner());
+        }
+        *free -= 1;
+        Permit(self)
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
+    }
 }
 
 fn remember(store: &Store, target: &str, key: &ActionKey) {
@@ -710,6 +795,10 @@ fn summarize(graph: &Graph, reports: &[Option<ActionReport>], wall: Duration) ->
         s.actions += 1;
         match &r.status {
             Status::Cached => s.cached += 1,
+            Status::Remote => {
+                s.cached += 1;
+                s.remote += 1;
+            }
             Status::Ran => s.ran += 1,
             Status::CutOff => {
                 s.ran += 1;

@@ -4,6 +4,7 @@
 pub mod exec;
 pub mod images;
 pub mod progress;
+pub mod remote;
 pub mod repro;
 pub mod stamp;
 pub mod toolchains;
@@ -91,6 +92,8 @@ pub struct Options {
 
 impl Session {
     /// Reads the tree and builds the action graph of `targets` (everything when empty).
+    /// The tools' identities (the toolchain's fingerprint, the indexer's version: a few
+    /// processes each, the bulk of a fresh store's start) are found while the tree is read.
     pub fn load(
         ctx: &Context,
         tree: &Tree,
@@ -98,6 +101,24 @@ impl Session {
         kind: ExecutorKind,
         targets: &[String],
         opts: &Options,
+    ) -> anyhow::Result<Session> {
+        std::thread::scope(|s| {
+            let fingerprint = s.spawn(|| toolchain_fingerprint(tree, store.root(), kind));
+            let indexer = s.spawn(move || indexer_id(kind));
+            Session::load_with(ctx, tree, store, kind, targets, opts, || {
+                (join(fingerprint), join(indexer))
+            })
+        })
+    }
+
+    fn load_with(
+        ctx: &Context,
+        tree: &Tree,
+        store: &Store,
+        kind: ExecutorKind,
+        targets: &[String],
+        opts: &Options,
+        tools: impl FnOnce() -> (anyhow::Result<String>, String),
     ) -> anyhow::Result<Session> {
         let mut loaded = crate::tree::load_with(tree, Some(store))?;
         if kind == ExecutorKind::Rpmbuild {
@@ -153,6 +174,7 @@ impl Session {
             }
         }
         let resolved = toolchains::resolve(tree, store)?;
+        let (stamp_fingerprint, indexer) = tools();
         let toolchain = resolved.toolchain.clone();
         let cfg = ActionConfig {
             root: tree.root.clone(),
@@ -160,7 +182,7 @@ impl Session {
             macro_files: loaded.macro_files.clone(),
             defines: tree.config.specs.defines.clone(),
             toolchain: toolchain_id(tree, store, kind, &resolved)?,
-            indexer: indexer_id(kind),
+            indexer,
         };
         let mut actions =
             actions::action_graph(store, pg, &loaded.specs, &wanted, &cfg, targets.is_empty())?;
@@ -181,7 +203,7 @@ impl Session {
             out_dir: tree.root.join("out"),
             toolchain,
             toolchain_inputs: resolved.inputs,
-            stamp_fingerprint: toolchain_fingerprint(tree, store.root(), kind)?,
+            stamp_fingerprint: stamp_fingerprint?,
             mirrors: tree.config.sources.mirrors.clone(),
             store_root: store.root().to_owned(),
             jobs: ctx.jobs(),
@@ -189,8 +211,12 @@ impl Session {
         })
     }
 
-    /// The executor for this session's kind.
-    pub fn executor(&self) -> anyhow::Result<Box<dyn Executor>> {
+    /// The executor for this session's kind; `remote` supplies blobs the store lacks (a
+    /// source known only from the remote cache's record).
+    pub fn executor(
+        &self,
+        remote: Option<std::sync::Arc<remote::SharedCache>>,
+    ) -> anyhow::Result<Box<dyn Executor>> {
         match self.kind {
             ExecutorKind::Test => Ok(Box::new(keel_engine::testing::TestExecutor::new())),
             ExecutorKind::Rpmbuild => {
@@ -213,6 +239,7 @@ impl Session {
                     jobs_per_build: u32::try_from(self.jobs).unwrap_or(1).max(1),
                     timeout: std::time::Duration::from_secs(3600),
                     log_dir: self.store_root.join("logs"),
+                    remote,
                 });
                 Ok(Box::new(images::ImageExecutor { inner: rpm }))
             }
@@ -319,6 +346,10 @@ impl Session {
         published.extend(images_published);
         Ok(published)
     }
+}
+
+fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
 /// Teaches the graph what the packages' last builds really provided (sonames, pkgconfig,

@@ -31,6 +31,8 @@ pub struct BuildArgs {
     /// fresh sandboxes and report every RPM whose bytes differ
     #[arg(long, value_name = "PKG", num_args = 0.., value_delimiter = ',')]
     pub check_reproducible: Option<Vec<String>>,
+    #[command(flatten)]
+    pub remote: build::remote::RemoteArgs,
 }
 
 pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
@@ -121,14 +123,18 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let event_log = log_dir.join(format!("{stamp}.jsonl"));
+    let remote = build::remote::open(tree, &args.remote, &store, ctx.jobs())?;
     let config = Config {
         jobs: ctx.jobs(),
         keep_going: args.keep_going,
         cancel: cancel.clone(),
         event_log: Some(event_log.clone()),
         targets: Vec::new(),
+        remote: remote
+            .clone()
+            .map(|r| r as std::sync::Arc<dyn keel_engine::RemoteCache>),
     };
-    let executor = session.executor()?;
+    let executor = session.executor(remote.clone())?;
     let mut progress = Progress::new(ctx.out);
     let report = engine.run(graph, executor.as_ref(), &config, &mut |e| {
         progress.event(e)
@@ -172,7 +178,14 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     } else {
         let _ = std::fs::remove_file(&stamp_path);
     }
-    print_summary(ctx, &report, &event_log)?;
+    let remote_stats = remote
+        .as_ref()
+        .map(|r| build::remote::build_counters(&r.stats()))
+        .unwrap_or_default();
+    if !remote_stats.is_empty() {
+        build::remote::record_stats(store.root(), &remote_stats);
+    }
+    print_summary(ctx, &report, &event_log, &remote_stats)?;
     if let Some(only) = &args.check_reproducible
         && report.success()
     {
@@ -259,6 +272,7 @@ fn print_summary(
     ctx: &Context,
     report: &BuildReport,
     event_log: &std::path::Path,
+    remote: &[(String, build::remote::Counters)],
 ) -> anyhow::Result<()> {
     let s = &report.summary;
     if ctx.out.json {
@@ -294,6 +308,9 @@ fn print_summary(
     }
     line.push_str(&format!("; cache hit rate {:.0}%", s.hit_rate * 100.0));
     crate::output::error_line(&line);
+    for (name, c) in remote {
+        crate::output::error_line(&format!("{:>12} {name}: {}", "Remote", c.describe()));
+    }
     if s.ran > 0 && !s.critical_path.is_empty() {
         crate::output::error_line(&format!(
             "{:>12} {} ({})",

@@ -71,6 +71,7 @@ pub fn run(ctx: &Context, args: ExplainArgs) -> anyhow::Result<i32> {
     {
         let what = match &r.status {
             Status::Cached => "was cached".to_owned(),
+            Status::Remote => "was fetched from the remote cache".to_owned(),
             Status::Ran | Status::CutOff => {
                 let cut = if r.status == Status::CutOff {
                     ", its output came out unchanged (dependents cut off)"

@@ -1,6 +1,7 @@
 //! One module per command. Each takes the [`Context`] and returns an exit code.
 
 pub mod build;
+pub mod cache;
 pub mod explain;
 pub mod graph;
 pub mod image;

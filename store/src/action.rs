@@ -66,6 +66,17 @@ impl ActionRecord {
         }
     }
 
+    /// The record's canonical bytes, as stored (and as shared with remote caches).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        self.encode()
+    }
+
+    /// A record from [`ActionRecord::to_bytes`]'s output (for example one read from a
+    /// remote cache). Malformed bytes are an error naming `what` (where they came from).
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<ActionRecord> {
+        ActionRecord::decode_as(bytes, || what.to_owned())
+    }
+
     fn encode(&self) -> Vec<u8> {
         let mut out = vec![RECORD_FORMAT];
         out.extend(
@@ -76,9 +87,13 @@ impl ActionRecord {
     }
 
     fn decode(bytes: &[u8], digest: &RecordDigest) -> Result<ActionRecord> {
+        ActionRecord::decode_as(bytes, || digest.to_hex())
+    }
+
+    fn decode_as(bytes: &[u8], name: impl Fn() -> String) -> Result<ActionRecord> {
         let bad = |why: String| StoreError::Decode {
             what: "action record",
-            digest: digest.to_hex(),
+            digest: name(),
             why,
         };
         match bytes.split_first() {
@@ -337,6 +352,26 @@ mod tests {
         );
         store.ac_put(&rec).unwrap();
         assert_eq!(store.ac_get(&key(1)).unwrap(), Some(rec));
+    }
+
+    #[test]
+    fn records_round_trip_through_bytes_and_garbage_is_named() {
+        let out = BlobDigest::of_bytes(b"output");
+        let mut rec = ActionRecord::new(
+            key(7),
+            vec![ActionOutput {
+                name: "o".into(),
+                object: ObjectRef::Blob(out),
+            }],
+            "{\"a\":1}".into(),
+        );
+        rec.log = Some(BlobDigest::of_bytes(b"log"));
+        let bytes = rec.to_bytes();
+        assert_eq!(ActionRecord::from_bytes(&bytes, "here").unwrap(), rec);
+        let err = ActionRecord::from_bytes(b"\x01garbage", "http://cache/ac/x").unwrap_err();
+        assert!(err.to_string().contains("http://cache/ac/x"), "{err}");
+        let err = ActionRecord::from_bytes(b"\x09", "there").unwrap_err();
+        assert!(err.to_string().contains("unknown record format 9"), "{err}");
     }
 
     #[test]

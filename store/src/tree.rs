@@ -76,6 +76,20 @@ impl Tree {
         }
     }
 
+    /// A manifest from its [`Tree::encode`]d bytes (for example fetched from a remote
+    /// cache), accepted only if they hash to `expected`.
+    pub fn from_bytes(bytes: &[u8], expected: &TreeDigest) -> Result<Tree> {
+        let got = TreeDigest::of_bytes(bytes);
+        if got != *expected {
+            return Err(StoreError::Decode {
+                what: "tree",
+                digest: expected.to_hex(),
+                why: format!("the bytes hash to {}", got.to_hex()),
+            });
+        }
+        Tree::decode(bytes, expected)
+    }
+
     /// The tree's digest (what [`Store::put_tree`] returns for it).
     pub fn digest(&self) -> TreeDigest {
         TreeDigest::of_bytes(&self.encode())
@@ -232,6 +246,22 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trees_from_bytes_are_checked_against_their_digest() {
+        let tree = Tree {
+            entries: vec![TreeEntry {
+                path: b"a".to_vec(),
+                mode: 0o644,
+                node: Node::File(BlobDigest::of_bytes(b"alpha")),
+            }],
+        };
+        let bytes = tree.encode();
+        assert_eq!(Tree::from_bytes(&bytes, &tree.digest()).unwrap(), tree);
+        let other = Tree::default().digest();
+        let err = Tree::from_bytes(&bytes, &other).unwrap_err();
+        assert!(err.to_string().contains(&other.to_hex()), "{err}");
+    }
 
     #[test]
     fn round_trip_and_sharing() {

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use crate::support::*;
 
-fn example() -> PathBuf {
+pub(crate) fn example() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/distro")
 }
 
 /// Copies a directory tree (without `out/`).
-fn copy_tree(from: &Path, to: &Path) {
+pub(crate) fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let e = e.unwrap();
@@ -29,14 +29,14 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// A copy of the example distribution with its own store.
-fn example_copy() -> Project {
+pub(crate) fn example_copy() -> Project {
     let p = project().build();
     copy_tree(&example(), &p.path("tree"));
     p
 }
 
 /// `keel build --json` in the project's tree: the final status of every action.
-fn build_json(p: &Project, extra: &[&str]) -> (Run, BTreeMap<String, String>) {
+pub(crate) fn build_json(p: &Project, extra: &[&str]) -> (Run, BTreeMap<String, String>) {
     let mut args = vec!["-C", "tree", "--json", "build"];
     args.extend_from_slice(extra);
     let run = p.keel(&args).run();
@@ -53,7 +53,7 @@ fn build_json(p: &Project, extra: &[&str]) -> (Run, BTreeMap<String, String>) {
     (run, status)
 }
 
-fn executed(status: &BTreeMap<String, String>) -> Vec<&str> {
+pub(crate) fn executed(status: &BTreeMap<String, String>) -> Vec<&str> {
     status
         .iter()
         .filter(|(_, s)| *s == "ran" || *s == "cut_off")
@@ -62,7 +62,7 @@ fn executed(status: &BTreeMap<String, String>) -> Vec<&str> {
 }
 
 /// Every RPM under `out/`, by file name, with its bytes' digest.
-fn rpms(out: &Path) -> BTreeMap<String, String> {
+pub(crate) fn rpms(out: &Path) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let mut stack = vec![out.to_owned()];
     while let Some(d) = stack.pop() {

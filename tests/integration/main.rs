@@ -7,5 +7,6 @@ mod support;
 mod build;
 mod graph;
 mod image;
+mod remote;
 mod spec_corpus;
 mod store;

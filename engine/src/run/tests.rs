@@ -454,3 +454,93 @@ fn targets_limit_the_build_to_their_closure() {
     assert_eq!(r.summary.actions, 6);
     assert!(r.get(g.find("image:core").unwrap()).is_none());
 }
+
+/// A second store standing in for a shared cache: records and their blobs are copied
+/// between the stores, as a real remote would transfer them.
+#[derive(Debug)]
+struct StoreRemote {
+    shared: Store,
+    lookups: Mutex<Vec<String>>,
+    published: Mutex<Vec<String>>,
+}
+
+impl StoreRemote {
+    fn copy(from: &Store, to: &Store, record: &ActionRecord) {
+        for o in record.objects() {
+            if let keel_store::ObjectRef::Blob(d) = o {
+                to.put_bytes(&from.read_blob(&d).unwrap()).unwrap();
+            }
+        }
+        to.ac_put(record).unwrap();
+    }
+}
+
+impl RemoteCache for StoreRemote {
+    fn lookup(
+        &self,
+        store: &Store,
+        action: &crate::Action,
+        key: &ActionKey,
+    ) -> Option<crate::RemoteHit> {
+        self.lookups.lock().unwrap().push(action.name.clone());
+        let record = self.shared.ac_get(key).unwrap()?;
+        StoreRemote::copy(&self.shared, store, &record);
+        Some(crate::RemoteHit {
+            record,
+            local: true,
+        })
+    }
+
+    fn publish(&self, store: &Store, action: &crate::Action, record: &ActionRecord) {
+        self.published.lock().unwrap().push(action.name.clone());
+        StoreRemote::copy(store, &self.shared, record);
+    }
+}
+
+#[test]
+fn a_remote_answers_local_misses_and_hears_of_every_result() {
+    let a = fixture();
+    let b = fixture();
+    let shared = fixture();
+    let remote = Arc::new(StoreRemote {
+        shared: Store::open(&shared._dir.path().join("shared")).unwrap(),
+        lookups: Mutex::default(),
+        published: Mutex::default(),
+    });
+    let distro = Distro::generate(20, 4, 5);
+    let cfg = Config {
+        remote: Some(remote.clone()),
+        ..config(2)
+    };
+    // Machine A: everything misses everywhere, runs, and is published.
+    let ga = distro.graph(&a.store).unwrap();
+    let first = build(&a.store, &ga, &TestExecutor::new(), &cfg);
+    assert_eq!(first.summary.ran, ga.len());
+    assert_eq!(first.summary.remote, 0);
+    assert_eq!(remote.published.lock().unwrap().len(), ga.len());
+    assert_eq!(remote.lookups.lock().unwrap().len(), ga.len());
+
+    // Machine B, a fresh store: nothing runs, everything comes from the remote, the
+    // same outputs.
+    remote.lookups.lock().unwrap().clear();
+    let gb = distro.graph(&b.store).unwrap();
+    let exec_b = TestExecutor::new();
+    let second = build(&b.store, &gb, &exec_b, &cfg);
+    assert!(exec_b.executed().is_empty());
+    assert_eq!(second.summary.remote, gb.len());
+    assert_eq!(second.summary.cached, gb.len());
+    assert_eq!(second.summary.hit_rate, 1.0);
+    assert_eq!(*status_of(&second, &gb, "rpm:pkg0001"), Status::Remote);
+    for id in gb.ids() {
+        assert_eq!(
+            first.get(id).unwrap().output,
+            second.get(id).unwrap().output
+        );
+    }
+    // B again: local hits, the remote is not asked.
+    remote.lookups.lock().unwrap().clear();
+    let third = build(&b.store, &gb, &exec_b, &cfg);
+    assert_eq!(third.summary.cached, gb.len());
+    assert_eq!(third.summary.remote, 0);
+    assert!(remote.lookups.lock().unwrap().is_empty());
+}

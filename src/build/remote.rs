@@ -1,0 +1,735 @@
+//! The shared remote cache of a build: `keel.toml`'s `[remote]` and the command line made
+//! into keel-remote tiers, and the engine's [`RemoteCache`] over them.
+//!
+//! What goes over the wire for one action: the signed entry (keel-remote's format) whose
+//! record is an *envelope* — the action record's bytes plus, for each tree output (the
+//! repository metadata), the blob holding the tree's manifest — and every blob the record
+//! names. A reader checks the signature, decodes the record, checks that it answers the
+//! key it asked for, downloads the blobs it lacks (each verified against its digest on the
+//! way in), rebuilds the trees from their manifests, and only then records the result in
+//! the local store. Anything less is a miss: the action is built locally.
+//!
+//! Logs are not shared: readers get the outputs. Fetching only what is needed: a source's record is used without downloading the
+//! source when it is not already stored (a source matters only to the SRPM built from it,
+//! and that SRPM is usually a hit too); the executor fetches it if a build needs it after
+//! all.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use keel_engine::{Action, ActionKind, RemoteCache, RemoteHit};
+use keel_remote::grpc::{GrpcConfig, GrpcTier};
+use keel_remote::http::{Credentials, HttpConfig, HttpTier};
+use keel_remote::signing::{PublicKey, SigningKeyPair, TrustedKeys};
+use keel_remote::{BlobSource, DigestMap, Mode, Remote, RemoteConfig, StatsSnapshot, Tier};
+use keel_store::{ActionKey, ActionRecord, BlobDigest, ObjectRef, Store, Tree, TreeDigest};
+use serde::{Deserialize, Serialize};
+
+use crate::commands::store::human_bytes;
+use crate::config::Tree as TreeConfigFile;
+
+/// The environment variable naming the secret key file that signs what a read-write
+/// build uploads (`--remote-signing-key`).
+pub const ENV_SIGNING_KEY: &str = "KEEL_REMOTE_SIGNING_KEY";
+
+/// `[remote]` in `keel.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteSection {
+    /// Remote caches tried in order after the local store: `http(s)://` (Bazel's HTTP
+    /// cache protocol: nginx + WebDAV, bazel-remote…) or `grpc(s)://` (the Remote
+    /// Execution API's cache services: BuildGrid, Buildbarn, BuildBuddy…).
+    #[serde(default)]
+    pub caches: Vec<String>,
+    /// An instance name: a path prefix for HTTP caches, the instance for gRPC ones.
+    pub instance: Option<String>,
+    /// `read-only` (the default: pull requests, developers) or `read-write` (trusted CI).
+    pub mode: Option<String>,
+    /// Public keys (hex or base64) whose signed entries are accepted.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+    /// A file of trusted public keys, one per line, relative to the tree.
+    pub trusted_keys_file: Option<PathBuf>,
+    /// Bound on connecting, in seconds (default 5).
+    pub connect_timeout: Option<u64>,
+    /// Bound on each request and on each read or write of a body, in seconds (default 30).
+    pub timeout: Option<u64>,
+}
+
+/// The command line's say over the remote cache (it wins over `keel.toml`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RemoteArgs {
+    /// A remote cache to use after the local store (repeatable; replaces keel.toml's
+    /// `remote.caches`): http(s)://… for Bazel's HTTP cache protocol, grpc(s)://… for
+    /// the Remote Execution API
+    #[arg(long = "remote-cache", value_name = "URL")]
+    pub caches: Vec<String>,
+    /// Upload what this build makes (trusted CI); needs a signing key
+    #[arg(long)]
+    pub remote_read_write: bool,
+    /// The secret key file signing uploads [env: KEEL_REMOTE_SIGNING_KEY]
+    #[arg(long, value_name = "FILE")]
+    pub remote_signing_key: Option<PathBuf>,
+    /// A file of public keys whose entries are trusted (adds to keel.toml's)
+    #[arg(long, value_name = "FILE")]
+    pub remote_trusted_keys: Option<PathBuf>,
+    /// Build without any remote cache, whatever keel.toml says
+    #[arg(long, conflicts_with = "caches")]
+    pub no_remote: bool,
+}
+
+/// The remote tiers of one build.
+#[derive(Debug)]
+pub struct SharedCache {
+    remote: Remote,
+    tmp: PathBuf,
+    /// Bytes of verified blobs stored from the remote: what downloads were for.
+    fetched: AtomicU64,
+}
+
+/// Opens the remote cache the tree and the command line ask for; `None` when there is
+/// none. A tier that cannot be reached at all is left out with a warning; a configuration
+/// mistake (a bad URL, a missing key file) is an error.
+pub fn open(
+    tree: &TreeConfigFile,
+    args: &RemoteArgs,
+    store: &Store,
+    jobs: usize,
+) -> anyhow::Result<Option<Arc<SharedCache>>> {
+    let section = &tree.config.remote;
+    let urls = if args.no_remote {
+        Vec::new()
+    } else if args.caches.is_empty() {
+        section.caches.clone()
+    } else {
+        args.caches.clone()
+    };
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let mode = match (args.remote_read_write, section.mode.as_deref()) {
+        (true, _) | (false, Some("read-write")) => Mode::ReadWrite,
+        (false, None | Some("read-only")) => Mode::ReadOnly,
+        (false, Some(other)) => anyhow::bail!(
+            "{}: remote.mode must be \"read-only\" or \"read-write\", not {other:?}",
+            tree.root.join(crate::config::FILE_NAME).display()
+        ),
+    };
+    let mut trusted: Vec<PublicKey> = Vec::new();
+    for k in &section.trusted_keys {
+        trusted.push(PublicKey::parse(k).with_context(|| {
+            format!(
+                "{}: remote.trusted_keys",
+                tree.root.join(crate::config::FILE_NAME).display()
+            )
+        })?);
+    }
+    let files = section
+        .trusted_keys_file
+        .as_ref()
+        .map(|f| tree.root.join(f))
+        .into_iter()
+        .chain(args.remote_trusted_keys.clone());
+    for f in files {
+        trusted.extend(keys_in(&f)?);
+    }
+    let signing_path = args
+        .remote_signing_key
+        .clone()
+        .or_else(|| std::env::var_os(ENV_SIGNING_KEY).map(PathBuf::from));
+    let signer = match (&signing_path, mode) {
+        (Some(p), _) => Some(
+            SigningKeyPair::load(p)
+                .with_context(|| format!("failed to load the signing key {}", p.display()))?,
+        ),
+        (None, Mode::ReadWrite) => anyhow::bail!(
+            "a read-write remote cache signs what it uploads: give a secret key file with \
+             --remote-signing-key or {ENV_SIGNING_KEY} (make one with `keel cache keygen FILE`)"
+        ),
+        (None, Mode::ReadOnly) => None,
+    };
+    if let Some(s) = &signer {
+        // A writer trusts itself: it reads back what it wrote.
+        trusted.push(s.public());
+    }
+    if trusted.is_empty() {
+        tracing::warn!(
+            "no trusted keys for the remote cache (remote.trusted_keys in keel.toml or \
+             --remote-trusted-keys): every entry will be refused"
+        );
+    }
+    let tmp = store.root().join("tmp");
+    std::fs::create_dir_all(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
+    let connect = Duration::from_secs(section.connect_timeout.unwrap_or(5));
+    let io = Duration::from_secs(section.timeout.unwrap_or(30));
+    let map = Arc::new(DigestMap::default());
+    let mut tiers: Vec<Arc<dyn Tier>> = Vec::new();
+    for url in &urls {
+        match tier(
+            url,
+            section.instance.as_deref(),
+            mode,
+            connect,
+            io,
+            &tmp,
+            &map,
+        )? {
+            Some(t) => tiers.push(t),
+            None => continue,
+        }
+    }
+    if tiers.is_empty() {
+        return Ok(None);
+    }
+    let remote = Remote::new(
+        RemoteConfig {
+            mode,
+            trusted: TrustedKeys::new(trusted),
+            signer,
+            jobs: jobs.clamp(4, 16),
+        },
+        map,
+        tiers,
+    )?;
+    Ok(Some(Arc::new(SharedCache {
+        remote,
+        tmp,
+        fetched: AtomicU64::new(0),
+    })))
+}
+
+fn keys_in(path: &Path) -> anyhow::Result<Vec<PublicKey>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read trusted keys {}", path.display()))?;
+    text.lines()
+        .map(str::trim)
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+        .map(|(i, l)| PublicKey::parse(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
+        .collect()
+}
+
+/// One tier for `url`; `None` (with a warning) when a gRPC server cannot be reached.
+fn tier(
+    url: &str,
+    instance: Option<&str>,
+    mode: Mode,
+    connect: Duration,
+    io: Duration,
+    tmp: &Path,
+    map: &Arc<DigestMap>,
+) -> anyhow::Result<Option<Arc<dyn Tier>>> {
+    let scheme = url.split_once("://").map_or("", |(s, _)| s);
+    match scheme {
+        "http" | "https" => {
+            let mut c = HttpConfig::new(url);
+            c.instance = instance.map(str::to_owned);
+            c.credentials = credentials(url)?;
+            c.connect_timeout = connect;
+            c.io_timeout = io;
+            c.read_only = mode == Mode::ReadOnly;
+            c.temp_dir = tmp.to_owned();
+            Ok(Some(Arc::new(HttpTier::new(c, map.clone())?)))
+        }
+        "grpc" | "grpcs" => {
+            let mut c = GrpcConfig::new(url);
+            c.instance = instance.unwrap_or_default().to_owned();
+            if let Credentials::Bearer(t) = Credentials::from_env() {
+                c.token = Some(t);
+            }
+            c.connect_timeout = connect;
+            c.io_timeout = io;
+            c.read_only = mode == Mode::ReadOnly;
+            c.temp_dir = tmp.to_owned();
+            match GrpcTier::connect(c, map.clone()) {
+                Ok(t) => Ok(Some(Arc::new(t))),
+                Err(keel_remote::RemoteError::Config(m)) => anyhow::bail!(m),
+                Err(e) => {
+                    tracing::warn!("remote cache {url} left out of this build: {e}");
+                    Ok(None)
+                }
+            }
+        }
+        _ => anyhow::bail!(
+            "remote cache URL {}: expected http://, https://, grpc:// or grpcs://",
+            keel_remote::http::Endpoint::parse(url, None)
+                .map(|(e, _)| e.base)
+                .unwrap_or_else(|_| "(unparsable)".into())
+        ),
+    }
+}
+
+/// Credentials for an HTTP cache: from the environment (`KEEL_REMOTE_TOKEN`, or
+/// `KEEL_REMOTE_USER` + `KEEL_REMOTE_PASSWORD`), else from `$NETRC` or `~/.netrc`.
+fn credentials(url: &str) -> anyhow::Result<Credentials> {
+    let env = Credentials::from_env();
+    if env != Credentials::None {
+        return Ok(env);
+    }
+    let netrc = std::env::var_os("NETRC")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".netrc")));
+    let Some(path) = netrc.filter(|p| p.is_file()) else {
+        return Ok(Credentials::None);
+    };
+    let (endpoint, _) = keel_remote::http::Endpoint::parse(url, None)?;
+    Ok(Credentials::from_netrc(&path, &endpoint.host)?.unwrap_or(Credentials::None))
+}
+
+const ENVELOPE_MAGIC: &[u8; 8] = b"KEELRE\0\x02";
+/// Records are a few KiB; anything claiming more than this is refused, not inflated.
+const MAX_RECORD: usize = 64 << 20;
+
+/// What a remote entry's record field holds: the action record (zstd-compressed on the
+/// wire: its key inputs are JSON, and entries are most of what a warm build downloads
+/// besides the outputs) and the blob holding the manifest of each tree the record names.
+#[derive(Debug, PartialEq)]
+struct Envelope {
+    record: Vec<u8>,
+    trees: Vec<(TreeDigest, BlobDigest)>,
+}
+
+impl Envelope {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = ENVELOPE_MAGIC.to_vec();
+        out.extend((self.trees.len() as u32).to_le_bytes());
+        for (t, b) in &self.trees {
+            for (hash, size) in [(t.hash(), t.size()), (b.hash(), b.size())] {
+                out.extend(hash);
+                out.extend(size.to_le_bytes());
+            }
+        }
+        out.extend(zstd::bulk::compress(&self.record, 19).expect("compressing to memory"));
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Envelope> {
+        let rest = bytes.strip_prefix(ENVELOPE_MAGIC)?;
+        let (n, mut rest) = rest.split_at_checked(4)?;
+        let n = u32::from_le_bytes(n.try_into().ok()?) as usize;
+        let mut trees = Vec::new();
+        let mut part = || -> Option<([u8; 32], u64)> {
+            let (h, r) = rest.split_at_checked(32)?;
+            let (s, r) = r.split_at_checked(8)?;
+            rest = r;
+            Some((h.try_into().ok()?, u64::from_le_bytes(s.try_into().ok()?)))
+        };
+        for _ in 0..n {
+            let (th, ts) = part()?;
+            let (bh, bs) = part()?;
+            trees.push((
+                TreeDigest::from_parts(th, ts),
+                BlobDigest::from_parts(bh, bs),
+            ));
+        }
+        Some(Envelope {
+            record: zstd::bulk::decompress(rest, MAX_RECORD).ok()?,
+            trees,
+        })
+    }
+}
+
+/// Blobs above this are uploaded from a file rather than from memory.
+const IN_MEMORY_UPLOAD: u64 = 16 << 20;
+
+impl SharedCache {
+    /// Each tier's name and counters so far, and the bytes of blobs stored from them.
+    pub fn stats(&self) -> (Vec<(String, StatsSnapshot)>, u64) {
+        (self.remote.stats(), self.fetched.load(Ordering::Relaxed))
+    }
+
+    /// Fetches into `store` whichever of `blobs` it lacks. `false` if any could not be
+    /// had (a miss, or bytes that did not match: already reported).
+    pub fn fetch_into(&self, store: &Store, blobs: &[BlobDigest]) -> bool {
+        let missing: Vec<BlobDigest> = blobs
+            .iter()
+            .filter(|d| !store.contains_blob(d))
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return true;
+        }
+        let Ok(dir) = tempfile::Builder::new()
+            .prefix("remote.")
+            .tempdir_in(&self.tmp)
+        else {
+            tracing::warn!(
+                "cannot create a download directory in {}",
+                self.tmp.display()
+            );
+            return false;
+        };
+        let got = self.remote.fetch_blobs(&missing, dir.path());
+        let mut ok = true;
+        for (d, file) in missing.iter().zip(got) {
+            let Some(file) = file else {
+                ok = false;
+                continue;
+            };
+            match store.put_file(&file) {
+                Ok(stored) if stored == *d => {
+                    self.fetched.fetch_add(d.size(), Ordering::Relaxed);
+                }
+                Ok(stored) => {
+                    tracing::warn!("remote blob {d} was stored as {stored}; ignoring it");
+                    ok = false;
+                }
+                Err(e) => {
+                    tracing::warn!("cannot store remote blob {d}: {e}");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    /// Downloads what `record` names (blobs, tree manifests and their files) into
+    /// `store`. `false` if anything is missing or wrong.
+    fn fetch_record(&self, store: &Store, record: &ActionRecord, env: &Envelope) -> bool {
+        let trees: BTreeMap<TreeDigest, BlobDigest> = env.trees.iter().copied().collect();
+        let mut blobs = Vec::new();
+        let mut wanted_trees = Vec::new();
+        for o in record.objects() {
+            match o {
+                ObjectRef::Blob(d) => blobs.push(d),
+                ObjectRef::Tree(t) => {
+                    let Some(b) = trees.get(&t) else {
+                        tracing::warn!(
+                            "remote entry {} names tree {t} without its manifest",
+                            record.key
+                        );
+                        return false;
+                    };
+                    blobs.push(*b);
+                    wanted_trees.push((t, *b));
+                }
+            }
+        }
+        if !self.fetch_into(store, &blobs) {
+            return false;
+        }
+        for (t, b) in wanted_trees {
+            let tree = match store
+                .read_blob(&b)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(Tree::from_bytes(&bytes, &t)?))
+            {
+                Ok(tree) => tree,
+                Err(e) => {
+                    tracing::warn!("remote tree manifest {t} refused: {e:#}");
+                    return false;
+                }
+            };
+            let files: Vec<BlobDigest> = tree.blobs().copied().collect();
+            if !self.fetch_into(store, &files) {
+                return false;
+            }
+            if let Err(e) = store.put_tree(&tree) {
+                tracing::warn!("cannot store remote tree {t}: {e}");
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl RemoteCache for SharedCache {
+    fn lookup(&self, store: &Store, action: &Action, key: &ActionKey) -> Option<RemoteHit> {
+        let entry = self.remote.get_action(key)?;
+        let Some(env) = Envelope::decode(&entry.record) else {
+            tracing::warn!(
+                "remote entry for {} ({key}) is signed but not a keel record; ignoring it",
+                action.name
+            );
+            return None;
+        };
+        let record = match ActionRecord::from_bytes(&env.record, &format!("remote entry {key}")) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("remote entry for {} refused: {e}", action.name);
+                return None;
+            }
+        };
+        if record.key != *key {
+            tracing::warn!(
+                "remote entry for {} answers another key ({}); ignoring it",
+                action.name,
+                record.key
+            );
+            return None;
+        }
+        // A source is only an input of its SRPM: keep the record, fetch the bytes when a
+        // build needs them.
+        if action.kind() == ActionKind::SourceFetch
+            && !record.objects().all(|o| match o {
+                ObjectRef::Blob(d) => store.contains_blob(&d),
+                ObjectRef::Tree(_) => false,
+            })
+        {
+            return Some(RemoteHit {
+                record,
+                local: false,
+            });
+        }
+        if !self.fetch_record(store, &record, &env) {
+            tracing::warn!(
+                "{}: the remote cache's outputs could not be fetched intact; building it here",
+                action.name
+            );
+            return None;
+        }
+        if let Err(e) = store.ac_put(&record) {
+            tracing::warn!("cannot record {}'s remote result locally: {e}", action.name);
+            return None;
+        }
+        Some(RemoteHit {
+            record,
+            local: true,
+        })
+    }
+
+    fn publish(&self, store: &Store, action: &Action, record: &ActionRecord) {
+        if self.remote.mode() != Mode::ReadWrite {
+            return;
+        }
+        if let Err(e) = self.upload(store, record) {
+            tracing::warn!("{}: not shared with the remote cache: {e:#}", action.name);
+        }
+    }
+}
+
+impl SharedCache {
+    fn upload(&self, store: &Store, record: &ActionRecord) -> anyhow::Result<()> {
+        // The log stays here: no reader needs this machine's log of a build that worked.
+        let record = &ActionRecord {
+            log: None,
+            ..record.clone()
+        };
+        let scratch = tempfile::Builder::new()
+            .prefix("upload.")
+            .tempdir_in(&self.tmp)?;
+        let mut trees = Vec::new();
+        let mut blobs: Vec<BlobDigest> = Vec::new();
+        let mut manifests: Vec<(BlobDigest, Vec<u8>)> = Vec::new();
+        for o in record.objects() {
+            match o {
+                ObjectRef::Blob(d) => blobs.push(d),
+                ObjectRef::Tree(t) => {
+                    let tree = store.get_tree(&t)?;
+                    let bytes = tree.encode();
+                    let b = BlobDigest::of_bytes(&bytes);
+                    trees.push((t, b));
+                    blobs.extend(tree.blobs().copied());
+                    manifests.push((b, bytes));
+                }
+            }
+        }
+        blobs.sort();
+        blobs.dedup();
+        // Small blobs from memory, big ones from a file: re-readable either way, for retries.
+        let mut held: Vec<(BlobDigest, Held)> = Vec::new();
+        for d in &blobs {
+            if d.size() <= IN_MEMORY_UPLOAD {
+                held.push((*d, Held::Bytes(store.read_blob(d)?)));
+            } else {
+                let p = scratch.path().join(d.to_hex());
+                store.materialize_blob(d, &p, 0o600)?;
+                held.push((*d, Held::File(p)));
+            }
+        }
+        for (b, bytes) in manifests {
+            held.push((b, Held::Bytes(bytes)));
+        }
+        let sources: Vec<(BlobDigest, BlobSource<'_>)> = held
+            .iter()
+            .map(|(d, h)| {
+                (
+                    *d,
+                    match h {
+                        Held::Bytes(b) => BlobSource::Bytes(b),
+                        Held::File(p) => BlobSource::Path(p),
+                    },
+                )
+            })
+            .collect();
+        let env = Envelope {
+            record: record.to_bytes(),
+            trees,
+        };
+        self.remote
+            .put_action(&record.key, &env.encode(), &sources)?;
+        Ok(())
+    }
+}
+
+enum Held {
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+/// The counters of every build, per remote cache, kept in the store for `keel cache
+/// stats`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct StatsFile {
+    pub tiers: BTreeMap<String, TierTotals>,
+}
+
+/// One remote cache's totals, and its last build's.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct TierTotals {
+    pub builds: u64,
+    pub total: Counters,
+    pub last: Counters,
+}
+
+/// The counters keel keeps of a remote cache.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct Counters {
+    pub hits: u64,
+    pub misses: u64,
+    pub bytes_down: u64,
+    /// Of `bytes_down`, the outputs the build stored (the rest: entries, and downloads
+    /// that failed verification).
+    #[serde(default)]
+    pub output_bytes: u64,
+    pub bytes_up: u64,
+    pub uploads: u64,
+    pub uploads_skipped: u64,
+    pub verify_failures: u64,
+    pub rejected_entries: u64,
+    pub errors: u64,
+}
+
+impl From<StatsSnapshot> for Counters {
+    fn from(s: StatsSnapshot) -> Counters {
+        Counters {
+            output_bytes: 0,
+            hits: s.ac_hits,
+            misses: s.ac_misses,
+            bytes_down: s.bytes_down,
+            bytes_up: s.bytes_up,
+            uploads: s.uploads,
+            uploads_skipped: s.uploads_skipped,
+            verify_failures: s.verify_failures,
+            rejected_entries: s.rejected_entries,
+            errors: s.errors,
+        }
+    }
+}
+
+impl Counters {
+    fn add(&mut self, o: &Counters) {
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.bytes_down += o.bytes_down;
+        self.output_bytes += o.output_bytes;
+        self.bytes_up += o.bytes_up;
+        self.uploads += o.uploads;
+        self.uploads_skipped += o.uploads_skipped;
+        self.verify_failures += o.verify_failures;
+        self.rejected_entries += o.rejected_entries;
+        self.errors += o.errors;
+    }
+
+    /// "3 hits, 1 miss, 1.2 MiB down, 0 B up" and the trouble, if any.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} hit(s), {} miss(es), {} down ({} of outputs), {} up",
+            self.hits,
+            self.misses,
+            human_bytes(self.bytes_down),
+            human_bytes(self.output_bytes),
+            human_bytes(self.bytes_up)
+        );
+        for (n, what) in [
+            (
+                self.verify_failures,
+                "download(s) not matching their digest",
+            ),
+            (
+                self.rejected_entries,
+                "entry(ies) refused (unsigned or untrusted)",
+            ),
+            (self.errors, "failed request(s)"),
+        ] {
+            if n > 0 {
+                s.push_str(&format!(", {n} {what}"));
+            }
+        }
+        s
+    }
+}
+
+pub fn stats_path(store_root: &Path) -> PathBuf {
+    store_root.join("remote-stats.json")
+}
+
+/// One build's counters per remote: the tiers' own, with the output bytes stored (known
+/// for the build as a whole: they are counted against the first tier).
+pub fn build_counters(stats: &(Vec<(String, StatsSnapshot)>, u64)) -> Vec<(String, Counters)> {
+    let (tiers, fetched) = stats;
+    tiers
+        .iter()
+        .enumerate()
+        .map(|(i, (name, snap))| {
+            let mut c = Counters::from(*snap);
+            if i == 0 {
+                c.output_bytes = *fetched;
+            }
+            (name.clone(), c)
+        })
+        .collect()
+}
+
+/// Adds one build's counters to the store's totals.
+pub fn record_stats(store_root: &Path, build: &[(String, Counters)]) {
+    let path = stats_path(store_root);
+    let mut file: StatsFile = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    for (name, c) in build {
+        let t = file.tiers.entry(name.clone()).or_default();
+        t.builds += 1;
+        t.total.add(c);
+        t.last = *c;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let ok = serde_json::to_vec_pretty(&file)
+        .ok()
+        .and_then(|b| std::fs::write(&tmp, b).ok())
+        .and_then(|()| std::fs::rename(&tmp, &path).ok());
+    if ok.is_none() {
+        tracing::warn!(
+            "could not save remote cache statistics to {}",
+            path.display()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_round_trip_and_garbage_is_refused() {
+        let env = Envelope {
+            record: b"record bytes".to_vec(),
+            trees: vec![(
+                TreeDigest::from_parts([1; 32], 10),
+                BlobDigest::from_parts([2; 32], 20),
+            )],
+        };
+        assert_eq!(Envelope::decode(&env.encode()), Some(env));
+        assert_eq!(Envelope::decode(b"KEELRE\0\x02\x05\0\0\0short"), None);
+        // Trees fine, record not zstd.
+        assert_eq!(Envelope::decode(b"KEELRE\0\x02\0\0\0\0not zstd"), None);
+        assert_eq!(Envelope::decode(b"something else"), None);
+    }
+}
