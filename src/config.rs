@@ -27,6 +27,21 @@ pub struct TreeConfig {
     pub sources: SourcesSection,
     #[serde(default)]
     pub remote: crate::build::remote::RemoteSection,
+    #[serde(default)]
+    pub images: ImagesSection,
+}
+
+/// `[images]`: the images `keel build` makes, each an action of the build.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagesSection {
+    /// Azure Linux image configs (JSON), relative to the tree root. Each is the action
+    /// `image:<file stem>`, published to `out/images/<file stem>/`.
+    #[serde(default)]
+    pub configs: Vec<PathBuf>,
+    /// Which `SystemConfigs` entry to install, by image (file stem) [default: the first].
+    #[serde(default)]
+    pub systems: std::collections::BTreeMap<String, String>,
 }
 
 /// `[sources]`: where sources not kept in the tree come from.
@@ -183,6 +198,18 @@ mod tests {
     fn unknown_keys_are_named() {
         let err = toml::from_str::<TreeConfig>("[store]\ndirr = \"x\"\n").unwrap_err();
         assert!(err.to_string().contains("dirr"), "{err}");
+    }
+
+    #[test]
+    fn images_are_named_and_checked_strictly() {
+        let c: TreeConfig = toml::from_str(
+            "[images]\nconfigs = [\"imageconfigs/a.json\"]\nsystems = { a = \"Standard\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.images.configs, [Path::new("imageconfigs/a.json")]);
+        assert_eq!(c.images.systems["a"], "Standard");
+        let err = toml::from_str::<TreeConfig>("[images]\nconfig = []\n").unwrap_err();
+        assert!(err.to_string().contains("config"), "{err}");
     }
 
     #[test]

@@ -368,6 +368,22 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
             d.field("image tools", &short(&o.tools), &short(&n.tools));
             d.field("image format", &o.format, &n.format);
             d.field("target arch", &o.target_arch, &n.target_arch);
+            d.field("image system config", &o.system, &n.system);
+            for (name, _) in map_changes(&o.scripts, &n.scripts) {
+                let show = |m: &BTreeMap<String, BlobDigest>| {
+                    m.get(&name).map_or_else(|| "absent".to_owned(), short)
+                };
+                d.0.push(DirtyReason::InputChanged {
+                    field: format!("post-install script {name}"),
+                    old: show(&o.scripts),
+                    new: show(&n.scripts),
+                });
+            }
+            d.strings(&o.env, &n.env, |name, old, new| DirtyReason::EnvChanged {
+                name,
+                old,
+                new,
+            });
         }
         _ => unreachable!("kinds compared equal above"),
     }

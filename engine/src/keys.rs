@@ -281,16 +281,21 @@ impl RepoIndexInputs {
     }
 }
 
-/// Inputs of a [`ActionKind::Image`] action. `VERSION` 1:
+/// Inputs of a [`ActionKind::Image`] action. `VERSION` 2:
 ///
-/// 1. `name` — the image's name.
+/// 1. `name` — the image's name (its config file's stem; it also seeds the disk's ids).
 /// 2. `config` — the digest of the image configuration file.
-/// 3. `package_lists` — the package lists it includes, by tree-relative name.
-/// 4. `tools` — the fingerprint of the image tools (mkfs, qemu-img, xorriso versions).
-/// 5. `format` — the output format (`raw`, `vhdx`, `iso`…).
+/// 3. `package_lists` — the package lists it includes, by the name the config gives them.
+/// 4. `tools` — the fingerprint of the image tools (keel-image's version and the versions
+///    of the mkfs, qemu-img, rpm… that its artifacts need).
+/// 5. `format` — the artifacts made (`docs.tar.gz docs.oci`).
 /// 6. `target_arch` — the architecture of the image.
+/// 7. `system` — which of the config's `SystemConfigs` is installed.
+/// 8. `scripts` — the post-install scripts, by the name the config gives them.
+/// 9. `env` — the allowlisted environment of the assembly (`SOURCE_DATE_EPOCH`).
 ///
-/// The repository it installs from is a dependency output.
+/// The RPMs it installs from are dependency outputs (the `rpm:` actions of the specs its
+/// runtime closure comes from).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageInputs {
     pub name: String,
@@ -299,10 +304,13 @@ pub struct ImageInputs {
     pub tools: BlobDigest,
     pub format: String,
     pub target_arch: String,
+    pub system: String,
+    pub scripts: BTreeMap<String, BlobDigest>,
+    pub env: BTreeMap<String, String>,
 }
 
 impl ImageInputs {
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 2;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
@@ -311,6 +319,9 @@ impl ImageInputs {
         w.blob(&self.tools);
         w.str(&self.format);
         w.str(&self.target_arch);
+        w.str(&self.system);
+        w.blob_map(&self.scripts);
+        w.str_map(&self.env);
     }
 }
 

@@ -394,6 +394,9 @@ impl Distro {
                 tools: BlobDigest::of_bytes(b"mkfs.ext4 1.47"),
                 format: "raw".into(),
                 target_arch: arch,
+                system: "Standard".into(),
+                scripts: BTreeMap::new(),
+                env: BTreeMap::new(),
             }),
             &[repo],
         )

@@ -28,6 +28,7 @@
 pub mod actions;
 pub mod gentree;
 mod graph;
+pub mod images;
 mod index;
 mod manifest;
 mod resolve;

@@ -314,3 +314,65 @@ fn queries() {
     assert_eq!(g.rdeps(a).count(), 1);
     assert!(g.to_dot().contains("\"c\" -> \"b\";"));
 }
+
+/// The names of an image closure's packages and specs.
+fn closure_names(g: &PackageGraph, c: &images::ImageClosure) -> (Vec<String>, Vec<String>) {
+    let mut pkgs: Vec<String> = c
+        .packages
+        .iter()
+        .map(|b| g.bins[b.0].name.clone())
+        .collect();
+    pkgs.sort();
+    let mut specs: Vec<String> = c.specs.iter().map(|s| g.specs[s.0].name.clone()).collect();
+    specs.sort();
+    (pkgs, specs)
+}
+
+#[test]
+fn an_image_closure_follows_requires_to_tree_packages_only() {
+    let lib = "Name: libfoo\nVersion: 2.1\nRelease: 3\nSummary: s\nLicense: MIT\n%description\nd\n\
+               %package devel\nSummary: d\nRequires: libfoo = %{version}-%{release}\n%description devel\nd\n\
+               %files\n/usr/lib64/libfoo.so.2\n%files devel\n/usr/include/foo.h\n";
+    let (_d, specs) = read_tree(&[
+        ("libfoo", lib),
+        (
+            "app",
+            &spec(
+                "app",
+                "BuildRequires: libfoo-devel\nBuildRequires: helper\nRequires: /usr/lib64/libfoo.so.2\nRequires: /bin/sh",
+            ),
+        ),
+        ("helper", &spec("helper", "")),
+        ("other", &spec("other", "Provides: webserver")),
+        ("bash", &spec("bash", "")),
+    ]);
+    let tc = GraphConfig {
+        toolchain: vec![parse_rpm_filename("sh-1.0-1.x86_64.rpm").unwrap()],
+        ..cfg()
+    };
+    let g = PackageGraph::build(&specs, &tc);
+    let c = images::image_closure(&g, "imageconfigs/app.json", &["app".into()]).unwrap();
+    let (pkgs, specs) = closure_names(&g, &c);
+    // The file dependency pulls the library in; the build dependencies' specs come along
+    // for what rpmbuild will add; `other` is outside.
+    assert_eq!(pkgs, ["app", "libfoo"]);
+    assert_eq!(specs, ["app", "helper", "libfoo"]);
+    // /bin/sh is provided by nothing of the tree.
+    assert_eq!(c.external, [("app".to_owned(), "/bin/sh".to_owned())]);
+
+    // A capability picks its provider.
+    let c = images::image_closure(&g, "x.json", &["webserver".into()]).unwrap();
+    assert_eq!(closure_names(&g, &c).0, ["other"]);
+
+    let err = images::image_closure(&g, "imageconfigs/app.json", &["nginx".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("imageconfigs/app.json") && err.contains("`nginx`"),
+        "{err}"
+    );
+    let err = images::image_closure(&g, "imageconfigs/app.json", &["sh".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only the build root"), "{err}");
+}

@@ -2,6 +2,7 @@
 //! and publishing the results.
 
 pub mod exec;
+pub mod images;
 pub mod progress;
 pub mod remote;
 pub mod repro;
@@ -67,6 +68,8 @@ pub fn toolchain_fingerprint(
 pub struct Session {
     pub loaded: crate::tree::LoadedTree,
     pub actions: ActionGraph,
+    /// The images this session builds (`image:<stem>` actions of `actions`).
+    pub images: Vec<images::PlannedImage>,
     pub kind: ExecutorKind,
     /// Where results are published (`<tree>/out`).
     pub out_dir: std::path::PathBuf,
@@ -134,7 +137,33 @@ impl Session {
             anyhow::bail!(msg);
         }
         let pg = &loaded.graph;
-        let wanted = actions::wanted_specs(pg, targets)?;
+        // Images: all of them for a whole-tree build, else those named; a build of
+        // packages only does not read the image configs.
+        let names_package = |t: &str| {
+            let t = t
+                .strip_prefix("rpm:")
+                .or_else(|| t.strip_prefix("srpm:"))
+                .unwrap_or(t);
+            pg.find(t).is_some()
+        };
+        let mut planned = Vec::new();
+        if targets.is_empty() || !targets.iter().all(|t| names_package(t)) {
+            planned = images::plan(tree, store, &loaded)?;
+            if !targets.is_empty() {
+                planned.retain(|i| targets.iter().any(|t| *t == i.action || t == i.name()));
+            }
+        }
+        let mut spec_targets: Vec<String> = targets
+            .iter()
+            .filter(|t| !images::is_image_target(&planned, t))
+            .cloned()
+            .collect();
+        if !targets.is_empty() {
+            for i in &planned {
+                spec_targets.extend(i.closure.specs.iter().map(|s| pg.specs[s.0].name.clone()));
+            }
+        }
+        let wanted = actions::wanted_specs(pg, &spec_targets)?;
         for u in &pg.unresolved {
             if wanted[u.spec.0] {
                 tracing::warn!(
@@ -155,11 +184,21 @@ impl Session {
             toolchain: toolchain_id(tree, store, kind, &resolved)?,
             indexer,
         };
-        let actions =
+        let mut actions =
             actions::action_graph(store, pg, &loaded.specs, &wanted, &cfg, targets.is_empty())?;
+        for i in &planned {
+            keel_rules::images::add_image(
+                &mut actions.graph,
+                pg,
+                &actions.rpm_action,
+                i.request.clone(),
+                &i.closure,
+            )?;
+        }
         Ok(Session {
             loaded,
             actions,
+            images: planned,
             kind,
             out_dir: tree.root.join("out"),
             toolchain,
@@ -191,7 +230,7 @@ impl Session {
                 };
                 let fetcher = keel_sources::Fetcher::new(self.mirrors.clone())
                     .context("bad source mirror in keel.toml")?;
-                Ok(Box::new(exec::RpmExecutor {
+                let rpm = Box::new(exec::RpmExecutor {
                     toolchain: self.toolchain.clone(),
                     isolation,
                     fetcher,
@@ -201,9 +240,15 @@ impl Session {
                     timeout: std::time::Duration::from_secs(3600),
                     log_dir: self.store_root.join("logs"),
                     remote,
-                }))
+                });
+                Ok(Box::new(images::ImageExecutor { inner: rpm }))
             }
         }
+    }
+
+    /// The tree's files the images were read from (configs, package lists, scripts).
+    pub fn image_inputs(&self) -> impl Iterator<Item = &std::path::PathBuf> {
+        self.images.iter().flat_map(|i| &i.files)
     }
 
     /// The fingerprint this session's builds are keyed with (see [`toolchain_fingerprint`]).
@@ -227,6 +272,7 @@ impl Session {
         let srpms = self.out_dir.join("SRPMS");
         let mut wanted: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
         let mut repodata = None;
+        let mut images_published = Vec::new();
         for (id, action) in self.actions.graph.iter() {
             let dest_dir = match action.kind() {
                 keel_engine::ActionKind::RpmBuild => None,
@@ -245,6 +291,14 @@ impl Session {
                                 store.materialize_tree(t, &dest)?;
                             }
                         }
+                    }
+                    continue;
+                }
+                keel_engine::ActionKind::Image => {
+                    if let Some(rec) = record_of(store, report, id)? {
+                        let stem = action.name.strip_prefix("image:").unwrap_or(&action.name);
+                        let dir = self.out_dir.join("images").join(stem);
+                        images_published.extend(images::publish(store, &rec, &dir)?);
                     }
                     continue;
                 }
@@ -289,6 +343,7 @@ impl Session {
         if let Some(r) = repodata {
             stamp::walk(&[r], &mut published);
         }
+        published.extend(images_published);
         Ok(published)
     }
 }

@@ -159,6 +159,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             inputs.push(tree.root.join(m));
         }
         inputs.extend(session.toolchain_inputs.iter().cloned());
+        inputs.extend(session.image_inputs().cloned());
         let roots: Vec<_> = tree
             .config
             .specs

@@ -8,7 +8,8 @@ use crate::exit_codes;
 
 #[derive(Debug, clap::Args)]
 pub struct ExplainArgs {
-    /// A package (binary or source package name) or an action name (`rpm:hello`)
+    /// A package (binary or source package name), an image (the stem of its config) or an
+    /// action name (`rpm:hello`, `image:docs-container`)
     pub target: String,
     /// The executor the builds being explained used
     #[arg(long, value_enum, default_value = "rpmbuild")]
@@ -27,8 +28,11 @@ pub fn run(ctx: &Context, args: ExplainArgs) -> anyhow::Result<i32> {
         &build::Options::default(),
     )?;
     let graph = &session.actions.graph;
+    let image = format!("image:{}", args.target);
     let action = if graph.find(&args.target).is_some() {
         args.target.clone()
+    } else if session.loaded.graph.find(&args.target).is_none() && graph.find(&image).is_some() {
+        image
     } else {
         let pg = &session.loaded.graph;
         let spec = pg.find(&args.target).ok_or_else(|| {

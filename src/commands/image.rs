@@ -29,15 +29,25 @@ pub fn run(ctx: &Context, args: ImageArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("{} has no SystemConfigs", args.config.display()))?,
     };
     let rpms = crate::commands::run::built_rpms(&tree.root.join("out"))?;
-    // The image's timestamps: the tree's newest changelog entry, like its packages'.
+    // The image's times: those `keel build` gives the image (its packages' newest
+    // changelog entry), so both make the same bytes; the tree's newest when its packages
+    // are not all the tree's.
     let store = ctx.open_store()?;
     let loaded = crate::tree::load_with(tree, Some(&store))?;
-    let sde = loaded
-        .specs
-        .iter()
-        .filter_map(|s| s.source.changelog_newest)
-        .max()
-        .unwrap_or(0);
+    let packages = config
+        .system(&system)
+        .map(|s| s.packages.clone())
+        .unwrap_or_default();
+    let shown = args.config.display().to_string();
+    let sde = match keel_rules::images::image_closure(&loaded.graph, &shown, &packages) {
+        Ok(c) => crate::build::images::source_date_epoch(&loaded, &c),
+        Err(_) => loaded
+            .specs
+            .iter()
+            .filter_map(|s| s.source.changelog_newest)
+            .max()
+            .unwrap_or(0),
+    };
     let sde = u64::try_from(sde).unwrap_or(0);
     let stem = args
         .config

@@ -128,6 +128,10 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
         run.stderr()
     );
     let out = rpms(&tree.join("out"));
+    // The images keel.toml names were built with the packages and published.
+    assert_eq!(first["image:docs-container"], "ran", "{first:?}");
+    assert!(tree.join("out/images/docs-container/docs.tar.gz").is_file());
+    assert!(tree.join("out/images/demo-disk/demo.qcow2").is_file());
     for want in [
         "libgreet-1.0-1.kl1.x86_64.rpm",
         "libgreet-devel-1.0-1.kl1.x86_64.rpm",
@@ -178,9 +182,18 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
     let (run, after_source) = build_json(&p, &[]);
     run.success();
     let ran = executed(&after_source);
+    // Neither image has libgreet or hello in its closure: both stay cached.
     assert_eq!(
         ran,
         vec!["repo:x86_64", "rpm:hello", "rpm:libgreet", "srpm:libgreet"],
+        "{after_source:?}"
+    );
+    assert_eq!(
+        after_source["image:demo-disk"], "cached",
+        "{after_source:?}"
+    );
+    assert_eq!(
+        after_source["image:docs-container"], "cached",
         "{after_source:?}"
     );
     let run = p
@@ -189,7 +202,9 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
         .success();
     assert_eq!(run.stdout().trim(), "Howdy, world!");
 
-    // An image of the tree's packages: the closure of its package list, nothing more.
+    // An image of the tree's packages: the closure of its package list, nothing more;
+    // `keel image` makes the same bytes as the image action of `keel build` did.
+    let built = std::fs::read(tree.join("out/images/docs-container/docs.tar.gz")).unwrap();
     let run = p
         .keel(&[
             "-C",
@@ -217,6 +232,10 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
         "{list}"
     );
     assert!(!list.contains("usr/bin/hello"), "{list}");
+    assert!(
+        std::fs::read(tree.join("out/images/docs-container/docs.tar.gz")).unwrap() == built,
+        "keel image and keel build made different tarballs"
+    );
 
     // explain names the reasons.
     let run = p.keel(&["-C", "tree", "explain", "hello"]).run().success();
@@ -235,7 +254,7 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
 }
 
 #[test]
-fn two_clean_builds_in_fresh_stores_give_identical_rpms() {
+fn two_clean_builds_in_fresh_stores_give_identical_rpms_and_images() {
     let a = example_copy();
     let b = example_copy();
     build_json(&a, &[]).0.success();
@@ -244,6 +263,39 @@ fn two_clean_builds_in_fresh_stores_give_identical_rpms() {
     let rb = rpms(&b.path("tree/out"));
     assert!(ra.len() >= 15, "{ra:?}");
     assert_eq!(ra, rb, "the same tree built twice gave different RPMs");
+    // And the images built from them: the container's tarball and OCI layout, the disk's
+    // raw and qcow2 files, the manifests.
+    let ia = files(&a.path("tree/out/images"));
+    let ib = files(&b.path("tree/out/images"));
+    for want in [
+        "docs-container/docs.tar.gz",
+        "docs-container/docs.oci/index.json",
+        "docs-container/Docs.manifest.json",
+        "demo-disk/demo.raw",
+        "demo-disk/demo.qcow2",
+        "demo-disk/Demo.manifest.json",
+    ] {
+        assert!(ia.contains_key(want), "{want} not in {ia:?}");
+    }
+    assert_eq!(ia, ib, "the same tree built twice gave different images");
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes' digest.
+fn files(dir: &Path) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                m.insert(rel, b3(&std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    m
 }
 
 const SANDBOX_SPEC: &str = "Name: probe

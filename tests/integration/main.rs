@@ -6,6 +6,7 @@ mod support;
 
 mod build;
 mod graph;
+mod image;
 mod remote;
 mod spec_corpus;
 mod store;

@@ -235,6 +235,9 @@ fn image_inputs_changed_by_field_name() {
                 tools: blob("t"),
                 format: format.into(),
                 target_arch: "x86_64".into(),
+                system: "Standard".into(),
+                scripts: BTreeMap::new(),
+                env: BTreeMap::new(),
             }),
             &[],
         )

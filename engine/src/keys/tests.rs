@@ -59,6 +59,9 @@ fn image() -> ImageInputs {
         tools: blob("mkfs 1.47"),
         format: "raw".into(),
         target_arch: "x86_64".into(),
+        system: "Standard".into(),
+        scripts: [("scripts/cleanup.sh".to_owned(), blob("rm -rf /tmp/*"))].into(),
+        env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
     }
 }
 
@@ -174,6 +177,14 @@ input_changes_key!(image_4_tools, image, Image, |i| i.tools = blob("mkfs 1.48"))
 input_changes_key!(image_5_format, image, Image, |i| i.format = "vhdx".into());
 input_changes_key!(image_6_target_arch, image, Image, |i| i.target_arch =
     "aarch64".into());
+input_changes_key!(image_7_system, image, Image, |i| i.system =
+    "Minimal".into());
+input_changes_key!(image_8_scripts, image, Image, |i| i
+    .scripts
+    .insert("scripts/cleanup.sh".into(), blob("rm -rf /var/tmp/*")));
+input_changes_key!(image_9_env, image, Image, |i| i
+    .env
+    .insert("SOURCE_DATE_EPOCH".into(), "1".into()));
 
 fn out(s: &str) -> OutputDigest {
     OutputDigest::of_bytes(s.as_bytes())

@@ -1,0 +1,404 @@
+//! Images as actions of `keel build`: the image configs `keel.toml` names, turned into
+//! `image:<stem>` actions (see `keel_rules::images` for their dependencies), the executor
+//! that assembles them with keel-image, and publishing to `out/images/<stem>/`.
+//!
+//! An image action reads nothing from the tree when it runs: its config, package lists
+//! and post-install scripts are stored when the graph is made and parsed again from the
+//! store, and its RPMs are the outputs of its `rpm:` dependencies.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::Context as _;
+use keel_engine::{ExecContext, ExecError, ExecOutcome, Executor, ImageInputs, KeyInputs};
+use keel_image::ImageConfig;
+use keel_image::config::ArtifactKind;
+use keel_rules::actions::stored_file;
+use keel_rules::images::{ImageClosure, ImageRequest};
+use keel_store::{ActionOutput, BlobDigest, ObjectRef, Store};
+
+use crate::config::Tree;
+
+/// An image of the tree, read from its config, with its closure over the tree.
+pub struct PlannedImage {
+    /// The action's name, `image:<stem>`.
+    pub action: String,
+    pub request: ImageRequest,
+    pub closure: ImageClosure,
+    /// The files of the tree it was made from (config, lists, scripts), for the stamp.
+    pub files: Vec<PathBuf>,
+}
+
+impl PlannedImage {
+    /// The image's name (its config's file stem).
+    pub fn name(&self) -> &str {
+        &self.request.inputs.name
+    }
+}
+
+/// Whether `target` names an image (`image:<stem>` or `<stem>`) among `images`.
+pub fn is_image_target(images: &[PlannedImage], target: &str) -> bool {
+    images
+        .iter()
+        .any(|i| i.action == target || i.name() == target)
+}
+
+/// Reads every image config of `[images]` and resolves its closure over the tree.
+pub fn plan(
+    tree: &Tree,
+    store: &Store,
+    loaded: &crate::tree::LoadedTree,
+) -> anyhow::Result<Vec<PlannedImage>> {
+    let section = &tree.config.images;
+    let mut out: Vec<PlannedImage> = Vec::new();
+    for rel in &section.configs {
+        let shown = rel.display().to_string();
+        let path = tree.root.join(rel);
+        let name = rel
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .with_context(|| format!("[images] configs: {shown} has no file name"))?;
+        if let Some(other) = out.iter().find(|i| i.name() == name) {
+            anyhow::bail!(
+                "[images] configs: {shown} and {} would both be image:{name}",
+                other.request.config
+            );
+        }
+        let config_digest = stored_file(store, &path)?;
+        let bytes = std::fs::read(&path).with_context(|| format!("failed to read {shown}"))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let read: RefCell<BTreeMap<String, BlobDigest>> = RefCell::default();
+        let config = keel_image::parse_config(rel, &bytes, &|r| {
+            let p = dir.join(r);
+            let d = stored_file(store, &p).map_err(|e| keel_image::Error::Io {
+                action: "read",
+                path: p.clone(),
+                source: std::io::Error::other(format!("{e:#}")),
+            })?;
+            read.borrow_mut().insert(r.to_owned(), d);
+            store.read_blob(&d).map_err(|e| keel_image::Error::Io {
+                action: "read",
+                path: p,
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+        .with_context(|| format!("failed to read the image config {shown}"))?;
+        let read = read.into_inner();
+        let system = match section.systems.get(&name) {
+            Some(s) => config.system(s).with_context(|| {
+                format!("[images] systems: {shown} has no system config named {s:?}")
+            })?,
+            None => config
+                .systems
+                .first()
+                .with_context(|| format!("{shown} has no SystemConfigs"))?,
+        };
+        let lists: Vec<&String> = config
+            .systems
+            .iter()
+            .flat_map(|s| &s.package_lists)
+            .collect();
+        let (package_lists, scripts): (BTreeMap<_, _>, BTreeMap<_, _>) =
+            read.into_iter().partition(|(r, _)| lists.contains(&r));
+        let closure = keel_rules::images::image_closure(&loaded.graph, &shown, &system.packages)?;
+        for (pkg, dep) in &closure.external {
+            tracing::warn!(
+                "image {name}: {pkg} requires {dep}, which no package of the tree provides"
+            );
+        }
+        let sde = source_date_epoch(loaded, &closure);
+        let artifacts: Vec<String> = config
+            .disks
+            .iter()
+            .flat_map(|d| &d.artifacts)
+            .map(|a| a.file_name())
+            .collect();
+        let mut files = vec![path.clone()];
+        files.extend(
+            package_lists
+                .keys()
+                .chain(scripts.keys())
+                .map(|r| dir.join(r)),
+        );
+        out.push(PlannedImage {
+            action: format!("image:{name}"),
+            request: ImageRequest {
+                config: shown,
+                packages: system.packages.clone(),
+                inputs: ImageInputs {
+                    name: name.clone(),
+                    config: config_digest,
+                    package_lists,
+                    tools: tools_id(store, &config, system)?,
+                    format: artifacts.join(" "),
+                    target_arch: loaded.graph.target_arch().to_owned(),
+                    system: system.name.clone(),
+                    scripts,
+                    env: [("SOURCE_DATE_EPOCH".to_owned(), sde.to_string())].into(),
+                },
+            },
+            closure,
+            files,
+        });
+    }
+    for name in section.systems.keys() {
+        anyhow::ensure!(
+            out.iter().any(|i| i.name() == name),
+            "[images] systems names {name}, which is no image of [images] configs"
+        );
+    }
+    Ok(out)
+}
+
+/// The image's times: the newest changelog entry of the specs its packages come from,
+/// like the packages' own (so an unrelated package's changelog never changes an image).
+pub fn source_date_epoch(loaded: &crate::tree::LoadedTree, closure: &ImageClosure) -> i64 {
+    closure
+        .specs
+        .iter()
+        .filter_map(|s| loaded.specs[s.0].source.changelog_newest)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The first line of `program args…`'s output (stdout, then stderr) that holds a
+/// version number; cached for the process.
+fn tool_version(program: &str, args: &[&str]) -> String {
+    static SEEN: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    let seen = SEEN.get_or_init(Default::default);
+    if let Some(v) = seen.lock().expect("not poisoned").get(program) {
+        return v.clone();
+    }
+    let v = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .and_then(|o| {
+            let text = format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            text.lines()
+                .find(|l| {
+                    l.as_bytes()
+                        .windows(3)
+                        .any(|w| w[0].is_ascii_digit() && w[1] == b'.' && w[2].is_ascii_digit())
+                })
+                .map(|l| l.trim().to_owned())
+        })
+        .unwrap_or_else(|| "(not found)".to_owned());
+    seen.lock()
+        .expect("not poisoned")
+        .insert(program.to_owned(), v.clone());
+    v
+}
+
+/// The identity of what assembles this image: keel-image's version and the version of
+/// every external tool its artifacts need (so a new qemu-img rebuilds disk images, not
+/// containers).
+fn tools_id(
+    store: &Store,
+    config: &ImageConfig,
+    system: &keel_image::config::SystemConfig,
+) -> anyhow::Result<BlobDigest> {
+    let mut tools: Vec<(&str, &[&str])> = Vec::new();
+    if !system.remove_rpm_db {
+        tools.push(("rpm", &["--version"]));
+    }
+    if !system.post_install_scripts.is_empty() {
+        tools.push(("bwrap", &["--version"]));
+    }
+    for a in config.disks.iter().flat_map(|d| &d.artifacts) {
+        match a.kind {
+            ArtifactKind::TarGz | ArtifactKind::TarZst | ArtifactKind::Oci => {}
+            ArtifactKind::Raw | ArtifactKind::Vhd => {
+                tools.extend([
+                    ("mkfs.ext4", &["-V"][..]),
+                    ("mkfs.vfat", &["--help"][..]),
+                    ("mcopy", &["--version"][..]),
+                ]);
+            }
+            ArtifactKind::Qcow2 | ArtifactKind::Vhdx => {
+                tools.extend([
+                    ("mkfs.ext4", &["-V"][..]),
+                    ("mkfs.vfat", &["--help"][..]),
+                    ("mcopy", &["--version"][..]),
+                    ("qemu-img", &["--version"][..]),
+                ]);
+            }
+            ArtifactKind::Squashfs => tools.push(("mksquashfs", &["-version"])),
+            ArtifactKind::Iso => tools.extend([
+                ("mksquashfs", &["-version"][..]),
+                ("xorriso", &["-version"][..]),
+                ("createrepo_c", &["--version"][..]),
+            ]),
+        }
+    }
+    tools.sort();
+    tools.dedup();
+    let mut text = format!("keel-image {}\n", env!("CARGO_PKG_VERSION"));
+    for (program, args) in tools {
+        text.push_str(&format!("{program}: {}\n", tool_version(program, args)));
+    }
+    Ok(store.put_bytes(text.as_bytes())?)
+}
+
+fn failed(msg: impl Into<String>) -> ExecError {
+    ExecError::Failed {
+        message: msg.into(),
+    }
+}
+
+/// Runs `image:` actions with keel-image and hands every other action to `inner`.
+pub struct ImageExecutor {
+    pub inner: Box<dyn Executor>,
+}
+
+impl Executor for ImageExecutor {
+    fn execute(&self, ctx: &ExecContext<'_>) -> Result<ExecOutcome, ExecError> {
+        match &ctx.action.inputs {
+            KeyInputs::Image(i) => {
+                if ctx.cancel.is_cancelled() {
+                    return Err(ExecError::Cancelled);
+                }
+                assemble(ctx, i)
+            }
+            _ => self.inner.execute(ctx),
+        }
+    }
+}
+
+/// Assembles one image from its stored config and its dependencies' RPMs.
+fn assemble(ctx: &ExecContext<'_>, i: &ImageInputs) -> Result<ExecOutcome, ExecError> {
+    let store = ctx.store;
+    let base = store.root().join("tmp");
+    std::fs::create_dir_all(&base)
+        .map_err(|e| failed(format!("failed to create {}: {e}", base.display())))?;
+    let work = tempfile::Builder::new()
+        .prefix(&format!("image-{}.", i.name))
+        .tempdir_in(&base)
+        .map_err(|e| {
+            failed(format!(
+                "failed to create a work directory in {}: {e}",
+                base.display()
+            ))
+        })?;
+    let bytes = store.read_blob(&i.config)?;
+    let file = PathBuf::from(format!("{}.json", i.name));
+    let config = keel_image::parse_config(&file, &bytes, &|r| {
+        let d = i
+            .package_lists
+            .get(r)
+            .or_else(|| i.scripts.get(r))
+            .ok_or_else(|| keel_image::Error::Io {
+                action: "read",
+                path: r.into(),
+                source: std::io::Error::other("not among the image's key inputs"),
+            })?;
+        store.read_blob(d).map_err(|e| keel_image::Error::Io {
+            action: "read",
+            path: r.into(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    })
+    .map_err(|e| failed(e.to_string()))?;
+    let rpms_dir = work.path().join("rpms");
+    std::fs::create_dir_all(&rpms_dir)
+        .map_err(|e| failed(format!("failed to create {}: {e}", rpms_dir.display())))?;
+    let mut rpms = Vec::new();
+    for (dep, rec) in &ctx.deps {
+        for o in &rec.outputs {
+            let ObjectRef::Blob(d) = &o.object else {
+                continue;
+            };
+            if !o.name.ends_with(".rpm") {
+                continue;
+            }
+            let path = rpms_dir.join(&o.name);
+            store.materialize_blob(d, &path, 0o644)?;
+            let info = keel_toolchain::read_rpm(&path)
+                .map_err(|e| failed(format!("read {} (from {dep}): {e}", o.name)))?;
+            rpms.push((path, info));
+        }
+    }
+    // The same order whatever order the dependencies came in.
+    rpms.sort_by(|a, b| a.0.cmp(&b.0));
+    let sde: u64 = i
+        .env
+        .get("SOURCE_DATE_EPOCH")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let out_dir = work.path().join("out");
+    let made = keel_image::build_image(
+        &config,
+        &i.system,
+        &rpms,
+        &work.path().join("scratch"),
+        &out_dir,
+        sde,
+    )
+    .map_err(|e| failed(format!("image {}: {e}", i.name)))?;
+    let mut outputs = Vec::new();
+    for path in made.artifacts.iter().chain([&made.manifest]) {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let object = if path.is_dir() {
+            ObjectRef::Tree(store.put_dir(path)?)
+        } else {
+            ObjectRef::Blob(store.put_file(path)?)
+        };
+        outputs.push(ActionOutput { name, object });
+    }
+    Ok(ExecOutcome { outputs, log: None })
+}
+
+/// Copies an image's outputs to `dir` (`out/images/<stem>/`), removing what it no longer
+/// makes; unchanged files are not rewritten. Returns the files published.
+pub fn publish(
+    store: &Store,
+    record: &keel_store::ActionRecord,
+    dir: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let mut published = Vec::new();
+    for o in &record.outputs {
+        let dest = dir.join(&o.name);
+        match &o.object {
+            ObjectRef::Blob(d) => {
+                if store.file_digest(&dest).is_ok_and(|have| have == *d) {
+                    published.push(dest);
+                    continue;
+                }
+                remove(&dest)?;
+                store.materialize_blob(d, &dest, 0o644)?;
+                published.push(dest);
+            }
+            ObjectRef::Tree(t) => {
+                remove(&dest)?;
+                store.materialize_tree(t, &dest)?;
+                super::stamp::walk(&[dest], &mut published);
+            }
+        }
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !record.outputs.iter().any(|o| o.name == name) {
+            remove(&e.path())?;
+        }
+    }
+    Ok(published)
+}
+
+fn remove(path: &Path) -> anyhow::Result<()> {
+    let r = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(_) => return Ok(()),
+    };
+    r.with_context(|| format!("failed to replace {}", path.display()))
+}
