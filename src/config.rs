@@ -42,6 +42,11 @@ pub struct ImagesSection {
     /// Which `SystemConfigs` entry to install, by image (file stem) [default: the first].
     #[serde(default)]
     pub systems: std::collections::BTreeMap<String, String>,
+    /// External repositories: directories of prebuilt RPMs (the distribution's base, a
+    /// vendor's packages), relative to the tree root, that images take a package from
+    /// when no package of the tree provides it.
+    #[serde(default)]
+    pub repos: Vec<PathBuf>,
 }
 
 /// `[sources]`: where sources not kept in the tree come from.

@@ -369,15 +369,20 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
             d.field("image format", &o.format, &n.format);
             d.field("target arch", &o.target_arch, &n.target_arch);
             d.field("image system config", &o.system, &n.system);
-            for (name, _) in map_changes(&o.scripts, &n.scripts) {
-                let show = |m: &BTreeMap<String, BlobDigest>| {
-                    m.get(&name).map_or_else(|| "absent".to_owned(), short)
-                };
-                d.0.push(DirtyReason::InputChanged {
-                    field: format!("post-install script {name}"),
-                    old: show(&o.scripts),
-                    new: show(&n.scripts),
-                });
+            for (what, old, new) in [
+                ("post-install script", &o.scripts, &n.scripts),
+                ("external package", &o.external, &n.external),
+            ] {
+                for (name, _) in map_changes(old, new) {
+                    let show = |m: &BTreeMap<String, BlobDigest>| {
+                        m.get(&name).map_or_else(|| "absent".to_owned(), short)
+                    };
+                    d.0.push(DirtyReason::InputChanged {
+                        field: format!("{what} {name}"),
+                        old: show(old),
+                        new: show(new),
+                    });
+                }
             }
             d.strings(&o.env, &n.env, |name, old, new| DirtyReason::EnvChanged {
                 name,

@@ -307,10 +307,14 @@ pub struct ImageInputs {
     pub system: String,
     pub scripts: BTreeMap<String, BlobDigest>,
     pub env: BTreeMap<String, String>,
+    /// The prebuilt RPMs of the configured external repositories, by file name: what the
+    /// image may take when the tree provides nothing.
+    #[serde(default)]
+    pub external: BTreeMap<String, BlobDigest>,
 }
 
 impl ImageInputs {
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
@@ -322,6 +326,7 @@ impl ImageInputs {
         w.str(&self.system);
         w.blob_map(&self.scripts);
         w.str_map(&self.env);
+        w.blob_map(&self.external);
     }
 }
 

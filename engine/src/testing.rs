@@ -397,6 +397,7 @@ impl Distro {
                 system: "Standard".into(),
                 scripts: BTreeMap::new(),
                 env: BTreeMap::new(),
+                external: BTreeMap::new(),
             }),
             &[repo],
         )

@@ -51,7 +51,8 @@ pub struct ImageClosure {
     /// The specs whose `rpm:` actions the image depends on: those of the packages, and
     /// what they build-depend on (see the module docs).
     pub specs: BTreeSet<SpecId>,
-    /// `(package, dependency)` pairs that only the build root or the seed satisfies.
+    /// `(package, dependency)` pairs that only the build root or the seed satisfies (and no
+    /// external repository).
     pub external: Vec<(String, String)>,
 }
 
@@ -62,11 +63,14 @@ fn is_internal(dep: &Dep) -> bool {
 
 /// The image's packages: `packages` (names, else capabilities) and the closure of their
 /// `Requires` over the tree's packages. A requested package nothing in the tree provides
-/// is an error naming `config` and the package.
+/// is an error naming `config` and the package, unless `elsewhere` says an external
+/// repository has it (then neither it nor a dependency only it satisfies is the tree's
+/// business: the image's assembly takes it from there).
 pub fn image_closure(
     pg: &PackageGraph,
     config: &str,
     packages: &[String],
+    elsewhere: &dyn Fn(&str) -> bool,
 ) -> anyhow::Result<ImageClosure> {
     let built = |b: &BinId| pg.specs[pg.bins[b.0].spec.0].excluded.is_none();
     let names = |p: ProviderSource| -> Option<String> {
@@ -92,6 +96,9 @@ pub fn image_closure(
                 .min()
         });
         let Some(b) = chosen else {
+            if elsewhere(name) {
+                continue;
+            }
             let elsewhere = if pg.index.whatprovides(name, 0, "").is_empty() {
                 String::new()
             } else {
@@ -138,7 +145,7 @@ pub fn image_closure(
                     .or_else(|| all.first());
                 pick.into_iter().copied().collect()
             };
-            if providers.is_empty() {
+            if providers.is_empty() && !elsewhere(&dep.name) {
                 out.external.push((pg.bins[b.0].name.clone(), dep.nevr()));
             }
             for p in providers {

@@ -351,7 +351,8 @@ fn an_image_closure_follows_requires_to_tree_packages_only() {
         ..cfg()
     };
     let g = PackageGraph::build(&specs, &tc);
-    let c = images::image_closure(&g, "imageconfigs/app.json", &["app".into()]).unwrap();
+    let c =
+        images::image_closure(&g, "imageconfigs/app.json", &["app".into()], &|_| false).unwrap();
     let (pkgs, specs) = closure_names(&g, &c);
     // The file dependency pulls the library in; the build dependencies' specs come along
     // for what rpmbuild will add; `other` is outside.
@@ -361,18 +362,25 @@ fn an_image_closure_follows_requires_to_tree_packages_only() {
     assert_eq!(c.external, [("app".to_owned(), "/bin/sh".to_owned())]);
 
     // A capability picks its provider.
-    let c = images::image_closure(&g, "x.json", &["webserver".into()]).unwrap();
+    let c = images::image_closure(&g, "x.json", &["webserver".into()], &|_| false).unwrap();
     assert_eq!(closure_names(&g, &c).0, ["other"]);
 
-    let err = images::image_closure(&g, "imageconfigs/app.json", &["nginx".into()])
+    let err = images::image_closure(&g, "imageconfigs/app.json", &["nginx".into()], &|_| false)
         .unwrap_err()
         .to_string();
     assert!(
         err.contains("imageconfigs/app.json") && err.contains("`nginx`"),
         "{err}"
     );
-    let err = images::image_closure(&g, "imageconfigs/app.json", &["sh".into()])
+    let err = images::image_closure(&g, "imageconfigs/app.json", &["sh".into()], &|_| false)
         .unwrap_err()
         .to_string();
     assert!(err.contains("only the build root"), "{err}");
+
+    // With an external repository that has nginx and /bin/sh, neither is an error nor a
+    // gap: the image's assembly takes them from there.
+    let repo = |n: &str| n == "nginx" || n == "/bin/sh";
+    let c = images::image_closure(&g, "x.json", &["app".into(), "nginx".into()], &repo).unwrap();
+    assert_eq!(closure_names(&g, &c).0, ["app", "libfoo"]);
+    assert!(c.external.is_empty(), "{:?}", c.external);
 }

@@ -53,6 +53,10 @@ pub fn plan(
 ) -> anyhow::Result<Vec<PlannedImage>> {
     let section = &tree.config.images;
     let mut out: Vec<PlannedImage> = Vec::new();
+    if section.configs.is_empty() {
+        return Ok(out);
+    }
+    let repos = ExternalRepos::read(tree, store, &loaded.graph)?;
     for rel in &section.configs {
         let shown = rel.display().to_string();
         let path = tree.root.join(rel);
@@ -102,10 +106,13 @@ pub fn plan(
             .collect();
         let (package_lists, scripts): (BTreeMap<_, _>, BTreeMap<_, _>) =
             read.into_iter().partition(|(r, _)| lists.contains(&r));
-        let closure = keel_rules::images::image_closure(&loaded.graph, &shown, &system.packages)?;
+        let closure =
+            keel_rules::images::image_closure(&loaded.graph, &shown, &system.packages, &|cap| {
+                repos.provides(cap)
+            })?;
         for (pkg, dep) in &closure.external {
             tracing::warn!(
-                "image {name}: {pkg} requires {dep}, which no package of the tree provides"
+                "image {name}: {pkg} requires {dep}, which no package of the tree or of [images] repos provides"
             );
         }
         let sde = source_date_epoch(loaded, &closure);
@@ -116,6 +123,7 @@ pub fn plan(
             .map(|a| a.file_name())
             .collect();
         let mut files = vec![path.clone()];
+        files.extend(repos.rpms.iter().map(|r| r.path.clone()));
         files.extend(
             package_lists
                 .keys()
@@ -137,6 +145,11 @@ pub fn plan(
                     system: system.name.clone(),
                     scripts,
                     env: [("SOURCE_DATE_EPOCH".to_owned(), sde.to_string())].into(),
+                    external: repos
+                        .rpms
+                        .iter()
+                        .map(|r| (r.file.clone(), r.digest))
+                        .collect(),
                 },
             },
             closure,
@@ -150,6 +163,89 @@ pub fn plan(
         );
     }
     Ok(out)
+}
+
+/// The prebuilt RPMs of `[images] repos`.
+///
+/// Every one of them is an input of every image (a new package in an external
+/// repository may be what an image's closure picks): simple and never stale, at the cost
+/// of rebuilding images when an external package they do not use changes. A package the
+/// tree builds itself shadows an external one of the same name.
+pub struct ExternalRepos {
+    rpms: Vec<ExternalRpm>,
+    /// Every capability, package name and file path the RPMs provide.
+    provided: std::collections::HashSet<String>,
+}
+
+struct ExternalRpm {
+    file: String,
+    path: PathBuf,
+    digest: BlobDigest,
+}
+
+impl ExternalRepos {
+    pub fn read(
+        tree: &Tree,
+        store: &Store,
+        pg: &keel_rules::PackageGraph,
+    ) -> anyhow::Result<ExternalRepos> {
+        let ours: std::collections::HashSet<&str> =
+            pg.bins.iter().map(|b| b.name.as_str()).collect();
+        let mut repos = ExternalRepos {
+            rpms: Vec::new(),
+            provided: Default::default(),
+        };
+        for rel in &tree.config.images.repos {
+            let dir = tree.root.join(rel);
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .with_context(|| format!("[images] repos: failed to read {}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "rpm") && p.is_file())
+                .collect();
+            files.sort();
+            for path in files {
+                let file = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let info = keel_toolchain::read_rpm(&path).with_context(|| {
+                    format!("[images] repos: {} is not a readable RPM", path.display())
+                })?;
+                if info.is_source || ours.contains(info.name.as_str()) {
+                    continue;
+                }
+                if repos.rpms.iter().any(|r| r.file == file) {
+                    tracing::warn!(
+                        "[images] repos: {} is in two repositories; the first one's is used",
+                        file
+                    );
+                    continue;
+                }
+                repos.provided.insert(info.name.clone());
+                repos
+                    .provided
+                    .extend(info.provides.iter().map(|p| p.name.clone()));
+                repos.provided.extend(info.files.iter().cloned());
+                repos.rpms.push(ExternalRpm {
+                    file,
+                    digest: stored_file(store, &path)?,
+                    path,
+                });
+            }
+        }
+        Ok(repos)
+    }
+
+    /// Whether a package of the repositories provides `capability` (a package name, a
+    /// capability or a file path).
+    pub fn provides(&self, capability: &str) -> bool {
+        self.provided.contains(capability)
+    }
+
+    /// The RPM files, in order.
+    pub fn files(&self) -> impl Iterator<Item = &PathBuf> {
+        self.rpms.iter().map(|r| &r.path)
+    }
 }
 
 /// The image's times: the newest changelog entry of the specs its packages come from,
@@ -323,6 +419,17 @@ fn assemble(ctx: &ExecContext<'_>, i: &ImageInputs) -> Result<ExecOutcome, ExecE
                 .map_err(|e| failed(format!("read {} (from {dep}): {e}", o.name)))?;
             rpms.push((path, info));
         }
+    }
+    // The external repositories' packages, after the tree's (see `ExternalRepos`).
+    let external_dir = rpms_dir.join("external");
+    std::fs::create_dir_all(&external_dir)
+        .map_err(|e| failed(format!("failed to create {}: {e}", external_dir.display())))?;
+    for (file, d) in &i.external {
+        let path = external_dir.join(file);
+        store.materialize_blob(d, &path, 0o644)?;
+        let info = keel_toolchain::read_rpm(&path)
+            .map_err(|e| failed(format!("read {file} (from [images] repos): {e}")))?;
+        rpms.push((path, info));
     }
     // The same order whatever order the dependencies came in.
     rpms.sort_by(|a, b| a.0.cmp(&b.0));

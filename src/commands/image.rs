@@ -39,7 +39,16 @@ pub fn run(ctx: &Context, args: ImageArgs) -> anyhow::Result<i32> {
         .map(|s| s.packages.clone())
         .unwrap_or_default();
     let shown = args.config.display().to_string();
-    let sde = match keel_rules::images::image_closure(&loaded.graph, &shown, &packages) {
+    let repos = crate::build::images::ExternalRepos::read(tree, &store, &loaded.graph)?;
+    let mut rpms = rpms;
+    for path in repos.files() {
+        let info = keel_toolchain::read_rpm(path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        rpms.push((path.clone(), info));
+    }
+    let sde = match keel_rules::images::image_closure(&loaded.graph, &shown, &packages, &|c| {
+        repos.provides(c)
+    }) {
         Ok(c) => crate::build::images::source_date_epoch(&loaded, &c),
         Err(_) => loaded
             .specs

@@ -168,3 +168,76 @@ fn an_image_of_a_package_nobody_provides_names_the_config_and_the_package() {
     // A build of packages only does not read the image configs.
     p.keel(&["-C", "tree", "build", "outside"]).run().success();
 }
+
+#[test]
+fn an_image_takes_what_the_tree_lacks_from_an_external_repository() {
+    let p = tree();
+    // A vendor's package, prebuilt: `outside`, built by the tree once and moved out of it.
+    build(&p, &["outside"]);
+    let rpm = "outside-1-1.noarch.rpm";
+    std::fs::create_dir_all(p.path("vendor")).unwrap();
+    std::fs::copy(
+        p.path(&format!("tree/out/RPMS/noarch/{rpm}")),
+        p.path(&format!("vendor/{rpm}")),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(p.path("tree/SPECS/outside")).unwrap();
+    let toml = p.path("tree/keel.toml");
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(
+        &toml,
+        text.replace("[images]\n", "[images]\nrepos = [\"../vendor\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        p.path("tree/images/lists/app.json"),
+        r#"{"packages": ["inside", "outside"]}"#,
+    )
+    .unwrap();
+    let first = build(&p, &[]);
+    assert_eq!(first["image:app"], "ran", "{first:?}");
+    let tar = p.path("tree/out/images/app/app.tar.gz");
+    assert_eq!(file_in_tar(&tar, "usr/share/outside/msg"), "outside 1\n");
+    let manifest =
+        std::fs::read_to_string(p.path("tree/out/images/app/App.manifest.json")).unwrap();
+    assert!(manifest.contains("outside"), "{manifest}");
+
+    // Nothing changed: cached. The vendor's package changes: the image is rebuilt, and
+    // explain names the package.
+    assert_eq!(build(&p, &[])["image:app"], "cached");
+    let other = project()
+        .file("tree/keel.toml", "[specs]\ndirs = [\"SPECS\"]\n")
+        .file("tree/SPECS/outside/outside.spec", spec("outside"))
+        .file("tree/SPECS/outside/msg.txt", "outside 2\n")
+        .build();
+    other.keel(&["-C", "tree", "build"]).run().success();
+    std::fs::copy(
+        other.path(&format!("tree/out/RPMS/noarch/{rpm}")),
+        p.path(&format!("vendor/{rpm}")),
+    )
+    .unwrap();
+    let run = p
+        .keel(&["-C", "tree", "build", "--dry-run"])
+        .run()
+        .success();
+    assert!(
+        run.stdout()
+            .contains(&format!("image:app: external package {rpm} changed")),
+        "{}",
+        run.stdout()
+    );
+    let second = build(&p, &[]);
+    assert_eq!(second["image:app"], "ran", "{second:?}");
+    assert_eq!(file_in_tar(&tar, "usr/share/outside/msg"), "outside 2\n");
+
+    // A package neither the tree nor the repository has is still named.
+    std::fs::write(
+        p.path("tree/images/lists/app.json"),
+        r#"{"packages": ["inside", "nowhere"]}"#,
+    )
+    .unwrap();
+    p.keel(&["-C", "tree", "build"])
+        .run()
+        .code_is(1)
+        .stderr_has("`nowhere`");
+}

@@ -238,6 +238,7 @@ fn image_inputs_changed_by_field_name() {
                 system: "Standard".into(),
                 scripts: BTreeMap::new(),
                 env: BTreeMap::new(),
+                external: BTreeMap::new(),
             }),
             &[],
         )

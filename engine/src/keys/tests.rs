@@ -62,6 +62,7 @@ fn image() -> ImageInputs {
         system: "Standard".into(),
         scripts: [("scripts/cleanup.sh".to_owned(), blob("rm -rf /tmp/*"))].into(),
         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
+        external: BTreeMap::new(),
     }
 }
 
@@ -185,6 +186,9 @@ input_changes_key!(image_8_scripts, image, Image, |i| i
 input_changes_key!(image_9_env, image, Image, |i| i
     .env
     .insert("SOURCE_DATE_EPOCH".into(), "1".into()));
+input_changes_key!(image_10_external, image, Image, |i| i
+    .external
+    .insert("glibc-2.38-1.x86_64.rpm".into(), blob("glibc")));
 
 fn out(s: &str) -> OutputDigest {
     OutputDigest::of_bytes(s.as_bytes())
