@@ -6,5 +6,6 @@ mod support;
 
 mod build;
 mod graph;
+mod incremental;
 mod spec_corpus;
 mod store;
