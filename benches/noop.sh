@@ -11,10 +11,11 @@ n=${1:-3000}
 runs=${2:-7}
 cargo build --release --quiet --bin keel
 cargo build --release --quiet -p keel-rules --example gentree
-keel=$PWD/target/release/keel
+target=${CARGO_TARGET_DIR:-target}
+keel=$(realpath "$target")/release/keel
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-target/release/examples/gentree "$work/tree" "$n" 2>/dev/null
+"$target"/release/examples/gentree "$work/tree" "$n" 2>/dev/null
 k() { "$keel" --store "$work/store" -C "$work/tree" -q "$@" --executor test >/dev/null 2>&1; }
 ms() { local s e; s=$(date +%s%N); "$@"; e=$(date +%s%N); echo $(((e - s) / 1000000)); }
 stats() { sort -n | awk '{a[NR]=$1} END {printf "min %d ms, median %d ms (%d runs)\n", a[1], a[int((NR+1)/2)], NR}'; }

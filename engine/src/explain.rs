@@ -551,12 +551,71 @@ pub fn plan(store: &Store, graph: &Graph, targets: &[ActionId]) -> Result<Plan, 
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut previous = load_all_previous(store, graph, &mask, threads);
+    plan_with(store, graph, &mask, None, |id| previous[id.index()].take())
+}
+
+/// What a caller kept of an action from the last successful build of the same graph
+/// (see [`plan_known`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    /// The action's key and output digest in that build.
+    pub key: ActionKey,
+    pub output: OutputDigest,
+    /// Whether the action's own inputs are those it had then (its dependencies' outputs
+    /// may still differ).
+    pub same_inputs: bool,
+}
+
+/// [`plan`] of every action, given what the last successful build of this graph left
+/// (`known`, indexed by id): an action whose own inputs and dependencies' outputs are as
+/// they were is up to date without reading anything, and the previous record is read only
+/// for an action that will or may run, for its reasons. The caller vouches that the
+/// results `known` names are still in the store (nothing but `keel store gc` removes
+/// them, and it forgets what callers keep). The plan is the one [`plan`] makes.
+pub fn plan_known(
+    store: &Store,
+    graph: &Graph,
+    known: &[Option<Known>],
+) -> Result<Plan, EngineError> {
+    assert_eq!(known.len(), graph.len(), "one `Known` slot per action");
+    let mask = vec![true; graph.len()];
+    plan_with(store, graph, &mask, Some(known), |id| {
+        load_previous(store, &graph.action(id).name)
+    })
+}
+
+fn plan_with(
+    store: &Store,
+    graph: &Graph,
+    mask: &[bool],
+    known: Option<&[Option<Known>]>,
+    mut previous_of: impl FnMut(ActionId) -> Option<Previous>,
+) -> Result<Plan, EngineError> {
+    let kept = |id: ActionId| known.and_then(|k| k[id.index()]);
     // Known output digests of actions that are up to date; `None` for those that will or
     // may run.
     let mut outputs: Vec<Option<OutputDigest>> = vec![None; graph.len()];
     let mut plan = Plan::default();
     for (id, action) in graph.iter() {
         if !mask[id.index()] {
+            continue;
+        }
+        let planned = |decision| PlannedAction {
+            id: Some(id),
+            name: action.name.clone(),
+            kind: action.kind(),
+            decision,
+        };
+        // Its own inputs and every dependency's output as in the last build: so is its
+        // key, and that build's result is its result.
+        if let Some(k) = kept(id)
+            && k.same_inputs
+            && action.deps.iter().all(|d| {
+                outputs[d.index()].is_some() && outputs[d.index()] == kept(*d).map(|dk| dk.output)
+            })
+        {
+            outputs[id.index()] = Some(k.output);
+            plan.actions.push(planned(Decision::UpToDate));
             continue;
         }
         let mut deps = BTreeMap::new();
@@ -571,25 +630,35 @@ pub fn plan(store: &Store, graph: &Graph, targets: &[ActionId]) -> Result<Plan, 
             }
         }
         let key = compute_key(&action.inputs, &deps);
-        let previous = previous[id.index()].take();
+        let mut previous: Option<Option<Previous>> = None;
         let current = || KeyRecord::new(action.inputs.clone(), deps.clone());
         let decision = if pending.is_empty() {
-            let hit = match previous.as_ref() {
-                Some(p) if p.key == key && p.record.is_some() => p.record.clone(),
-                _ => store
-                    .ac_get(&key)
-                    .map_err(EngineError::store(format!("look up {}", action.name)))?,
+            let hit = match kept(id) {
+                Some(k) if k.key == key => Some(k.output),
+                _ => match previous.get_or_insert_with(|| previous_of(id)) {
+                    Some(p) if p.key == key && p.record.is_some() => p.output(),
+                    _ => store
+                        .ac_get(&key)
+                        .map_err(EngineError::store(format!("look up {}", action.name)))?
+                        .map(|r| compute_output_digest(&r.outputs)),
+                },
             };
             match hit {
-                Some(record) => {
-                    outputs[id.index()] = Some(compute_output_digest(&record.outputs));
+                Some(output) => {
+                    outputs[id.index()] = Some(output);
                     Decision::UpToDate
                 }
                 None => Decision::WillRun {
-                    reasons: reasons_against(previous.as_ref(), &current(), &key, &[]),
+                    reasons: reasons_against(
+                        previous.get_or_insert_with(|| previous_of(id)).as_ref(),
+                        &current(),
+                        &key,
+                        &[],
+                    ),
                 },
             }
         } else {
+            let previous = previous_of(id);
             let reasons = reasons_against(previous.as_ref(), &current(), &key, &pending);
             if reasons.iter().all(DirtyReason::is_cascade) {
                 Decision::MayRun { reasons }
@@ -597,12 +666,7 @@ pub fn plan(store: &Store, graph: &Graph, targets: &[ActionId]) -> Result<Plan, 
                 Decision::WillRun { reasons }
             }
         };
-        plan.actions.push(PlannedAction {
-            id: Some(id),
-            name: action.name.clone(),
-            kind: action.kind(),
-            decision,
-        });
+        plan.actions.push(planned(decision));
     }
     Ok(plan)
 }

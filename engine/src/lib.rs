@@ -72,7 +72,9 @@ pub mod testing;
 
 pub use error::{EngineError, ExecError, GraphError};
 pub use exec::{CancelToken, ExecContext, ExecOutcome, Executor};
-pub use explain::{Change, Decision, DirtyReason, Explanation, Plan, PlannedAction};
+pub use explain::{
+    Change, Decision, DirtyReason, Explanation, Known, Plan, PlannedAction, plan_known,
+};
 pub use graph::{Action, ActionId, Graph};
 pub use keys::{
     ActionKind, Evr, ImageInputs, KeyInputs, KeyRecord, OutputDigest, RepoIndexInputs,

@@ -191,53 +191,26 @@ pub fn action_graph(
     with_repo: bool,
 ) -> anyhow::Result<ActionGraph> {
     let order = build_order(pg, wanted)?;
-    let mut macro_files = BTreeMap::new();
-    for f in &cfg.macro_files {
-        let name = f.strip_prefix(&cfg.root).unwrap_or(f);
-        macro_files.insert(name.to_string_lossy().into_owned(), stored_file(store, f)?);
-    }
+    let macro_files = macro_digests(store, cfg)?;
     // Hashing (and, the first time, storing) the files of every spec is the bulk of the
     // work: do it on every core.
-    let per_spec: Vec<anyhow::Result<SpecFiles>> = {
+    let per_spec: Vec<anyhow::Result<SpecActions>> = {
         use rayon::prelude::*;
         order
             .par_iter()
-            .map(|s| spec_files(store, &specs[s.0]))
+            .map(|s| spec_actions(store, &pg.specs[s.0].name, &specs[s.0], &macro_files, cfg))
             .collect()
     };
     let mut g = Graph::new();
     let mut rpm_action = HashMap::new();
     let mut spec_of = HashMap::new();
-    for (s, files) in order.iter().zip(per_spec) {
-        let files = files?;
-        let spec = &specs[s.0];
-        let node = &pg.specs[s.0];
-        let evr = evr_of(spec);
+    for (s, sa) in order.iter().zip(per_spec) {
+        let sa = sa?;
         let mut srpm_deps = Vec::new();
-        for (file, sha256) in &files.fetched {
-            let id = g.add(
-                format!("source:{}/{file}", node.name),
-                KeyInputs::SourceFetch(SourceFetchInputs {
-                    file_name: file.clone(),
-                    sha256: sha256.clone(),
-                }),
-                &[],
-            )?;
-            srpm_deps.push(id);
+        for (name, inputs) in sa.sources {
+            srpm_deps.push(g.add(name, inputs, &[])?);
         }
-        let srpm = g.add(
-            format!("srpm:{}", node.name),
-            KeyInputs::SrpmPack(SrpmPackInputs {
-                name: node.name.clone(),
-                evr: evr.clone(),
-                spec: files.spec,
-                files: files.local,
-                macro_files: macro_files.clone(),
-                defines: cfg.defines.clone(),
-                target_arch: cfg.target_arch.clone(),
-            }),
-            &srpm_deps,
-        )?;
+        let srpm = g.add(sa.srpm.0, sa.srpm.1, &srpm_deps)?;
         spec_of.insert(srpm, *s);
         let mut deps = vec![srpm];
         for e in pg.deps(*s) {
@@ -247,25 +220,7 @@ pub fn action_graph(
                 deps.push(*a);
             }
         }
-        let mut env = BTreeMap::new();
-        env.insert(
-            "SOURCE_DATE_EPOCH".to_owned(),
-            spec.source.changelog_newest.unwrap_or(0).to_string(),
-        );
-        let rpm = g.add(
-            format!("rpm:{}", node.name),
-            KeyInputs::RpmBuild(RpmBuildInputs {
-                name: node.name.clone(),
-                evr,
-                spec: files.spec,
-                macro_files: macro_files.clone(),
-                defines: cfg.defines.clone(),
-                target_arch: cfg.target_arch.clone(),
-                toolchain: cfg.toolchain.clone(),
-                env,
-            }),
-            &deps,
-        )?;
+        let rpm = g.add(sa.rpm.0, sa.rpm.1, &deps)?;
         rpm_action.insert(*s, rpm);
         spec_of.insert(rpm, *s);
     }
@@ -290,6 +245,84 @@ pub fn action_graph(
         rpm_action,
         spec_of,
         repo,
+    })
+}
+
+/// The tree's macro files by name (relative to the root), stored.
+pub fn macro_digests(
+    store: &Store,
+    cfg: &ActionConfig,
+) -> anyhow::Result<BTreeMap<String, BlobDigest>> {
+    let mut macro_files = BTreeMap::new();
+    for f in &cfg.macro_files {
+        let name = f.strip_prefix(&cfg.root).unwrap_or(f);
+        macro_files.insert(name.to_string_lossy().into_owned(), stored_file(store, f)?);
+    }
+    Ok(macro_files)
+}
+
+/// The actions of one spec, as (name, key inputs): what [`action_graph`] adds for it,
+/// in that order (the `source:` actions, then `srpm:`, then `rpm:`).
+#[derive(Debug, Clone)]
+pub struct SpecActions {
+    pub sources: Vec<(String, KeyInputs)>,
+    pub srpm: (String, KeyInputs),
+    pub rpm: (String, KeyInputs),
+}
+
+/// The actions of the spec named `name` in the package graph, its files hashed and
+/// stored; `macro_files` from [`macro_digests`]. Dependencies are the caller's: each
+/// `source:` feeds the `srpm:`, which feeds the `rpm:` with the build edges' `rpm:`s.
+pub fn spec_actions(
+    store: &Store,
+    name: &str,
+    spec: &Spec,
+    macro_files: &BTreeMap<String, BlobDigest>,
+    cfg: &ActionConfig,
+) -> anyhow::Result<SpecActions> {
+    let files = spec_files(store, spec)?;
+    let evr = evr_of(spec);
+    let sources = files
+        .fetched
+        .iter()
+        .map(|(file, sha256)| {
+            (
+                format!("source:{name}/{file}"),
+                KeyInputs::SourceFetch(SourceFetchInputs {
+                    file_name: file.clone(),
+                    sha256: sha256.clone(),
+                }),
+            )
+        })
+        .collect();
+    let srpm = KeyInputs::SrpmPack(SrpmPackInputs {
+        name: name.to_owned(),
+        evr: evr.clone(),
+        spec: files.spec,
+        files: files.local,
+        macro_files: macro_files.clone(),
+        defines: cfg.defines.clone(),
+        target_arch: cfg.target_arch.clone(),
+    });
+    let mut env = BTreeMap::new();
+    env.insert(
+        "SOURCE_DATE_EPOCH".to_owned(),
+        spec.source.changelog_newest.unwrap_or(0).to_string(),
+    );
+    let rpm = KeyInputs::RpmBuild(RpmBuildInputs {
+        name: name.to_owned(),
+        evr,
+        spec: files.spec,
+        macro_files: macro_files.clone(),
+        defines: cfg.defines.clone(),
+        target_arch: cfg.target_arch.clone(),
+        toolchain: cfg.toolchain.clone(),
+        env,
+    });
+    Ok(SpecActions {
+        sources,
+        srpm: (format!("srpm:{name}"), srpm),
+        rpm: (format!("rpm:{name}"), rpm),
     })
 }
 

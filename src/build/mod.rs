@@ -7,6 +7,7 @@ pub mod progress;
 pub mod remote;
 pub mod repro;
 pub mod stamp;
+pub mod state;
 pub mod toolchains;
 
 use std::collections::BTreeMap;
@@ -76,6 +77,10 @@ pub struct Session {
     toolchain: keel_toolchain::Toolchain,
     /// Files the toolchain was made from (a tarball, RPMs), for the build stamp.
     pub toolchain_inputs: Vec<std::path::PathBuf>,
+    /// How the actions were made (kept by [`state`]).
+    pub action_config: ActionConfig,
+    /// The warnings printed while loading (kept by [`state`]).
+    pub warnings: Vec<String>,
     stamp_fingerprint: String,
     mirrors: Vec<String>,
     store_root: std::path::PathBuf,
@@ -164,14 +169,17 @@ impl Session {
             }
         }
         let wanted = actions::wanted_specs(pg, &spec_targets)?;
+        let mut warnings = Vec::new();
         for u in &pg.unresolved {
             if wanted[u.spec.0] {
-                tracing::warn!(
+                warnings.push(format!(
                     "{}: {} is provided by nothing in the tree or the toolchain",
-                    pg.specs[u.spec.0].name,
-                    u.dep
-                );
+                    pg.specs[u.spec.0].name, u.dep
+                ));
             }
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
         }
         let resolved = toolchains::resolve(tree, store)?;
         let (stamp_fingerprint, indexer) = tools();
@@ -203,6 +211,8 @@ impl Session {
             out_dir: tree.root.join("out"),
             toolchain,
             toolchain_inputs: resolved.inputs,
+            action_config: cfg,
+            warnings,
             stamp_fingerprint: stamp_fingerprint?,
             mirrors: tree.config.sources.mirrors.clone(),
             store_root: store.root().to_owned(),

@@ -18,24 +18,42 @@ use serde::{Deserialize, Serialize};
 
 const VERSION: u32 = 1;
 /// Modifications this close before the stamp are not trusted (see the module docs).
-const RACY_NS: i128 = 2_000_000_000;
+pub(crate) const RACY_NS: i128 = 2_000_000_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Meta {
+pub(crate) struct Meta {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
     ino: u64,
 }
 
-fn meta(path: &Path) -> Option<Meta> {
-    let m = std::fs::symlink_metadata(path).ok()?;
-    Some(Meta {
+pub(crate) fn meta(path: &Path) -> Option<Meta> {
+    std::fs::symlink_metadata(path).ok().map(|m| meta_of(&m))
+}
+
+pub(crate) fn meta_of(m: &std::fs::Metadata) -> Meta {
+    Meta {
         size: if m.is_dir() { 0 } else { m.len() },
         mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
         ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
         ino: m.ino(),
-    })
+    }
+}
+
+impl Meta {
+    /// When the file's metadata or contents last changed.
+    pub(crate) fn changed_ns(&self) -> i128 {
+        self.mtime_ns.max(self.ctime_ns)
+    }
+}
+
+/// Now, in nanoseconds since the epoch.
+pub(crate) fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
 }
 
 /// What a no-op reports.
@@ -89,10 +107,7 @@ impl Stamp {
         toolchain: String,
         actions: usize,
     ) -> Stamp {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i128)
-            .unwrap_or(0);
+        let now = now_ns();
         let entries = inputs
             .into_iter()
             .map(|p| (p, false))

@@ -64,21 +64,55 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         return Ok(exit_codes::SUCCESS);
     }
     let store = ctx.open_store()?;
-    let session = build::Session::load(
-        ctx,
-        tree,
-        &store,
-        args.executor,
-        &args.targets,
-        &build::Options {
-            unsandboxed: args.unsandboxed,
-        },
-    )?;
-    let graph = &session.actions.graph;
+    let state_path = build::state::path(&stamp_path);
+    let keeps_state =
+        build::state::applies(tree, args.executor) && args.check_reproducible.is_none();
+    // After an edit: only the spec directories that changed are read again.
+    let fast = if keeps_state {
+        build::state::State::load(&state_path).and_then(|s| s.fast(tree, &store, args.executor))
+    } else {
+        None
+    };
+    let snapshot = if keeps_state && fast.is_none() && !args.dry_run {
+        let global = stamp_inputs(tree, &[])?;
+        Some(build::state::Snapshot::take(
+            &store,
+            global,
+            &spec_roots(tree),
+        ))
+    } else {
+        None
+    };
+    let session = match &fast {
+        Some(f) => {
+            for w in f.warnings() {
+                tracing::warn!("{w}");
+            }
+            None
+        }
+        None => Some(build::Session::load(
+            ctx,
+            tree,
+            &store,
+            args.executor,
+            &args.targets,
+            &build::Options {
+                unsandboxed: args.unsandboxed,
+            },
+        )?),
+    };
+    let graph = match (&fast, &session) {
+        (Some(f), _) => &f.graph,
+        (None, Some(s)) => &s.actions.graph,
+        (None, None) => unreachable!("a build reads its tree one way or the other"),
+    };
     let engine = Engine::new(&store);
 
     if args.dry_run {
-        let plan = engine.plan(graph, &[])?;
+        let plan = match &fast {
+            Some(f) => keel_engine::plan_known(&store, graph, &f.known)?,
+            None => engine.plan(graph, &[])?,
+        };
         if ctx.out.json {
             ctx.out.json_value(&plan)?;
             return Ok(exit_codes::SUCCESS);
@@ -134,7 +168,10 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             .clone()
             .map(|r| r as std::sync::Arc<dyn keel_engine::RemoteCache>),
     };
-    let executor = session.executor(remote.clone())?;
+    let executor: Box<dyn keel_engine::Executor> = match &session {
+        Some(s) => s.executor(remote.clone())?,
+        None => Box::new(keel_engine::testing::TestExecutor::new()),
+    };
     let mut progress = Progress::new(ctx.out);
     let report = engine.run(graph, executor.as_ref(), &config, &mut |e| {
         progress.event(e)
@@ -152,31 +189,50 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             }
         }
         store.set_root(&format!("build:{}", tree.root.display()), &objects)?;
-        let published = session.publish(&store, &report)?;
-        let mut inputs = crate::tree::setup_files(tree)?;
-        inputs.push(tree.root.join(crate::config::FILE_NAME));
-        if let Some(m) = &tree.config.toolchain.manifest {
-            inputs.push(tree.root.join(m));
+        let published = match &session {
+            Some(s) => s.publish(&store, &report)?,
+            None => Vec::new(),
+        };
+        let (inputs, fingerprint) = match (&fast, &session) {
+            (Some(f), _) => (f.stamp_inputs(), f.toolchain_fingerprint()),
+            (None, Some(s)) => {
+                let mut inputs = stamp_inputs(tree, &s.toolchain_inputs)?;
+                inputs.extend(s.image_inputs().cloned());
+                stamp::walk(&spec_roots(tree), &mut inputs);
+                (inputs, s.toolchain_fingerprint())
+            }
+            (None, None) => unreachable!("a build reads its tree one way or the other"),
+        };
+        stamp::Stamp::take(inputs, published, fingerprint.clone(), graph.len()).save(&stamp_path);
+        match (fast, &session, snapshot) {
+            (Some(f), _, _) => f.save(&store, &report, &state_path),
+            (None, Some(s), Some(snapshot)) => {
+                let names: Vec<String> = s
+                    .loaded
+                    .graph
+                    .specs
+                    .iter()
+                    .map(|n| n.name.clone())
+                    .collect();
+                let graph = &s.actions.graph;
+                build::state::State::new(
+                    snapshot,
+                    &s.loaded.specs,
+                    &names,
+                    graph,
+                    &s.action_config,
+                    fingerprint,
+                    s.warnings.clone(),
+                )
+                .save(&store, graph, &report, &state_path);
+            }
+            _ => {
+                let _ = std::fs::remove_file(&state_path);
+            }
         }
-        inputs.extend(session.toolchain_inputs.iter().cloned());
-        inputs.extend(session.image_inputs().cloned());
-        let roots: Vec<_> = tree
-            .config
-            .specs
-            .dirs
-            .iter()
-            .map(|d| tree.root.join(d))
-            .collect();
-        stamp::walk(&roots, &mut inputs);
-        stamp::Stamp::take(
-            inputs,
-            published,
-            session.toolchain_fingerprint(),
-            graph.len(),
-        )
-        .save(&stamp_path);
     } else {
         let _ = std::fs::remove_file(&stamp_path);
+        let _ = std::fs::remove_file(&state_path);
     }
     let remote_stats = remote
         .as_ref()
@@ -190,9 +246,12 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         && report.success()
     {
         let out = ctx.out;
+        let session = session
+            .as_ref()
+            .expect("--check-reproducible always reads the whole tree");
         let diffs = build::repro::check(
             &store,
-            &session,
+            session,
             &report,
             executor.as_ref(),
             only,
@@ -225,6 +284,31 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     } else {
         exit_codes::ERROR
     })
+}
+
+/// What a build reads besides its spec directories: keel itself, keel.toml, the macro
+/// files, the toolchain manifest and `toolchain` files; with the tree's spec roots.
+fn stamp_inputs(
+    tree: &crate::config::Tree,
+    toolchain: &[std::path::PathBuf],
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut inputs = crate::tree::setup_files(tree)?;
+    inputs.push(tree.root.join(crate::config::FILE_NAME));
+    if let Some(m) = &tree.config.toolchain.manifest {
+        inputs.push(tree.root.join(m));
+    }
+    inputs.extend(toolchain.iter().cloned());
+    Ok(inputs)
+}
+
+/// The directories specs are found in.
+fn spec_roots(tree: &crate::config::Tree) -> Vec<std::path::PathBuf> {
+    tree.config
+        .specs
+        .dirs
+        .iter()
+        .map(|d| tree.root.join(d))
+        .collect()
 }
 
 /// The number of actions of the last build, if a stamp says nothing it read changed.

@@ -244,7 +244,8 @@ fn verify(ctx: &Context) -> anyhow::Result<i32> {
 
 fn gc(ctx: &Context, max_bytes: u64, ignore_roots: bool) -> anyhow::Result<i32> {
     let store = ctx.open_store()?;
-    // A build stamp vouches that the cache holds a build's results; gc may remove them.
+    // A build stamp and the build state beside it (`stamp-*.state`) vouch that the cache
+    // holds a build's results; gc may remove them.
     for e in std::fs::read_dir(store.root().join("builds"))
         .into_iter()
         .flatten()

@@ -7,6 +7,7 @@ mod support;
 mod build;
 mod graph;
 mod image;
+mod incremental;
 mod remote;
 mod spec_corpus;
 mod store;

@@ -500,3 +500,66 @@ fn explain_gives_the_chain_down_to_the_root_cause() {
     assert_eq!(chain, ["rpm:pkg0000", "srpm:pkg0001", "srpm:pkg0000"]);
     assert!(explain(&f.store, &g, "rpm:nope").is_err());
 }
+
+// ---- the plan from kept keys and outputs ----------------------------------------------
+
+/// What the last build left, as a caller of [`plan_known`] keeps it.
+fn kept(g: &Graph, r: &crate::run::BuildReport) -> Vec<(KeyInputs, Known)> {
+    g.iter()
+        .map(|(id, a)| {
+            let rep = r.get(id).unwrap();
+            (
+                a.inputs.clone(),
+                Known {
+                    key: rep.key.unwrap(),
+                    output: rep.output.unwrap(),
+                    same_inputs: true,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn plan_known_is_the_plan_after_any_change() {
+    let f = fixture();
+    let mut distro = Distro::generate(40, 6, 11);
+    let g = distro.graph(&f.store).unwrap();
+    let mut last = kept(&g, &build(&f.store, &distro));
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for step in 0..40 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let n = distro.packages.len();
+        let p = (x >> 8) as usize % n;
+        match x % 9 {
+            0 | 1 => distro.packages[p].spec.content += 1,
+            2 => distro.packages[p].spec.comment += 1,
+            3 => distro.packages[p].release += 1,
+            4 => distro.packages[p].source += 1,
+            5 => distro.packages[p].patch.comment += 1,
+            6 => distro.macros.comment += 1,
+            7 => distro.toolchain.content += 1,
+            _ => {}
+        }
+        let g = distro.graph(&f.store).unwrap();
+        let known: Vec<Option<Known>> = g
+            .iter()
+            .zip(&last)
+            .map(|((_, a), (inputs, k))| {
+                Some(Known {
+                    same_inputs: a.inputs == *inputs,
+                    ..*k
+                })
+            })
+            .collect();
+        let slow = plan(&f.store, &g, &[]).unwrap();
+        let fast = plan_known(&f.store, &g, &known).unwrap();
+        assert_eq!(fast.actions, slow.actions, "step {step}");
+        // Build every other step, so that changes pile up between the builds too.
+        if step % 2 == 1 {
+            last = kept(&g, &build(&f.store, &distro));
+        }
+    }
+}
