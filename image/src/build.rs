@@ -79,9 +79,6 @@ pub fn build_image(
     if let Some(layout) = &layout {
         write_fstab(&root, sys, layout)?;
     }
-    if opts.rpm_db {
-        rootfs::write_rpm_db(&root, &ordered, sde)?;
-    }
     rootfs::run_post_install_scripts(&root, &sys.post_install_scripts, work, sde)?;
     rootfs::stamp_tree(&root, sde)?;
 
