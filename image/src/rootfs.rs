@@ -582,10 +582,18 @@ struct RpmDbJob {
 
 impl RpmDbJob {
     fn start(root: &Path, rpms: &[(PathBuf, RpmInfo)], sde: u64) -> Result<RpmDbJob, Error> {
+        // rpm ends its transaction with syncfs(2), which waits until every dirty page of
+        // the scratch root's filesystem is on disk: beside the root, that is the files
+        // being unpacked meanwhile (0.5-2 s for 500 MiB here). On tmpfs it is free.
         let beside = root.parent().unwrap_or(root);
         let scratch = tempfile::Builder::new()
-            .prefix(".rpmdb-")
-            .tempdir_in(beside)
+            .prefix("keel-rpmdb-")
+            .tempdir_in("/dev/shm")
+            .or_else(|_| {
+                tempfile::Builder::new()
+                    .prefix(".rpmdb-")
+                    .tempdir_in(beside)
+            })
             .map_err(Error::io("create temporary directory in", beside))?;
         let db_root = scratch.path().join("root");
         fs::create_dir(&db_root).map_err(Error::io("create directory", &db_root))?;
