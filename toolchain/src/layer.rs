@@ -37,6 +37,7 @@
 //! Known limit: the `rpm` crate reads the whole package, and each file's data, into
 //! memory; a single payload entry can claim at most 4 GiB (cpio's limit).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs;
@@ -131,11 +132,12 @@ pub fn verify_payload(rpm: &Path, opts: &UnpackOptions) -> Result<VerifiedPayloa
         package: package.clone(),
         opts,
     };
-    u.verify(&pkg)?;
+    let kept = u.verify(&pkg)?;
     Ok(VerifiedPayload {
         rpm: rpm.to_owned(),
         package,
         pkg,
+        kept,
         opts: opts.clone(),
     })
 }
@@ -151,8 +153,20 @@ pub struct VerifiedPayload {
     rpm: PathBuf,
     package: String,
     pkg: Package,
+    kept: Option<Kept>,
     opts: UnpackOptions,
 }
+
+/// One payload entry (its index among the header's file entries) with its data, as
+/// verified.
+type KeptEntry = (usize, Option<Vec<u8>>);
+
+/// The payload's entries in payload order.
+type Kept = Vec<KeptEntry>;
+
+/// Packages declaring at most this much file data keep it in memory between verifying
+/// and writing; bigger ones are decompressed a second time instead.
+const KEEP_IN_MEMORY: u64 = 64 << 20;
 
 impl VerifiedPayload {
     /// The package's name.
@@ -177,7 +191,7 @@ impl VerifiedPayload {
             package: self.package.clone(),
             opts: &self.opts,
         };
-        u.run(&self.pkg, dest)
+        u.run(&self.pkg, self.kept.as_deref(), dest)
     }
 }
 
@@ -352,8 +366,9 @@ impl Unpacker<'_> {
         Ok(fd)
     }
 
-    /// Everything [`verify_payload`] promises, before anything is written.
-    fn verify(&self, pkg: &Package) -> Result<(), Error> {
+    /// Everything [`verify_payload`] promises, before anything is written; returns the
+    /// entries in payload order with their data when the package is small.
+    fn verify(&self, pkg: &Package) -> Result<Option<Kept>, Error> {
         let meta = &pkg.metadata;
         let entries = match meta.get_file_entries() {
             Ok(e) => e,
@@ -396,23 +411,41 @@ impl Unpacker<'_> {
             Err(rpm::Error::TagNotFound(_)) => None,
             Err(e) => return Err(Error::rpm(self.rpm)(e)),
         };
+        // A small package's data is kept, so writing need not decompress it again.
+        let index_of: HashMap<PathBuf, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path(), i))
+            .collect();
+        let mut kept = (declared <= KEEP_IN_MEMORY).then(Vec::new);
         for f in files.into_iter().flatten() {
             let f = f.map_err(Error::rpm(self.rpm))?;
             let m = &f.metadata;
-            if m.flags().contains(FileFlags::GHOST) || m.file_type() != FileType::Regular {
-                continue;
-            }
             // A member of a hard-link set may carry no data; `run` checks that one member
             // of each set does.
-            if let Some(content) = f.content() {
+            if let Some(content) = f.content()
+                && !m.flags().contains(FileFlags::GHOST)
+                && m.file_type() == FileType::Regular
+            {
                 let path = m.path().to_string_lossy().into_owned();
                 self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
             }
+            if let Some(kept) = &mut kept {
+                let i = *index_of
+                    .get(&m.path())
+                    .expect("the rpm crate yields the header's entries");
+                kept.push((i, f.into_content()));
+            }
         }
-        Ok(())
+        Ok(kept)
     }
 
-    fn run(&self, pkg: &Package, dest: &Path) -> Result<UnpackStats, Error> {
+    fn run(
+        &self,
+        pkg: &Package,
+        kept: Option<&[KeptEntry]>,
+        dest: &Path,
+    ) -> Result<UnpackStats, Error> {
         let meta = &pkg.metadata;
         let entries = match meta.get_file_entries() {
             Ok(e) => e,
@@ -466,14 +499,28 @@ impl Unpacker<'_> {
         let mut link_content: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
         let mut deferred: Vec<(String, u32, (u32, u32))> = Vec::new();
         let mut last_parent: Option<(String, OwnedFd)> = None;
-        let files = match pkg.files() {
-            Ok(f) => Some(f),
-            Err(rpm::Error::TagNotFound(_)) => None,
-            Err(e) => return Err(Error::rpm(self.rpm)(e)),
+        type Item<'a> = Result<(rpm::FileEntry<'a>, Option<Cow<'a, [u8]>>), Error>;
+        let files: Box<dyn Iterator<Item = Item<'_>> + '_> = match kept {
+            Some(kept) => Box::new(
+                kept.iter()
+                    .map(|(i, c)| Ok((entries[*i].clone(), c.as_deref().map(Cow::Borrowed)))),
+            ),
+            None => {
+                let files = match pkg.files() {
+                    Ok(f) => Some(f),
+                    Err(rpm::Error::TagNotFound(_)) => None,
+                    Err(e) => return Err(Error::rpm(self.rpm)(e)),
+                };
+                Box::new(files.into_iter().flatten().map(|f| {
+                    let f = f.map_err(Error::rpm(self.rpm))?;
+                    let m = f.metadata.clone();
+                    Ok((m, f.into_content().map(Cow::Owned)))
+                }))
+            }
         };
-        for f in files.into_iter().flatten() {
-            let f = f.map_err(Error::rpm(self.rpm))?;
-            let m = &f.metadata;
+        for f in files {
+            let (m, content) = f?;
+            let m = &m;
             if m.flags().contains(FileFlags::GHOST) {
                 continue;
             }
@@ -526,7 +573,7 @@ impl Unpacker<'_> {
                     let set = idx
                         .and_then(key_of)
                         .filter(|k| set_sizes.get(k).copied().unwrap_or(0) > 1);
-                    let Some(content) = f.content() else {
+                    let Some(content) = content.as_deref() else {
                         match set {
                             Some(k) => {
                                 deferred.push((path.clone(), mode, k));
@@ -1092,6 +1139,47 @@ mod tests {
             assert_eq!(fs::read(&p).unwrap(), b"same");
             assert_eq!(fs::metadata(&p).unwrap().nlink(), 1);
         }
+    }
+
+    #[test]
+    fn a_package_too_big_to_keep_in_memory_is_decompressed_again_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(vec![3u8; 5000], FileOptions::new("/usr/share/d/big"))
+                .unwrap();
+            b.with_symlink(FileOptions::symlink("/usr/share/d/link", "big"))
+                .unwrap();
+            for n in ["a", "b"] {
+                b.with_file_contents(
+                    b"same".to_vec(),
+                    FileOptions::new(format!("/usr/bin/{n}")).hardlink("set"),
+                )
+                .unwrap();
+            }
+        });
+        let verified = verify_payload(&rpm, &UnpackOptions::default()).unwrap();
+        assert!(verified.kept.is_some(), "a small package keeps its data");
+        let kept = dir.path().join("kept");
+        verified.unpack_into(&kept).unwrap();
+        // What a package over KEEP_IN_MEMORY does: decompress while writing.
+        let streamed = dir.path().join("streamed");
+        let u = Unpacker {
+            rpm: &rpm,
+            package: "hostile".into(),
+            opts: &verified.opts,
+        };
+        u.run(&verified.pkg, None, &streamed).unwrap();
+        for p in ["usr/share/d/big", "usr/bin/a", "usr/bin/b"] {
+            assert_eq!(
+                fs::read(kept.join(p)).unwrap(),
+                fs::read(streamed.join(p)).unwrap(),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            fs::read_link(streamed.join("usr/share/d/link")).unwrap(),
+            Path::new("big")
+        );
     }
 
     #[test]
