@@ -3,7 +3,9 @@
 //! [FILES] [BYTES]` (default 300 packages of 10 files of 170 KiB: about 500 MiB).
 //!
 //! Packages are generated with the `rpm` crate (zstd payloads, compressible data); both
-//! sides start from the same files with a cold-ish root on the same filesystem.
+//! sides start from the same files with a cold-ish root on the same filesystem. Set
+//! `KEEL_BENCH_RPMS=DIR` to keep the generated packages in `DIR` and reuse them in the
+//! next run (when profiling).
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -11,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use keel_image::rootfs::{RootfsOptions, assemble_rootfs, write_rpm_db};
+use keel_image::rootfs::{RootfsOptions, assemble_rootfs};
 use rpm::{BuildConfig, CompressionType, FileOptions, PackageBuilder};
 
 fn main() {
@@ -22,10 +24,19 @@ fn main() {
     };
     let (n, files, bytes) = (arg(1, 300), arg(2, 10), arg(3, 170 * 1024));
     let dir = tempfile::tempdir_in("/var/tmp").expect("a temporary directory");
+    let rpm_dir =
+        std::env::var_os("KEEL_BENCH_RPMS").map_or_else(|| dir.path().to_owned(), PathBuf::from);
+    std::fs::create_dir_all(&rpm_dir).expect("a directory for the packages");
     let start = Instant::now();
     let mut rpms = Vec::new();
     for p in 0..n {
         let name = format!("pkg{p:04}");
+        let path: PathBuf = rpm_dir.join(format!("{name}-{files}-{bytes}.rpm"));
+        if path.exists() {
+            let info = keel_toolchain::read_rpm(&path).expect("read back");
+            rpms.push((path, info));
+            continue;
+        }
         let mut b = PackageBuilder::new(&name, "1.0", "MIT", "noarch", "bench");
         b.using_config(BuildConfig::default().compression(CompressionType::Zstd));
         for f in 0..files {
@@ -40,7 +51,6 @@ fn main() {
             b.with_file_contents(data, FileOptions::new(format!("/usr/share/{name}/f{f}")))
                 .expect("add file");
         }
-        let path: PathBuf = dir.path().join(format!("{name}.rpm"));
         b.build().expect("build").write_file(&path).expect("write");
         let info = keel_toolchain::read_rpm(&path).expect("read back");
         rpms.push((path, info));
@@ -50,51 +60,84 @@ fn main() {
         "generated {n} packages, {total:.0} MiB of files, in {:.1?}",
         start.elapsed()
     );
+    // CPU seconds (user + system) of this process's threads, or of its waited-for children.
+    let cpu = |who: i32| {
+        // SAFETY: getrusage fills the struct it is given.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut u) };
+        let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        secs(u.ru_utime) + secs(u.ru_stime)
+    };
     let sync = || {
         let _ = Command::new("sync").status();
     };
 
-    // Three rounds, alternating, best of each: the machine may be shared.
-    let (mut unpack, mut keel, mut rpm) = (f64::MAX, f64::MAX, f64::MAX);
+    // Three rounds, each side first in turn, best of each and the median of the
+    // per-round ratios: the machine may be shared.
+    let (mut keel, mut rpm) = (f64::MAX, f64::MAX);
+    let mut ratios = Vec::new();
+    let opts = RootfsOptions {
+        sde: 1_700_000_000,
+        jobs: std::env::var("KEEL_BENCH_JOBS").map_or(0, |j| j.parse().expect("a number")),
+        ..RootfsOptions::default()
+    };
     for round in 0..3 {
-        sync();
-        let keel_root = dir.path().join(format!("keel-root-{round}"));
-        let t = Instant::now();
-        assemble_rootfs(&keel_root, &rpms, &RootfsOptions::default()).expect("assemble");
-        let u = t.elapsed().as_secs_f64();
-        write_rpm_db(&keel_root, &rpms, 1_700_000_000).expect("rpm db");
-        let k = t.elapsed().as_secs_f64();
-        println!("keel: unpack {u:.2}s, with rpm --justdb {k:.2}s");
-        (unpack, keel) = (unpack.min(u), keel.min(k));
-
-        sync();
-        let rpm_root = dir.path().join(format!("rpm-root-{round}"));
-        std::fs::create_dir_all(&rpm_root).expect("mkdir");
-        let t = Instant::now();
-        let status = Command::new("rpm")
-            .arg("--root")
-            .arg(&rpm_root)
-            .args(["--dbpath", "/var/lib/rpm", "--define", "_db_backend sqlite"])
-            .args([
-                "-i",
-                "--nodeps",
-                "--noscripts",
-                "--ignorearch",
-                "--ignoreos",
-            ])
-            .args(rpms.iter().map(|(p, _)| p))
-            .status()
-            .expect("rpm runs");
-        let r = t.elapsed().as_secs_f64();
-        assert!(status.success());
-        println!("rpm -i --nodeps: {r:.2}s");
+        let run_keel = || {
+            sync();
+            let keel_root = dir.path().join(format!("keel-root-{round}"));
+            let (t, c) = (
+                Instant::now(),
+                cpu(libc::RUSAGE_SELF) + cpu(libc::RUSAGE_CHILDREN),
+            );
+            // Unpacking, owners and the rpm database (`rpm --justdb`), as for an image.
+            assemble_rootfs(&keel_root, &rpms, &opts).expect("assemble");
+            let c = cpu(libc::RUSAGE_SELF) + cpu(libc::RUSAGE_CHILDREN) - c;
+            (t.elapsed().as_secs_f64(), c)
+        };
+        let run_rpm = || {
+            sync();
+            let rpm_root = dir.path().join(format!("rpm-root-{round}"));
+            std::fs::create_dir_all(&rpm_root).expect("mkdir");
+            let (t, c) = (Instant::now(), cpu(libc::RUSAGE_CHILDREN));
+            let status = Command::new("rpm")
+                .arg("--root")
+                .arg(&rpm_root)
+                .args(["--dbpath", "/var/lib/rpm", "--define", "_db_backend sqlite"])
+                .args([
+                    "-i",
+                    "--nodeps",
+                    "--noscripts",
+                    "--ignorearch",
+                    "--ignoreos",
+                ])
+                .args(rpms.iter().map(|(p, _)| p))
+                .status()
+                .expect("rpm runs");
+            assert!(status.success());
+            (t.elapsed().as_secs_f64(), cpu(libc::RUSAGE_CHILDREN) - c)
+        };
+        let ((k, kc), (r, rc)) = if round % 2 == 0 {
+            let k = run_keel();
+            (k, run_rpm())
+        } else {
+            let r = run_rpm();
+            (run_keel(), r)
+        };
+        println!(
+            "round {round}: keel (with the rpm database) {k:.2}s ({kc:.2}s CPU), \
+             rpm -i --nodeps {r:.2}s ({rc:.2}s CPU): {:.1}x",
+            r / k
+        );
+        keel = keel.min(k);
         rpm = rpm.min(r);
-        let _ = std::fs::remove_dir_all(&keel_root);
-        let _ = std::fs::remove_dir_all(&rpm_root);
+        ratios.push(r / k);
     }
+    // Roots are removed only now: ext4 scans past recently deleted inodes when it
+    // allocates new ones, so removing a root would slow down whichever side runs next.
+    ratios.sort_by(f64::total_cmp);
     println!(
-        "keel is {:.1}x faster with the database, {:.1}x without",
+        "best of 3: keel {keel:.2}s, rpm -i {rpm:.2}s: {:.1}x; median of the rounds' ratios {:.1}x",
         rpm / keel,
-        rpm / unpack
+        ratios[ratios.len() / 2]
     );
 }

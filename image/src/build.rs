@@ -79,9 +79,6 @@ pub fn build_image(
     if let Some(layout) = &layout {
         write_fstab(&root, sys, layout)?;
     }
-    if opts.rpm_db {
-        rootfs::write_rpm_db(&root, &ordered, sde)?;
-    }
     rootfs::run_post_install_scripts(&root, &sys.post_install_scripts, work, sde)?;
     rootfs::stamp_tree(&root, sde)?;
 
@@ -140,7 +137,7 @@ pub fn build_image(
                     fs::copy(&raw, &out).map_err(Error::io("copy into", &out))?;
                 }
                 ArtifactKind::Qcow2 => artifacts::qemu_convert(&raw, &out, "qcow2")?,
-                ArtifactKind::Vhdx => artifacts::qemu_convert(&raw, &out, "vhdx")?,
+                ArtifactKind::Vhdx => artifacts::write_vhdx(&raw, &out, &seed)?,
                 ArtifactKind::Vhd => artifacts::write_vhd_fixed(&raw, &out, &seed, sde)?,
                 _ => continue,
             }
@@ -340,7 +337,9 @@ mod tests {
                 "Artifacts": [
                     {"Name": "tiny", "Compression": "tar.gz"},
                     {"Name": "tiny", "Type": "raw"},
-                    {"Name": "tiny", "Type": "qcow2"}
+                    {"Name": "tiny", "Type": "qcow2"},
+                    {"Name": "tiny", "Type": "vhd"},
+                    {"Name": "tiny", "Type": "vhdx"}
                 ],
                 "Partitions": [
                     {"ID": "esp", "Flags": ["esp", "boot"], "Start": 1, "End": 9, "FsType": "fat32"},
@@ -378,7 +377,16 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["tiny.tar.gz", "tiny.raw", "tiny.qcow2"]);
+        assert_eq!(
+            names,
+            [
+                "tiny.tar.gz",
+                "tiny.raw",
+                "tiny.qcow2",
+                "tiny.vhd",
+                "tiny.vhdx"
+            ]
+        );
 
         let m: Manifest = serde_json::from_slice(&fs::read(&res.manifest).unwrap()).unwrap();
         let pkgs: Vec<&str> = m.packages.iter().map(|p| p.name.as_str()).collect();

@@ -15,9 +15,9 @@
 //!    database with `rpm --justdb`, and runs post-install scripts in keel's sandbox
 //!    (no network) with the root as its `/`.
 //! 4. [`artifacts`] turns the root into tar.gz/tar.zst and OCI layouts (written
-//!    natively), squashfs and ISO (`mksquashfs`, `xorriso`), and GPT disks (table and
-//!    VHD footer written natively; ext4 by `mkfs.ext4 -d`, FAT by `mkfs.vfat` + mtools,
-//!    qcow2 and VHDX by `qemu-img`), all byte-for-byte reproducible but VHDX.
+//!    natively), squashfs and ISO (`mksquashfs`, `xorriso`), and GPT disks (table, VHD
+//!    footer and VHDX written natively; ext4 by `mkfs.ext4 -d`, FAT by `mkfs.vfat` +
+//!    mtools, qcow2 by `qemu-img`), all byte-for-byte reproducible.
 //! 5. [`build_image`] does all of it and writes a package manifest (name, EVR, arch,
 //!    BLAKE3 of each RPM) beside the artifacts.
 //!
@@ -47,7 +47,7 @@
 //!
 //! Root (owners, device nodes and the sandbox's mounts), `rpm` (for `--justdb`),
 //! `bwrap` (post-install scripts), and per artifact kind: `mkfs.ext4` and `debugfs`
-//! (e2fsprogs), `mkfs.vfat` (dosfstools), `mcopy` (mtools), `qemu-img` (qemu-utils),
+//! (e2fsprogs), `mkfs.vfat` (dosfstools), `mcopy` (mtools), `qemu-img` (qemu-utils, qcow2),
 //! `mksquashfs` (squashfs-tools), `xorriso` and `createrepo_c` (ISO).
 //!
 //! # What it deliberately does not do

@@ -30,9 +30,14 @@
 //! Ownership is not applied: a layer belongs to the user running keel. Ghost files are not
 //! created (rpm does not create them either).
 //!
+//! Checking and writing are two steps ([`verify_payload`], then
+//! [`VerifiedPayload::unpack_into`]), so that a caller can verify packages in parallel
+//! and write them in order; [`unpack_payload_with`] does both.
+//!
 //! Known limit: the `rpm` crate reads the whole package, and each file's data, into
 //! memory; a single payload entry can claim at most 4 GiB (cpio's limit).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs;
@@ -107,15 +112,87 @@ pub fn unpack_payload_with(
     dest: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, Error> {
+    verify_payload(rpm, opts)?.unpack_into(dest)
+}
+
+/// Reads `rpm` and checks everything about it that needs no destination: header and
+/// payload digests, that every entry's path and type may be unpacked, the declared size
+/// against [`UnpackOptions::max_bytes`], and every regular file's size and digest (the
+/// payload is decompressed once for that, in pieces, and the data dropped).
+///
+/// The costly part of unpacking (decompressing and hashing) is done here, so a caller
+/// unpacking many packages into one directory can verify them on other threads while it
+/// writes them, in order, with [`VerifiedPayload::unpack_into`].
+pub fn verify_payload(rpm: &Path, opts: &UnpackOptions) -> Result<VerifiedPayload, Error> {
     let pkg = Package::open(rpm).map_err(Error::rpm(rpm))?;
-    let name = pkg.metadata.get_name().unwrap_or("?").to_owned();
+    let package = pkg.metadata.get_name().unwrap_or("?").to_owned();
     verify_package_digests(rpm, &pkg)?;
     let u = Unpacker {
         rpm,
-        package: name,
+        package: package.clone(),
         opts,
     };
-    u.run(&pkg, dest)
+    let kept = u.verify(&pkg)?;
+    Ok(VerifiedPayload {
+        rpm: rpm.to_owned(),
+        package,
+        pkg,
+        kept,
+        opts: opts.clone(),
+    })
+}
+
+/// A package [`verify_payload`] checked, held in memory (compressed) until it is written.
+///
+/// Only this type can be unpacked, and only with the options it was verified under, so
+/// no caller can write a payload whose digests were not checked. Writing decompresses
+/// the same in-memory bytes again, which gives the same data that was hashed; sizes are
+/// checked again on the way (they cost nothing).
+#[derive(Debug)]
+pub struct VerifiedPayload {
+    rpm: PathBuf,
+    package: String,
+    pkg: Package,
+    kept: Option<Kept>,
+    opts: UnpackOptions,
+}
+
+/// One payload entry (its index among the header's file entries) with its data, as
+/// verified.
+type KeptEntry = (usize, Option<Vec<u8>>);
+
+/// The payload's entries in payload order.
+type Kept = Vec<KeptEntry>;
+
+/// Packages declaring at most this much file data keep it in memory between verifying
+/// and writing; bigger ones are decompressed a second time instead.
+const KEEP_IN_MEMORY: u64 = 64 << 20;
+
+impl VerifiedPayload {
+    /// The package's name.
+    pub fn package(&self) -> &str {
+        &self.package
+    }
+
+    /// The package's lead and headers.
+    pub fn metadata(&self) -> &rpm::PackageMetadata {
+        &self.pkg.metadata
+    }
+
+    /// The lead and headers, dropping the payload.
+    pub fn into_metadata(self) -> rpm::PackageMetadata {
+        self.pkg.metadata
+    }
+
+    /// Writes the payload into `dest` (created if missing); see [`unpack_payload_with`].
+    pub fn unpack_into(&self, dest: &Path) -> Result<UnpackStats, Error> {
+        let u = Unpacker {
+            rpm: &self.rpm,
+            package: self.package.clone(),
+            opts: &self.opts,
+        };
+        u.run(&self.pkg, self.kept.as_deref(), dest)
+    }
 }
 
 fn verify_package_digests(rpm: &Path, pkg: &Package) -> Result<(), Error> {
@@ -289,7 +366,9 @@ impl Unpacker<'_> {
         Ok(fd)
     }
 
-    fn run(&self, pkg: &Package, dest: &Path) -> Result<UnpackStats, Error> {
+    /// Everything [`verify_payload`] promises, before anything is written; returns the
+    /// entries in payload order with their data when the package is small.
+    fn verify(&self, pkg: &Package) -> Result<Option<Kept>, Error> {
         let meta = &pkg.metadata;
         let entries = match meta.get_file_entries() {
             Ok(e) => e,
@@ -327,6 +406,52 @@ impl Unpacker<'_> {
             ));
         }
         let algo = meta.get_file_digest_algorithm().ok();
+        let files = match pkg.files() {
+            Ok(f) => Some(f),
+            Err(rpm::Error::TagNotFound(_)) => None,
+            Err(e) => return Err(Error::rpm(self.rpm)(e)),
+        };
+        // A small package's data is kept, so writing need not decompress it again.
+        let index_of: HashMap<PathBuf, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path(), i))
+            .collect();
+        let mut kept = (declared <= KEEP_IN_MEMORY).then(Vec::new);
+        for f in files.into_iter().flatten() {
+            let f = f.map_err(Error::rpm(self.rpm))?;
+            let m = &f.metadata;
+            // A member of a hard-link set may carry no data; `run` checks that one member
+            // of each set does.
+            if let Some(content) = f.content()
+                && !m.flags().contains(FileFlags::GHOST)
+                && m.file_type() == FileType::Regular
+            {
+                let path = m.path().to_string_lossy().into_owned();
+                self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
+            }
+            if let Some(kept) = &mut kept {
+                let i = *index_of
+                    .get(&m.path())
+                    .expect("the rpm crate yields the header's entries");
+                kept.push((i, f.into_content()));
+            }
+        }
+        Ok(kept)
+    }
+
+    fn run(
+        &self,
+        pkg: &Package,
+        kept: Option<&[KeptEntry]>,
+        dest: &Path,
+    ) -> Result<UnpackStats, Error> {
+        let meta = &pkg.metadata;
+        let entries = match meta.get_file_entries() {
+            Ok(e) => e,
+            Err(rpm::Error::TagNotFound(_)) => Vec::new(),
+            Err(e) => return Err(Error::rpm(self.rpm)(e)),
+        };
 
         // Hard-link sets: header indexes sharing (device, inode).
         let index_of: HashMap<PathBuf, usize> = entries
@@ -373,14 +498,29 @@ impl Unpacker<'_> {
         let mut dir_modes: BTreeMap<Vec<String>, u32> = BTreeMap::new();
         let mut link_content: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
         let mut deferred: Vec<(String, u32, (u32, u32))> = Vec::new();
-        let files = match pkg.files() {
-            Ok(f) => Some(f),
-            Err(rpm::Error::TagNotFound(_)) => None,
-            Err(e) => return Err(Error::rpm(self.rpm)(e)),
+        let mut last_parent: Option<(String, OwnedFd)> = None;
+        type Item<'a> = Result<(rpm::FileEntry<'a>, Option<Cow<'a, [u8]>>), Error>;
+        let files: Box<dyn Iterator<Item = Item<'_>> + '_> = match kept {
+            Some(kept) => Box::new(
+                kept.iter()
+                    .map(|(i, c)| Ok((entries[*i].clone(), c.as_deref().map(Cow::Borrowed)))),
+            ),
+            None => {
+                let files = match pkg.files() {
+                    Ok(f) => Some(f),
+                    Err(rpm::Error::TagNotFound(_)) => None,
+                    Err(e) => return Err(Error::rpm(self.rpm)(e)),
+                };
+                Box::new(files.into_iter().flatten().map(|f| {
+                    let f = f.map_err(Error::rpm(self.rpm))?;
+                    let m = f.metadata.clone();
+                    Ok((m, f.into_content().map(Cow::Owned)))
+                }))
+            }
         };
-        for f in files.into_iter().flatten() {
-            let f = f.map_err(Error::rpm(self.rpm))?;
-            let m = &f.metadata;
+        for f in files {
+            let (m, content) = f?;
+            let m = &m;
             if m.flags().contains(FileFlags::GHOST) {
                 continue;
             }
@@ -392,14 +532,21 @@ impl Unpacker<'_> {
                 continue;
             }
             let name = *comps.last().expect("non-empty");
-            let parent = self.parent_fd(&root, &path, &comps)?;
+            // Entries of one directory come together: keep its fd rather than walk from
+            // the root again. Sound because an fd names the directory itself, not a path,
+            // and nothing is ever removed or renamed while unpacking.
+            let dir = &path[..path.len() - name.len()];
+            if last_parent.as_ref().is_none_or(|(d, _)| d != dir) {
+                last_parent = Some((dir.to_owned(), self.parent_fd(&root, &path, &comps)?));
+            }
+            let parent = &last_parent.as_ref().expect("set just above").1;
             match m.file_type() {
                 FileType::Dir => {
-                    match mkdir_at(&parent, name) {
+                    match mkdir_at(parent, name) {
                         Ok(()) => stats.dirs += 1,
                         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                             // Made earlier as a parent; it must be a real directory.
-                            open_dir_at(&parent, name)
+                            open_dir_at(parent, name)
                                 .map_err(|_| self.refuse(&path, "exists and is not a directory"))?;
                         }
                         Err(e) => return Err(self.io(&path, "create directory")(e)),
@@ -417,7 +564,7 @@ impl Unpacker<'_> {
                     if unsafe { libc::symlinkat(t.as_ptr(), parent.as_raw_fd(), n.as_ptr()) } < 0 {
                         return Err(self.io(&path, "create symlink")(last_err()));
                     }
-                    set_times(&parent, Some(name), self.opts.mtime)
+                    set_times(parent, Some(name), self.opts.mtime)
                         .map_err(self.io(&path, "set mtime"))?;
                     stats.symlinks += 1;
                 }
@@ -426,7 +573,7 @@ impl Unpacker<'_> {
                     let set = idx
                         .and_then(key_of)
                         .filter(|k| set_sizes.get(k).copied().unwrap_or(0) > 1);
-                    let Some(content) = f.content() else {
+                    let Some(content) = content.as_deref() else {
                         match set {
                             Some(k) => {
                                 deferred.push((path.clone(), mode, k));
@@ -437,11 +584,12 @@ impl Unpacker<'_> {
                             }
                         }
                     };
-                    self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
+                    // Digests were checked by `verify`, on these same bytes.
+                    self.check_size(&path, m.size() as u64, content)?;
                     if let Some(k) = set {
                         link_content.insert(k, content.to_vec());
                     }
-                    self.write_file(&parent, name, &path, mode, content)?;
+                    self.write_file(parent, name, &path, mode, content)?;
                     stats.files += 1;
                     stats.bytes += content.len() as u64;
                 }
@@ -459,7 +607,7 @@ impl Unpacker<'_> {
                     if rc < 0 {
                         return Err(self.io(&path, "create device node")(last_err()));
                     }
-                    set_times(&parent, Some(name), self.opts.mtime)
+                    set_times(parent, Some(name), self.opts.mtime)
                         .map_err(self.io(&path, "set mtime"))?;
                 }
                 other => {
@@ -513,14 +661,7 @@ impl Unpacker<'_> {
         }
     }
 
-    fn check_content(
-        &self,
-        path: &str,
-        declared: u64,
-        content: &[u8],
-        digest: Option<&rpm::FileDigest<'_>>,
-        algo: Option<DigestAlgorithm>,
-    ) -> Result<(), Error> {
+    fn check_size(&self, path: &str, declared: u64, content: &[u8]) -> Result<(), Error> {
         if content.len() as u64 != declared {
             return Err(self.refuse(
                 path,
@@ -530,6 +671,18 @@ impl Unpacker<'_> {
                 ),
             ));
         }
+        Ok(())
+    }
+
+    fn check_content(
+        &self,
+        path: &str,
+        declared: u64,
+        content: &[u8],
+        digest: Option<&rpm::FileDigest<'_>>,
+        algo: Option<DigestAlgorithm>,
+    ) -> Result<(), Error> {
+        self.check_size(path, declared, content)?;
         let Some(d) = digest else {
             return Ok(());
         };
@@ -986,6 +1139,47 @@ mod tests {
             assert_eq!(fs::read(&p).unwrap(), b"same");
             assert_eq!(fs::metadata(&p).unwrap().nlink(), 1);
         }
+    }
+
+    #[test]
+    fn a_package_too_big_to_keep_in_memory_is_decompressed_again_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(vec![3u8; 5000], FileOptions::new("/usr/share/d/big"))
+                .unwrap();
+            b.with_symlink(FileOptions::symlink("/usr/share/d/link", "big"))
+                .unwrap();
+            for n in ["a", "b"] {
+                b.with_file_contents(
+                    b"same".to_vec(),
+                    FileOptions::new(format!("/usr/bin/{n}")).hardlink("set"),
+                )
+                .unwrap();
+            }
+        });
+        let verified = verify_payload(&rpm, &UnpackOptions::default()).unwrap();
+        assert!(verified.kept.is_some(), "a small package keeps its data");
+        let kept = dir.path().join("kept");
+        verified.unpack_into(&kept).unwrap();
+        // What a package over KEEP_IN_MEMORY does: decompress while writing.
+        let streamed = dir.path().join("streamed");
+        let u = Unpacker {
+            rpm: &rpm,
+            package: "hostile".into(),
+            opts: &verified.opts,
+        };
+        u.run(&verified.pkg, None, &streamed).unwrap();
+        for p in ["usr/share/d/big", "usr/bin/a", "usr/bin/b"] {
+            assert_eq!(
+                fs::read(kept.join(p)).unwrap(),
+                fs::read(streamed.join(p)).unwrap(),
+                "{p}"
+            );
+        }
+        assert_eq!(
+            fs::read_link(streamed.join("usr/share/d/link")).unwrap(),
+            Path::new("big")
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ mod testutil;
 pub mod toolchain;
 
 pub use error::Error;
-pub use layer::{LayerCache, UnpackOptions, UnpackStats, unpack_payload, unpack_payload_with};
+pub use layer::{
+    LayerCache, UnpackOptions, UnpackStats, VerifiedPayload, unpack_payload, unpack_payload_with,
+    verify_payload,
+};
 pub use rpmbuild::{BuildError, BuildOutput, BuildRequest, build_rpms, build_srpm};
 pub use rpmfile::{RpmDep, RpmInfo, SemanticDigest, read_rpm, semantic_digest, semantic_summary};
 pub use sandbox::{Isolation, Outcome, RunResult, SandboxSpec};

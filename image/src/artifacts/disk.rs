@@ -1,6 +1,6 @@
 //! Disks: a GUID partition table written natively, ext4 and FAT filesystems made with
 //! `mkfs.ext4 -d` and `mkfs.vfat` + mtools (no loop mounts), a fixed VHD footer written
-//! natively, and conversions to qcow2 and VHDX with `qemu-img`.
+//! natively, and the conversion to qcow2 with `qemu-img` (VHDX is in [`super::vhdx`]).
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,7 +26,7 @@ const BIOS_BOOT_TYPE: &str = "21686148-6449-6E6F-744E-656564454649";
 /// A GUID in its printed byte order (`00112233-4455-…` is `[0x00, 0x11, …]`).
 pub type Guid = [u8; 16];
 
-fn parse_guid(s: &str) -> Guid {
+pub(crate) fn parse_guid(s: &str) -> Guid {
     let hex: String = s.chars().filter(|c| *c != '-').collect();
     let mut g = [0u8; 16];
     for (i, b) in g.iter_mut().enumerate() {
@@ -48,8 +48,8 @@ pub fn guid_string(g: &Guid) -> String {
     )
 }
 
-/// GPT stores the first three fields little-endian.
-fn guid_on_disk(g: &Guid) -> [u8; 16] {
+/// GPT (and VHDX) store the first three fields little-endian.
+pub(crate) fn guid_on_disk(g: &Guid) -> [u8; 16] {
     let mut o = *g;
     o[0..4].reverse();
     o[4..6].reverse();
@@ -507,13 +507,11 @@ pub fn write_vhd_fixed(raw: &Path, out: &Path, seed: &str, sde: u64) -> Result<(
     dst.sync_all().map_err(Error::io("sync", out))
 }
 
-/// Converts the raw disk to `format` (`qcow2`, `vhdx`) with `qemu-img convert`.
+/// Converts the raw disk to `format` (`qcow2`) with `qemu-img convert`. Not for VHDX,
+/// whose headers `qemu-img` fills with random GUIDs: see [`super::write_vhdx`].
 pub fn qemu_convert(raw: &Path, out: &Path, format: &str) -> Result<(), Error> {
     let mut cmd = Command::new("qemu-img");
     cmd.args(["convert", "-q", "-f", "raw", "-O", format]);
-    if format == "vhdx" {
-        cmd.args(["-o", "subformat=dynamic"]);
-    }
     cmd.arg(raw).arg(out);
     run(&mut cmd, "qemu-img", out)
 }

@@ -6,13 +6,15 @@
 //! caller gives (the image's name), and the external tools run with their
 //! reproducibility switches (`E2FSPROGS_FAKE_TIME` and `hash_seed` for `mkfs.ext4`,
 //! `--invariant` for `mkfs.vfat`, `SOURCE_DATE_EPOCH` for mtools and xorriso,
-//! `-mkfs-time`/`-all-time` for `mksquashfs`). The one exception is VHDX, written by
-//! `qemu-img`, which puts random GUIDs in its headers.
+//! `-mkfs-time`/`-all-time` for `mksquashfs`). Where a tool cannot be made reproducible
+//! the format is written natively: the GPT, the VHD footer and VHDX (`qemu-img` puts the
+//! time and random GUIDs in those).
 
 mod disk;
 mod fsimg;
 mod oci;
 mod tar;
+mod vhdx;
 
 use std::fs;
 use std::io::{BufWriter, Write};
@@ -24,6 +26,7 @@ pub use disk::{
 };
 pub use fsimg::{make_iso, make_squashfs};
 pub use oci::write_oci_layout;
+pub use vhdx::write_vhdx;
 
 use crate::Error;
 

@@ -275,18 +275,88 @@ fn gpt_disk_with_esp_and_ext4_root_is_reproducible_and_checked_by_real_tools() {
             .arg(vhd("1")),
     );
     assert!(check.contains("identical"), "{check}");
-    let vhdx = dir.path().join("disk.vhdx");
-    qemu_convert(&a, &vhdx, "vhdx").unwrap();
+    check_vhdx(dir.path(), &a);
+}
+
+/// VHDX: reproducible, read by `qemu-img` (`info`, `check`), and holding the raw disk.
+fn check_vhdx(dir: &Path, raw: &Path) {
+    let vhdx = |tag: &str| {
+        let p = dir.join(format!("disk-{tag}.vhdx"));
+        write_vhdx(raw, &p, "core").unwrap();
+        p
+    };
+    let (x, y) = (vhdx("1"), vhdx("2"));
+    same_bytes(&x, &y);
     let info = output(
         Command::new("qemu-img")
             .args(["info", "--output=json"])
-            .arg(&vhdx),
+            .arg(&x),
     );
     let v: serde_json::Value = serde_json::from_str(&info).unwrap();
     assert_eq!(
         (v["format"].as_str(), v["virtual-size"].as_u64()),
-        (Some("vhdx"), Some(48 << 20))
+        (Some("vhdx"), Some(48 << 20)),
+        "{info}"
     );
+    let check = Command::new("qemu-img")
+        .args(["check", "-f", "vhdx"])
+        .arg(&x)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // Back to raw, byte for byte.
+    let back = dir.join("disk-back.raw");
+    output(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "vhdx", "-O", "raw"])
+            .arg(&x)
+            .arg(&back),
+    );
+    same_bytes(raw, &back);
+    // Only the blocks holding data take space: the disk is mostly zeros.
+    let len = fs::metadata(&x).unwrap().len();
+    assert!(len < 30 << 20, "{len} bytes");
+    // Another image gets another disk id, the same content the same blocks.
+    let other = dir.join("disk-other.vhdx");
+    write_vhdx(raw, &other, "other").unwrap();
+    assert!(fs::read(&other).unwrap() != fs::read(&x).unwrap());
+}
+
+#[test]
+fn vhdx_of_a_disk_whose_size_is_not_a_whole_block_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("odd.raw");
+    // 2.5 MiB: a short last block, with data at both ends and a zero block between.
+    let mut bytes = vec![0u8; (5 << 20) / 2];
+    bytes[..4096].fill(0xa5);
+    let n = bytes.len();
+    bytes[n - 512..].fill(0x5a);
+    fs::write(&raw, &bytes).unwrap();
+    check_roundtrip(dir.path(), &raw);
+}
+
+fn check_roundtrip(dir: &Path, raw: &Path) {
+    let vhdx = dir.join("rt.vhdx");
+    write_vhdx(raw, &vhdx, "rt").unwrap();
+    let check = Command::new("qemu-img")
+        .args(["check", "-f", "vhdx"])
+        .arg(&vhdx)
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{check:?}");
+    let back = dir.join("rt-back.raw");
+    output(
+        Command::new("qemu-img")
+            .args(["convert", "-f", "vhdx", "-O", "raw"])
+            .arg(&vhdx)
+            .arg(&back),
+    );
+    same_bytes(raw, &back);
 }
 
 #[test]
