@@ -335,9 +335,20 @@ fn tools_id(
     }
     tools.sort();
     tools.dedup();
+    // One process per tool, side by side (see `tool_version`'s cache for the next image).
+    let versions: Vec<String> = std::thread::scope(|s| {
+        let probes: Vec<_> = tools
+            .iter()
+            .map(|(program, args)| s.spawn(move || tool_version(program, args)))
+            .collect();
+        probes
+            .into_iter()
+            .map(|p| p.join().unwrap_or_else(|_| "(version unknown)".to_owned()))
+            .collect()
+    });
     let mut text = format!("keel-image {}\n", env!("CARGO_PKG_VERSION"));
-    for (program, args) in tools {
-        text.push_str(&format!("{program}: {}\n", tool_version(program, args)));
+    for ((program, _), version) in tools.iter().zip(versions) {
+        text.push_str(&format!("{program}: {version}\n"));
     }
     Ok(store.put_bytes(text.as_bytes())?)
 }

@@ -210,20 +210,33 @@ pub fn describe(toolchain: &Toolchain) -> Result<String, Error> {
 }
 
 fn describe_host() -> String {
+    // Each tool's version is a process of its own: asked side by side, a fresh store's
+    // first build waits for the slowest one rather than for all of them in turn.
+    let (versions, packages) = std::thread::scope(|s| {
+        let probes: Vec<_> = HOST_TOOLS
+            .iter()
+            .map(|(tool, args)| s.spawn(move || first_line_of(tool, args)))
+            .collect();
+        let packages = if Path::new("/var/lib/dpkg/status").exists() {
+            Command::new("dpkg-query")
+                .args(["-W", "-f", "${Package} ${Version} ${Architecture}\\n"])
+                .output()
+        } else {
+            Command::new("rpm")
+                .args([
+                    "-qa",
+                    "--qf",
+                    "%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\\n",
+                ])
+                .output()
+        };
+        let versions: Vec<String> = probes
+            .into_iter()
+            .map(|p| p.join().unwrap_or_else(|_| "unknown".to_owned()))
+            .collect();
+        (versions, packages)
+    });
     let mut text = String::from("keel host toolchain v1\n");
-    let packages = if Path::new("/var/lib/dpkg/status").exists() {
-        Command::new("dpkg-query")
-            .args(["-W", "-f", "${Package} ${Version} ${Architecture}\\n"])
-            .output()
-    } else {
-        Command::new("rpm")
-            .args([
-                "-qa",
-                "--qf",
-                "%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\\n",
-            ])
-            .output()
-    };
     match packages {
         Ok(out) if out.status.success() => {
             let list = String::from_utf8_lossy(&out.stdout);
@@ -237,8 +250,8 @@ fn describe_host() -> String {
         }
         _ => text.push_str("packages: unknown\n"),
     }
-    for (tool, args) in HOST_TOOLS {
-        let _ = writeln!(text, "{tool}: {}", first_line_of(tool, args));
+    for ((tool, _), version) in HOST_TOOLS.iter().zip(versions) {
+        let _ = writeln!(text, "{tool}: {version}");
     }
     text
 }
