@@ -281,7 +281,7 @@ fn two_clean_builds_in_fresh_stores_give_identical_rpms_and_images() {
 }
 
 /// Every file under `dir`, by path relative to it, with its bytes' digest.
-fn files(dir: &Path) -> BTreeMap<String, String> {
+pub(crate) fn files(dir: &Path) -> BTreeMap<String, String> {
     let mut m = BTreeMap::new();
     let mut stack = vec![dir.to_owned()];
     while let Some(d) = stack.pop() {

@@ -55,19 +55,8 @@ fn tree() -> Project {
 
 /// `keel build --json ARGS` in the project's tree: the final status of every action.
 fn build(p: &Project, extra: &[&str]) -> BTreeMap<String, String> {
-    let mut args = vec!["-C", "tree", "--json", "build"];
-    args.extend_from_slice(extra);
-    let run = p.keel(&args).run().success();
-    let mut status = BTreeMap::new();
-    for line in run.stdout().lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if v["event"] == "action_finished" {
-            status.insert(
-                v["name"].as_str().unwrap().to_owned(),
-                v["status"].as_str().unwrap().to_owned(),
-            );
-        }
-    }
+    let (run, status) = crate::build::build_json(p, extra);
+    run.success();
     status
 }
 

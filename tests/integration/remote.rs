@@ -44,23 +44,7 @@ fn with_timeouts(p: &Project) {
 
 /// Every file under `out/` by path relative to it, with its bytes' digest.
 fn outputs(tree: &Path) -> BTreeMap<String, String> {
-    let out = tree.join("out");
-    let mut m = BTreeMap::new();
-    let mut stack = vec![out.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                m.insert(
-                    p.strip_prefix(&out).unwrap().display().to_string(),
-                    b3(&std::fs::read(&p).unwrap()),
-                );
-            }
-        }
-    }
-    m
+    crate::build::files(&tree.join("out"))
 }
 
 /// A read-write build with `url`, signing with `secret`.
