@@ -166,6 +166,11 @@ impl TrustedKeys {
         self.keys.is_empty()
     }
 
+    /// The keys, in the order given.
+    pub fn keys(&self) -> &[PublicKey] {
+        &self.keys
+    }
+
     /// Checks an entry read for `key`. Only [`Verdict::Valid`] may be used.
     pub fn verify(&self, key: &ActionKey, bytes: &[u8]) -> Verdict {
         let Some(parsed) = parse(bytes) else {

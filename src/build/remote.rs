@@ -135,7 +135,9 @@ pub fn open(
         .into_iter()
         .chain(args.remote_trusted_keys.clone());
     for f in files {
-        trusted.extend(keys_in(&f)?);
+        let keys = TrustedKeys::load(&f)
+            .with_context(|| format!("failed to read trusted keys {}", f.display()))?;
+        trusted.extend_from_slice(keys.keys());
     }
     let signing_path = args
         .remote_signing_key
@@ -200,17 +202,6 @@ pub fn open(
         tmp,
         fetched: AtomicU64::new(0),
     })))
-}
-
-fn keys_in(path: &Path) -> anyhow::Result<Vec<PublicKey>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("failed to read trusted keys {}", path.display()))?;
-    text.lines()
-        .map(str::trim)
-        .enumerate()
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .map(|(i, l)| PublicKey::parse(l).with_context(|| format!("{}:{}", path.display(), i + 1)))
-        .collect()
 }
 
 /// One tier for `url`; `None` (with a warning) when a gRPC server cannot be reached.

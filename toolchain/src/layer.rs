@@ -366,15 +366,29 @@ impl Unpacker<'_> {
         Ok(fd)
     }
 
-    /// Everything [`verify_payload`] promises, before anything is written; returns the
-    /// entries in payload order with their data when the package is small.
-    fn verify(&self, pkg: &Package) -> Result<Option<Kept>, Error> {
-        let meta = &pkg.metadata;
-        let entries = match meta.get_file_entries() {
+    /// The header's file entries, and each one's index by path.
+    fn entries<'p>(
+        &self,
+        pkg: &'p Package,
+    ) -> Result<(Vec<rpm::FileEntry<'p>>, HashMap<PathBuf, usize>), Error> {
+        let entries = match pkg.metadata.get_file_entries() {
             Ok(e) => e,
             Err(rpm::Error::TagNotFound(_)) => Vec::new(),
             Err(e) => return Err(Error::rpm(self.rpm)(e)),
         };
+        let index_of = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.path(), i))
+            .collect();
+        Ok((entries, index_of))
+    }
+
+    /// Everything [`verify_payload`] promises, before anything is written; returns the
+    /// entries in payload order with their data when the package is small.
+    fn verify(&self, pkg: &Package) -> Result<Option<Kept>, Error> {
+        let meta = &pkg.metadata;
+        let (entries, index_of) = self.entries(pkg)?;
         // Refuse what can never be in a layer before reading any data.
         let mut declared: u64 = 0;
         for e in &entries {
@@ -412,11 +426,6 @@ impl Unpacker<'_> {
             Err(e) => return Err(Error::rpm(self.rpm)(e)),
         };
         // A small package's data is kept, so writing need not decompress it again.
-        let index_of: HashMap<PathBuf, usize> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path(), i))
-            .collect();
         let mut kept = (declared <= KEEP_IN_MEMORY).then(Vec::new);
         for f in files.into_iter().flatten() {
             let f = f.map_err(Error::rpm(self.rpm))?;
@@ -447,18 +456,9 @@ impl Unpacker<'_> {
         dest: &Path,
     ) -> Result<UnpackStats, Error> {
         let meta = &pkg.metadata;
-        let entries = match meta.get_file_entries() {
-            Ok(e) => e,
-            Err(rpm::Error::TagNotFound(_)) => Vec::new(),
-            Err(e) => return Err(Error::rpm(self.rpm)(e)),
-        };
+        let (entries, index_of) = self.entries(pkg)?;
 
         // Hard-link sets: header indexes sharing (device, inode).
-        let index_of: HashMap<PathBuf, usize> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.path(), i))
-            .collect();
         let inodes = meta
             .header
             .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEINODES)
