@@ -247,10 +247,18 @@ fn tier(
         }
         _ => anyhow::bail!(
             "remote cache URL {}: expected http://, https://, grpc:// or grpcs://",
-            keel_remote::http::Endpoint::parse(url, None)
-                .map(|(e, _)| e.base)
-                .unwrap_or_else(|_| "(unparsable)".into())
+            without_credentials(url)
         ),
+    }
+}
+
+/// `url` with any `user:password@` replaced, fit for a message.
+fn without_credentials(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let end = rest.find('/').unwrap_or(rest.len());
+    match rest[..end].rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[end..]),
+        None => url.to_owned(),
     }
 }
 
@@ -707,6 +715,18 @@ pub fn record_stats(store_root: &Path, build: &[(String, Counters)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_never_reach_a_message() {
+        assert_eq!(
+            without_credentials("ftp://me:secret@cache.example/keel"),
+            "ftp://***@cache.example/keel"
+        );
+        assert_eq!(
+            without_credentials("ftp://cache.example/a@b"),
+            "ftp://cache.example/a@b"
+        );
+    }
 
     #[test]
     fn envelopes_round_trip_and_garbage_is_refused() {
