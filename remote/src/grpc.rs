@@ -25,8 +25,8 @@
 //! the breaker, and RESOURCE_EXHAUSTED on an upload stopping uploads.
 
 use std::fmt;
-use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,7 +39,7 @@ use crate::error::{RemoteError, Result};
 use crate::http::{Fail, Health, Policy, Secret, run_op};
 use crate::signing::peek_blobs;
 use crate::tier::{
-    BlobSource, DigestFunction, DigestMap, Staging, Stats, Tier, Verifier, bump, hex,
+    BlobSource, DigestFunction, DigestMap, Landing, Stats, Tier, Verifier, bump, hex,
 };
 
 /// The messages of the API that keel uses, hand-written with the spec's field numbers
@@ -286,7 +286,6 @@ pub struct GrpcTier {
     batch_limit: u64,
     update_enabled: bool,
     map: Arc<DigestMap>,
-    staging: Staging,
     health: Health,
     stats: Stats,
 }
@@ -345,9 +344,6 @@ impl GrpcTier {
             let _guard = rt.enter();
             endpoint.connect_lazy()
         };
-        let staging = Staging {
-            dir: config.temp_dir.clone(),
-        };
         let mut tier = GrpcTier {
             name,
             batch_limit: config.batch_limit,
@@ -357,7 +353,6 @@ impl GrpcTier {
             function: DigestFunction::Sha256,
             update_enabled: true,
             map,
-            staging,
             health: Health::default(),
             stats: Stats::default(),
         };
@@ -547,9 +542,9 @@ impl GrpcTier {
         &self,
         digest: &BlobDigest,
         wire: &proto::Digest,
-        out: &mut dyn Write,
+        landing: &mut dyn Landing,
     ) -> Result<bool, Fail> {
-        let mut v = Verifier::new(&self.staging, digest, &self.stats).map_err(Fail::Other)?;
+        let mut v = Verifier::new(landing, digest, &self.stats).map_err(Fail::Other)?;
         let req = self.request(
             proto::ReadRequest {
                 resource_name: self.resource(wire),
@@ -596,15 +591,15 @@ impl GrpcTier {
             });
         match got {
             Ok(None) => Ok(false),
-            Ok(Some(())) => self.finish(v, out),
+            Ok(Some(())) => self.finish(v),
             Err(s) => Err(self.fail("ByteStream.Read", &s)),
         }
     }
 
-    fn finish(&self, v: Verifier<'_>, out: &mut dyn Write) -> Result<bool, Fail> {
+    fn finish(&self, v: Verifier<'_>) -> Result<bool, Fail> {
         let url = self.name.clone();
         let expected = v.expected_size();
-        match v.finish(&url, out) {
+        match v.finish(&url) {
             Ok(Ok(_)) => Ok(true),
             Ok(Err(got)) => Err(Fail::Retry(RemoteError::Truncated { url, expected, got })),
             Err(e) => Err(Fail::Other(e)),
@@ -861,7 +856,11 @@ impl Tier for GrpcTier {
             .collect())
     }
 
-    fn get_blob(&self, digest: &BlobDigest, out: &mut dyn Write) -> Result<bool> {
+    fn temp_dir(&self) -> &Path {
+        &self.config.temp_dir
+    }
+
+    fn land_blob(&self, digest: &BlobDigest, landing: &mut dyn Landing) -> Result<bool> {
         let wire = self
             .wire(digest)
             .ok_or_else(|| RemoteError::UnknownSha256 {
@@ -896,13 +895,12 @@ impl Tier for GrpcTier {
                         return Err(self.fail("BatchReadBlobs", &s));
                     }
                 }
-                let mut v =
-                    Verifier::new(&self.staging, digest, &self.stats).map_err(Fail::Other)?;
+                let mut v = Verifier::new(landing, digest, &self.stats).map_err(Fail::Other)?;
                 v.update(&r.data).map_err(Fail::Other)?;
-                self.finish(v, out)
+                self.finish(v)
             })?
         } else {
-            self.run(|| self.read_stream(digest, &wire, out))?
+            self.run(|| self.read_stream(digest, &wire, landing))?
         };
         bump(
             if found {

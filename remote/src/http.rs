@@ -30,7 +30,7 @@
 //! the process, also with one warning; downloads go on.
 
 use std::fmt;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -41,7 +41,8 @@ use keel_store::{ActionKey, BlobDigest};
 
 use crate::error::{RemoteError, Result};
 use crate::tier::{
-    BlobSource, DigestFunction, DigestMap, Staging, Stats, Tier, VerifyFailure, bump, hex,
+    BlobSource, DigestFunction, DigestMap, Landing, Stats, Tier, VerifyFailure, bump, hex,
+    verified_read,
 };
 
 /// A secret string: never shown by `Debug`.
@@ -379,7 +380,6 @@ pub struct HttpTier {
     config: HttpConfig,
     agent: ureq::Agent,
     map: Arc<DigestMap>,
-    staging: Staging,
     health: Health,
     stats: Stats,
 }
@@ -415,16 +415,12 @@ impl HttpTier {
             .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        let staging = Staging {
-            dir: config.temp_dir.clone(),
-        };
         Ok(HttpTier {
             endpoint,
             auth,
             config,
             agent,
             map,
-            staging,
             health: Health::default(),
             stats: Stats::default(),
         })
@@ -647,7 +643,11 @@ impl Tier for HttpTier {
         Ok(out)
     }
 
-    fn get_blob(&self, digest: &BlobDigest, out: &mut dyn Write) -> Result<bool> {
+    fn temp_dir(&self) -> &Path {
+        &self.config.temp_dir
+    }
+
+    fn land_blob(&self, digest: &BlobDigest, landing: &mut dyn Landing) -> Result<bool> {
         let url = self.cas_url(digest)?;
         let found = self.run(|| {
             let resp = self
@@ -660,10 +660,7 @@ impl Tier for HttpTier {
                 s => return Err(Self::status("GET", &url, s)),
             }
             let mut body: Box<dyn Read> = Box::new(resp.into_body().into_reader());
-            match self
-                .staging
-                .verified_copy(&url, digest, &mut body, out, &self.stats)
-            {
+            match verified_read(&url, digest, &mut body, landing, &self.stats) {
                 Ok(Ok(_)) => Ok(true),
                 Ok(Err(got)) => Err(Fail::Retry(RemoteError::Truncated {
                     url: url.clone(),

@@ -69,4 +69,4 @@ mod tier;
 
 pub use error::{RemoteError, Result};
 pub use remote::{Mode, PutReport, Remote, RemoteConfig};
-pub use tier::{BlobSource, DigestFunction, DigestMap, Stats, StatsSnapshot, Tier};
+pub use tier::{BlobSource, DigestFunction, DigestMap, Landing, Stats, StatsSnapshot, Tier};

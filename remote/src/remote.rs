@@ -9,7 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::{RemoteError, Result};
 use crate::signing::{Entry, SigningKeyPair, TrustedKeys, Verdict};
-use crate::tier::{BlobSource, DigestMap, StatsSnapshot, Tier, bump};
+use crate::tier::{BlobSource, DigestMap, Landing, StatsSnapshot, Tier, bump};
 
 /// What a build may do with the remote.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -157,6 +157,35 @@ impl Remote {
             }
         }
         false
+    }
+
+    /// Streams a blob into `landing` from the first tier that has it; the landing keeps
+    /// it only once verified. `false` on a miss everywhere (errors are warnings).
+    pub fn land_blob(&self, digest: &BlobDigest, landing: &mut dyn Landing) -> bool {
+        for tier in &self.tiers {
+            match tier.land_blob(digest, landing) {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => report_read_error(&e),
+            }
+        }
+        false
+    }
+
+    /// Fetches blobs in parallel, each into the landing `land` makes for it (a store's
+    /// [`keel_store::BlobIngest`]: no staging copy). Each result says whether the blob
+    /// arrived intact; a landing that cannot be made is a warning and a `false`.
+    pub fn land_blobs<L: Landing>(
+        &self,
+        blobs: &[BlobDigest],
+        land: impl Fn(&BlobDigest) -> L + Sync,
+    ) -> Vec<bool> {
+        self.pool.install(|| {
+            blobs
+                .par_iter()
+                .map(|d| self.land_blob(d, &mut land(d)))
+                .collect()
+        })
     }
 
     /// Fetches blobs in parallel into `dir/<blake3 hex>`; each result is the file, or

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -32,10 +32,20 @@ pub trait Tier: Send + Sync + fmt::Debug {
     /// For each digest, whether the tier has that blob.
     fn has_blobs(&self, digests: &[BlobDigest]) -> Result<Vec<bool>>;
 
-    /// Streams the blob into `out` if the tier has it. The bytes are verified against
+    /// Streams the blob into `landing` if the tier has it; the landing keeps the bytes
+    /// only if they are `digest`'s. A mismatch is [`RemoteError::Corrupt`].
+    fn land_blob(&self, digest: &BlobDigest, landing: &mut dyn Landing) -> Result<bool>;
+
+    /// Where downloads that cannot go straight to their destination are staged.
+    fn temp_dir(&self) -> &Path;
+
+    /// Copies the blob into `out` if the tier has it. The bytes are verified against
     /// `digest` before the first byte reaches `out`: a mismatch is
     /// [`RemoteError::Corrupt`] and `out` is untouched.
-    fn get_blob(&self, digest: &BlobDigest, out: &mut dyn Write) -> Result<bool>;
+    fn get_blob(&self, digest: &BlobDigest, out: &mut dyn Write) -> Result<bool> {
+        let dir = self.temp_dir().to_owned();
+        self.land_blob(digest, &mut StagedCopy::new(&dir, out))
+    }
 
     /// Uploads a blob whose digest the caller already knows.
     fn put_blob(&self, digest: &BlobDigest, source: BlobSource<'_>) -> Result<()>;
@@ -213,62 +223,144 @@ pub(crate) fn bump(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
-/// Where verified downloads are staged before they are handed out.
-#[derive(Debug, Clone)]
-pub(crate) struct Staging {
-    pub dir: PathBuf,
+/// Where a downloaded blob's bytes go as they arrive. A download may take several
+/// attempts (a truncated body is retried): each attempt begins with [`Landing::start`],
+/// which discards what an earlier one wrote, and the bytes count only once
+/// [`Landing::finish`] has found them to be the expected blob.
+pub trait Landing {
+    /// Where the bytes are kept, for messages.
+    fn place(&self) -> &Path;
+
+    /// Begins an attempt, discarding anything written before.
+    fn start(&mut self) -> io::Result<()>;
+
+    /// Takes the next bytes of the attempt.
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()>;
+
+    /// Ends the attempt: returns the digest of the bytes written since `start`, and keeps
+    /// them only if it is `expected`.
+    fn finish(&mut self, expected: &BlobDigest) -> io::Result<BlobDigest>;
 }
 
-impl Staging {
-    /// Reads `body` into a temporary file while hashing it, and copies it to `out` only if
-    /// its size and BLAKE3 match `digest`. `Ok(Err(got))` is a short body (truncated);
-    /// `Err` is a mismatch or an I/O failure.
-    pub(crate) fn verified_copy(
-        &self,
-        url: &str,
-        digest: &BlobDigest,
-        body: &mut dyn Read,
-        out: &mut dyn Write,
-        stats: &Stats,
-    ) -> Result<std::result::Result<u64, u64>, VerifyFailure> {
-        let mut v = Verifier::new(self, digest, stats).map_err(VerifyFailure::Local)?;
-        let mut buf = vec![0u8; 64 * 1024];
-        // Never read more than the digest's size plus one byte: enough to tell "too long".
-        while !v.too_long() {
-            let want = usize::try_from((digest.size() + 1 - v.got).min(buf.len() as u64))
-                .unwrap_or(buf.len());
-            let n = match body.read(&mut buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(VerifyFailure::Body(e)),
-            };
-            v.update(&buf[..n]).map_err(VerifyFailure::Local)?;
-        }
-        v.finish(url, out).map_err(VerifyFailure::Local)
+/// Downloads straight into a store: hashed and compressed as they arrive, stored only if
+/// they are the blob asked for.
+impl Landing for keel_store::BlobIngest<'_> {
+    fn place(&self) -> &Path {
+        self.store_root()
+    }
+
+    fn start(&mut self) -> io::Result<()> {
+        self.restart().map_err(io::Error::other)
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        keel_store::BlobIngest::write(self, chunk).map_err(io::Error::other)
+    }
+
+    fn finish(&mut self, expected: &BlobDigest) -> io::Result<BlobDigest> {
+        keel_store::BlobIngest::finish(self, expected).map_err(io::Error::other)
     }
 }
 
-/// Stages the chunks of one download in a temporary file while hashing them; only
-/// [`Verifier::finish`] hands the bytes out, and only if they match.
-pub(crate) struct Verifier<'a> {
+/// Stages a download in a temporary file in `dir` and copies it to `out` once verified,
+/// so that `out` never sees a byte of a wrong blob.
+pub(crate) struct StagedCopy<'a> {
     dir: &'a Path,
-    digest: BlobDigest,
-    tmp: File,
+    out: &'a mut dyn Write,
+    tmp: Option<File>,
     hasher: DigestHasher<keel_store::BlobKind>,
+}
+
+impl<'a> StagedCopy<'a> {
+    pub(crate) fn new(dir: &'a Path, out: &'a mut dyn Write) -> Self {
+        StagedCopy {
+            dir,
+            out,
+            tmp: None,
+            hasher: DigestHasher::new(),
+        }
+    }
+}
+
+impl Landing for StagedCopy<'_> {
+    fn place(&self) -> &Path {
+        self.dir
+    }
+
+    fn start(&mut self) -> io::Result<()> {
+        self.tmp = Some(tempfile::tempfile_in(self.dir)?);
+        self.hasher = DigestHasher::new();
+        Ok(())
+    }
+
+    fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.hasher.update(chunk);
+        match &mut self.tmp {
+            Some(f) => f.write_all(chunk),
+            None => Err(io::Error::other("a download written before it started")),
+        }
+    }
+
+    fn finish(&mut self, expected: &BlobDigest) -> io::Result<BlobDigest> {
+        let actual = std::mem::replace(&mut self.hasher, DigestHasher::new()).finalize();
+        let Some(mut tmp) = self.tmp.take() else {
+            return Err(io::Error::other("a download finished before it started"));
+        };
+        if actual == *expected {
+            tmp.rewind()?;
+            io::copy(&mut tmp, self.out)?;
+        }
+        Ok(actual)
+    }
+}
+
+/// Reads `body` into `landing`, never more than the digest's size plus one byte. `Ok(Ok(size))`
+/// when the bytes were the blob; `Ok(Err(got))` is a short body (truncated); `Err` is a
+/// mismatch, a failed read or a local I/O failure.
+pub(crate) fn verified_read(
+    url: &str,
+    digest: &BlobDigest,
+    body: &mut dyn Read,
+    landing: &mut dyn Landing,
+    stats: &Stats,
+) -> Result<std::result::Result<u64, u64>, VerifyFailure> {
+    let mut v = Verifier::new(landing, digest, stats).map_err(VerifyFailure::Local)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    while !v.too_long() {
+        let want =
+            usize::try_from((digest.size() + 1 - v.got).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = match body.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(VerifyFailure::Body(e)),
+        };
+        v.update(&buf[..n]).map_err(VerifyFailure::Local)?;
+    }
+    v.finish(url).map_err(VerifyFailure::Local)
+}
+
+/// Feeds one download attempt to a [`Landing`], counting bytes; only [`Verifier::finish`]
+/// lets the landing keep them, and only if they match.
+pub(crate) struct Verifier<'a> {
+    landing: &'a mut dyn Landing,
+    digest: BlobDigest,
     got: u64,
     stats: &'a Stats,
 }
 
 impl<'a> Verifier<'a> {
-    pub(crate) fn new(staging: &'a Staging, digest: &BlobDigest, stats: &'a Stats) -> Result<Self> {
-        let tmp = tempfile::tempfile_in(&staging.dir)
-            .map_err(|e| RemoteError::io("create a temporary file in", &staging.dir, e))?;
+    pub(crate) fn new(
+        landing: &'a mut dyn Landing,
+        digest: &BlobDigest,
+        stats: &'a Stats,
+    ) -> Result<Self> {
+        landing
+            .start()
+            .map_err(|e| RemoteError::io("start a download in", landing.place(), e))?;
         Ok(Verifier {
-            dir: &staging.dir,
+            landing,
             digest: *digest,
-            tmp,
-            hasher: DigestHasher::new(),
             got: 0,
             stats,
         })
@@ -289,42 +381,37 @@ impl<'a> Verifier<'a> {
         if self.too_long() {
             return Ok(());
         }
-        self.hasher.update(chunk);
-        self.tmp
-            .write_all(chunk)
-            .map_err(|e| RemoteError::io("write a temporary file in", self.dir, e))
+        self.landing
+            .write(chunk)
+            .map_err(|e| RemoteError::io("write a download to", self.landing.place(), e))
     }
 
-    /// `Ok(Ok(size))` when the bytes matched and were copied to `out`; `Ok(Err(got))` when
+    /// `Ok(Ok(size))` when the bytes matched and the landing kept them; `Ok(Err(got))` when
     /// fewer bytes than the digest's size arrived; [`RemoteError::Corrupt`] (counted) when
     /// they do not match.
-    pub(crate) fn finish(
-        mut self,
-        url: &str,
-        out: &mut dyn Write,
-    ) -> Result<std::result::Result<u64, u64>> {
+    pub(crate) fn finish(self, url: &str) -> Result<std::result::Result<u64, u64>> {
         let (got, size) = (self.got, self.digest.size());
         if got < size {
             return Ok(Err(got));
         }
-        let actual = self.hasher.finalize();
-        if got != size || actual.hash() != self.digest.hash() {
+        let corrupt = |actual: String| {
             bump(&self.stats.verify_failures, 1);
-            let actual = if got > size {
-                format!("more than {size} bytes")
-            } else {
-                format!("{} ({got} bytes)", actual.to_hex())
-            };
-            return Err(RemoteError::Corrupt {
+            RemoteError::Corrupt {
                 url: url.to_owned(),
                 expected: format!("{} ({size} bytes)", self.digest.to_hex()),
                 actual,
-            });
+            }
+        };
+        if got > size {
+            return Err(corrupt(format!("more than {size} bytes")));
         }
-        self.tmp
-            .rewind()
-            .and_then(|()| io::copy(&mut self.tmp, out))
-            .map_err(|e| RemoteError::io("copy a verified download from", self.dir, e))?;
+        let actual = self
+            .landing
+            .finish(&self.digest)
+            .map_err(|e| RemoteError::io("keep a download in", self.landing.place(), e))?;
+        if actual != self.digest {
+            return Err(corrupt(format!("{} ({got} bytes)", actual.to_hex())));
+        }
         Ok(Ok(got))
     }
 }

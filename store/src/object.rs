@@ -229,6 +229,13 @@ impl<K: DigestKind> ObjectWriter<K> {
         })
     }
 
+    /// Compresses on the calling thread only: for writers that run side by side already
+    /// (downloads), where zstd's worker threads would only compete with each other.
+    pub(crate) fn single_threaded(mut self) -> Self {
+        self.threads = 1;
+        self
+    }
+
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.hasher.update_parallel(bytes);
         self.write_payload(bytes)

@@ -314,13 +314,38 @@ impl Store {
         hint: CompressHint,
         fill: impl FnOnce(&mut ObjectWriter<K>) -> io::Result<()>,
     ) -> Result<Digest<K>> {
+        let mut w = self.object_writer(kind, hint)?;
         let tmp_dir = self.tmp_dir();
-        let mut w = ObjectWriter::<K>::new(&tmp_dir, kind, hint)
-            .map_err(StoreError::io("create temporary object in", &tmp_dir))?;
         fill(&mut w).map_err(StoreError::io("write temporary object in", &tmp_dir))?;
+        self.commit(kind, w, None)
+    }
+
+    fn object_writer<K: DigestKind>(
+        &self,
+        kind: ObjectKind,
+        hint: CompressHint,
+    ) -> Result<ObjectWriter<K>> {
+        let tmp_dir = self.tmp_dir();
+        ObjectWriter::<K>::new(&tmp_dir, kind, hint)
+            .map_err(StoreError::io("create temporary object in", &tmp_dir))
+    }
+
+    /// Finishes a written object and moves it into place, unless `expected` is given and
+    /// the bytes turned out to be something else: then nothing is stored. Returns the
+    /// digest of what was written either way.
+    fn commit<K: DigestKind>(
+        &self,
+        kind: ObjectKind,
+        w: ObjectWriter<K>,
+        expected: Option<&Digest<K>>,
+    ) -> Result<Digest<K>> {
+        let tmp_dir = self.tmp_dir();
         let (digest, tmp) = w
             .finish()
             .map_err(StoreError::io("write temporary object in", &tmp_dir))?;
+        if expected.is_some_and(|e| *e != digest) {
+            return Ok(digest);
+        }
         let dest = self.path_of(kind, &digest);
         let created = object::persist(tmp, &dest)
             .map_err(StoreError::io("move object into place at", &dest))?;
@@ -334,6 +359,17 @@ impl Store {
         }
         self.touch(kind, digest.hash());
         Ok(digest)
+    }
+
+    /// Starts taking in a blob whose digest is known in advance (a download): the bytes
+    /// are hashed and compressed as they arrive, and stored only if they match. See
+    /// [`BlobIngest`].
+    pub fn ingest(&self, hint: CompressHint) -> BlobIngest<'_> {
+        BlobIngest {
+            store: self,
+            hint,
+            writer: None,
+        }
     }
 
     /// Whether an object is present (not whether it is intact: reads verify that).
@@ -483,7 +519,7 @@ impl Store {
             .tempfile_in(dir)
             .map_err(StoreError::io("create temporary file in", dir))?;
         let mut r = self.open_object(ObjectKind::Blob, digest)?;
-        if let Err(e) = io::copy(&mut r, tmp.as_file_mut()) {
+        if let Err(e) = copy_sparse(&mut r, tmp.as_file_mut()) {
             return Err(match object::classify(e) {
                 ReadFailure::Io(source) => StoreError::Io {
                     action: "write",
@@ -508,6 +544,111 @@ impl Store {
         })?;
         Ok(())
     }
+}
+
+/// A blob arriving in pieces from elsewhere, whose digest the sender claimed: streamed
+/// into a temporary object (hashed and compressed on the way, never held whole in memory)
+/// and moved into the store only by [`BlobIngest::finish`], and only if it is the claimed
+/// blob. An attempt that fails halfway is discarded by [`BlobIngest::restart`] or by
+/// dropping the ingest.
+pub struct BlobIngest<'s> {
+    store: &'s Store,
+    hint: CompressHint,
+    writer: Option<ObjectWriter<BlobKind>>,
+}
+
+impl std::fmt::Debug for BlobIngest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobIngest")
+            .field("store", &self.store.root())
+            .field("hint", &self.hint)
+            .field("started", &self.writer.is_some())
+            .finish()
+    }
+}
+
+impl BlobIngest<'_> {
+    /// The store the blob goes to.
+    pub fn store_root(&self) -> &Path {
+        self.store.root()
+    }
+
+    /// Discards whatever was written and starts again from the first byte.
+    pub fn restart(&mut self) -> Result<()> {
+        // Downloads run side by side: one thread each, zstd's workers would only compete.
+        let w = self.store.object_writer(ObjectKind::Blob, self.hint)?;
+        self.writer = Some(w.single_threaded());
+        Ok(())
+    }
+
+    /// Takes in the next bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        if self.writer.is_none() {
+            self.restart()?;
+        }
+        let w = self.writer.as_mut().expect("started above");
+        w.write(bytes).map_err(StoreError::io(
+            "write temporary object in",
+            &self.store.tmp_dir(),
+        ))
+    }
+
+    /// Ends the blob: returns the digest of the bytes written since the last restart, and
+    /// stores them only if that is `expected`.
+    pub fn finish(&mut self, expected: &BlobDigest) -> Result<BlobDigest> {
+        if self.writer.is_none() {
+            self.restart()?;
+        }
+        let w = self.writer.take().expect("started above");
+        self.store.commit(ObjectKind::Blob, w, Some(expected))
+    }
+}
+
+/// Copies `r` into the empty file `f`, leaving holes where whole 4 KiB blocks are zeros:
+/// a disk image is mostly unwritten space, and its bytes read back the same either way.
+fn copy_sparse(r: &mut impl Read, f: &mut File) -> io::Result<u64> {
+    use std::os::unix::fs::FileExt as _;
+    const BLOCK: usize = 4096;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut buf = vec![0u8; 1 << 20];
+    let mut pos = 0u64;
+    loop {
+        // Fill the buffer so that blocks stay aligned to the file's offsets.
+        let mut len = 0;
+        while len < buf.len() {
+            match r.read(&mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if len == 0 {
+            break;
+        }
+        let mut run: Option<usize> = None; // start of the data blocks not yet written
+        for start in (0..len).step_by(BLOCK) {
+            let block = &buf[start..(start + BLOCK).min(len)];
+            let zero = block == &ZEROS[..block.len()];
+            match (zero, run) {
+                (true, Some(from)) => {
+                    f.write_all_at(&buf[from..start], pos + from as u64)?;
+                    run = None;
+                }
+                (false, None) => run = Some(start),
+                _ => {}
+            }
+        }
+        if let Some(from) = run {
+            f.write_all_at(&buf[from..len], pos + from as u64)?;
+        }
+        pos += len as u64;
+        if len < buf.len() {
+            break;
+        }
+    }
+    f.set_len(pos)?;
+    Ok(pos)
 }
 
 /// Feeds everything `reader` yields to `w`, through one fixed buffer.
@@ -648,4 +789,75 @@ fn has_records(root: &Path) -> bool {
     fs::read_dir(root.join(ObjectKind::Record.dir_name()))
         .map(|mut d| d.next().is_some())
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("store")).unwrap();
+        (dir, store)
+    }
+
+    #[test]
+    fn an_ingested_blob_is_stored_only_if_it_is_the_one_claimed() {
+        let (_dir, store) = store();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let claimed = BlobDigest::of_bytes(&bytes);
+
+        // A first attempt dies halfway; the second starts over and completes.
+        let mut ingest = store.ingest(CompressHint::Auto);
+        ingest.write(&bytes[..1000]).unwrap();
+        ingest.restart().unwrap();
+        for chunk in bytes.chunks(4096) {
+            ingest.write(chunk).unwrap();
+        }
+        assert_eq!(ingest.finish(&claimed).unwrap(), claimed);
+        assert_eq!(store.read_blob(&claimed).unwrap(), bytes);
+
+        // Other bytes under the same claim: their own digest is returned, nothing stored.
+        let (_dir2, store) = self::store();
+        let mut ingest = store.ingest(CompressHint::Auto);
+        ingest.write(&bytes[1..]).unwrap();
+        let got = ingest.finish(&claimed).unwrap();
+        assert_ne!(got, claimed);
+        assert!(!store.contains_blob(&claimed));
+        assert!(!store.contains_blob(&got));
+        assert_eq!(
+            fs::read_dir(store.tmp_dir()).unwrap().count(),
+            0,
+            "no leftovers"
+        );
+    }
+
+    #[test]
+    fn materialized_zeros_are_holes_and_read_back_the_same() {
+        let (dir, store) = store();
+        // 3 MiB: data, 2 MiB of zeros, data cut mid-block, and a zero tail.
+        let mut bytes = vec![0u8; 3 << 20];
+        bytes[..5000].fill(1);
+        bytes[(5 << 19) + 100..(5 << 19) + 9000].fill(2);
+        bytes[(3 << 20) - 4096 - 10] = 3;
+        let d = store.put_bytes(&bytes).unwrap();
+        let dest = dir.path().join("disk.raw");
+        store.materialize_blob(&d, &dest, 0o644).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+        let meta = fs::metadata(&dest).unwrap();
+        assert_eq!(meta.len(), bytes.len() as u64);
+        assert!(
+            meta.blocks() * 512 < 1 << 20,
+            "{} bytes allocated for about 20 KiB of data",
+            meta.blocks() * 512
+        );
+        // All zeros, and empty.
+        for bytes in [vec![0u8; 10_000], Vec::new()] {
+            let d = store.put_bytes(&bytes).unwrap();
+            store.materialize_blob(&d, &dest, 0o644).unwrap();
+            assert_eq!(fs::read(&dest).unwrap(), bytes);
+        }
+    }
 }

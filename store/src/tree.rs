@@ -130,6 +130,11 @@ impl Store {
         self.put_object::<TreeKind>(ObjectKind::Tree, CompressHint::Auto, |w| w.write(&bytes))
     }
 
+    /// Whether a manifest is present (its files are, if the store is intact).
+    pub fn contains_tree(&self, digest: &TreeDigest) -> bool {
+        self.has_object(ObjectKind::Tree, digest)
+    }
+
     /// Reads a manifest back, verified.
     pub fn get_tree(&self, digest: &TreeDigest) -> Result<Tree> {
         let bytes = self.read_object(ObjectKind::Tree, digest)?;
