@@ -37,8 +37,6 @@ pub struct RpmExecutor {
     pub timeout: Duration,
     /// Where each action's log is kept after it ran (`<store>/logs`).
     pub log_dir: PathBuf,
-    /// The build's remote cache, for dependencies' outputs known only from it.
-    pub remote: Option<std::sync::Arc<super::remote::SharedCache>>,
 }
 
 fn failed(msg: impl Into<String>) -> ExecError {
@@ -76,23 +74,6 @@ fn rpm_outputs(
 }
 
 impl RpmExecutor {
-    /// Fetches the dependencies' outputs the store lacks from the remote cache (sources
-    /// whose record came from there without their bytes). What cannot be fetched is left
-    /// for the materialization to name.
-    fn fetch_deps(&self, ctx: &ExecContext<'_>) {
-        let Some(remote) = &self.remote else { return };
-        let blobs: Vec<BlobDigest> = ctx
-            .deps
-            .iter()
-            .flat_map(|(_, r)| r.outputs.iter())
-            .filter_map(|o| match &o.object {
-                ObjectRef::Blob(d) => Some(*d),
-                ObjectRef::Tree(_) => None,
-            })
-            .collect();
-        remote.fetch_into(ctx.store, &blobs);
-    }
-
     fn keep_log(&self, store: &Store, name: &str, log: &Path) -> Option<(BlobDigest, PathBuf)> {
         let file: String = name
             .chars()
@@ -163,7 +144,6 @@ impl RpmExecutor {
         for (name, d) in &i.files {
             store.materialize_blob(d, &src.join(name), 0o644)?;
         }
-        self.fetch_deps(ctx);
         for (_, rec) in &ctx.deps {
             for o in &rec.outputs {
                 if let ObjectRef::Blob(d) = &o.object {

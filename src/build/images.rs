@@ -362,10 +362,22 @@ fn failed(msg: impl Into<String>) -> ExecError {
 /// Runs `image:` actions with keel-image and hands every other action to `inner`.
 pub struct ImageExecutor {
     pub inner: Box<dyn Executor>,
+    /// The build's remote cache, for dependencies' outputs known only from it.
+    pub remote: Option<std::sync::Arc<super::remote::SharedCache>>,
 }
 
 impl Executor for ImageExecutor {
     fn execute(&self, ctx: &ExecContext<'_>) -> Result<ExecOutcome, ExecError> {
+        // A dependency answered by the remote cache may have left its outputs there.
+        if let Some(remote) = &self.remote {
+            let deps: Vec<&keel_store::ActionRecord> = ctx.deps.iter().map(|(_, r)| *r).collect();
+            if !remote.ensure(ctx.store, &deps) {
+                return Err(failed(
+                    "a dependency's outputs could not be fetched intact from the remote cache \
+                     (it is built here next)",
+                ));
+            }
+        }
         match &ctx.action.inputs {
             KeyInputs::Image(i) => {
                 if ctx.cancel.is_cancelled() {

@@ -82,6 +82,8 @@ pub struct Session {
     /// The warnings printed while loading (kept by [`state`]).
     pub warnings: Vec<String>,
     stamp_fingerprint: String,
+    /// The actions the command line named (`None`: it named none, so everything).
+    requested: Option<std::collections::BTreeSet<String>>,
     mirrors: Vec<String>,
     store_root: std::path::PathBuf,
     jobs: usize,
@@ -169,6 +171,25 @@ impl Session {
             }
         }
         let wanted = actions::wanted_specs(pg, &spec_targets)?;
+        let requested = (!targets.is_empty()).then(|| {
+            let mut names = std::collections::BTreeSet::new();
+            for t in targets {
+                if let Some(i) = planned.iter().find(|i| *t == i.action || t == i.name()) {
+                    names.insert(i.action.clone());
+                    continue;
+                }
+                let bare = t
+                    .strip_prefix("rpm:")
+                    .or_else(|| t.strip_prefix("srpm:"))
+                    .unwrap_or(t);
+                if let Some(spec) = pg.find(bare) {
+                    let name = &pg.specs[spec.0].name;
+                    names.insert(format!("rpm:{name}"));
+                    names.insert(format!("srpm:{name}"));
+                }
+            }
+            names
+        });
         let mut warnings = Vec::new();
         for u in &pg.unresolved {
             if wanted[u.spec.0] {
@@ -214,6 +235,7 @@ impl Session {
             action_config: cfg,
             warnings,
             stamp_fingerprint: stamp_fingerprint?,
+            requested,
             mirrors: tree.config.sources.mirrors.clone(),
             store_root: store.root().to_owned(),
             jobs: ctx.jobs(),
@@ -221,8 +243,8 @@ impl Session {
         })
     }
 
-    /// The executor for this session's kind; `remote` supplies blobs the store lacks (a
-    /// source known only from the remote cache's record).
+    /// The executor for this session's kind; `remote` supplies dependencies' outputs the
+    /// store lacks (hits known only from the remote cache's record).
     pub fn executor(
         &self,
         remote: Option<std::sync::Arc<remote::SharedCache>>,
@@ -249,9 +271,8 @@ impl Session {
                     jobs_per_build: u32::try_from(self.jobs).unwrap_or(1).max(1),
                     timeout: std::time::Duration::from_secs(3600),
                     log_dir: self.store_root.join("logs"),
-                    remote,
                 });
-                Ok(Box::new(images::ImageExecutor { inner: rpm }))
+                Ok(Box::new(images::ImageExecutor { inner: rpm, remote }))
             }
         }
     }
@@ -266,8 +287,38 @@ impl Session {
         self.stamp_fingerprint.clone()
     }
 
+    /// Whether `publish` copies `action`'s outputs to `out/`: packages, the repository and
+    /// images, of everything or of what the command line named (not of what that needed:
+    /// `keel build image:X` publishes the image, not its packages, which a remote cache
+    /// then never has to send).
+    fn publishes(&self, action: &keel_engine::Action) -> bool {
+        use keel_engine::ActionKind as K;
+        let kind = matches!(
+            action.kind(),
+            K::RpmBuild | K::SrpmPack | K::RepoIndex | K::Image
+        );
+        kind && self
+            .requested
+            .as_ref()
+            .is_none_or(|r| r.contains(&action.name))
+    }
+
+    /// The keys of the results [`Session::publish`] reads, for fetching them first.
+    pub fn publish_keys(&self, report: &BuildReport) -> Vec<keel_store::ActionKey> {
+        if self.kind != ExecutorKind::Rpmbuild {
+            return Vec::new();
+        }
+        self.actions
+            .graph
+            .iter()
+            .filter(|(_, a)| self.publishes(a))
+            .filter_map(|(id, _)| report.get(id).and_then(|r| r.key))
+            .collect()
+    }
+
     /// Copies the built packages and the repository to the tree's `out/`: `RPMS/<arch>/`,
-    /// `SRPMS/`, and `RPMS/repodata/` when the whole tree was built. Packages no longer
+    /// `SRPMS/`, and `RPMS/repodata/` when the whole tree was built (only what the command
+    /// line named, when it named something: see `publishes`). Packages no longer
     /// produced are removed from there; unchanged files are not rewritten.
     /// Returns the files published.
     pub fn publish(
@@ -284,6 +335,9 @@ impl Session {
         let mut repodata = None;
         let mut images_published = Vec::new();
         for (id, action) in self.actions.graph.iter() {
+            if !self.publishes(action) {
+                continue;
+            }
             let dest_dir = match action.kind() {
                 keel_engine::ActionKind::RpmBuild => None,
                 keel_engine::ActionKind::SrpmPack => Some(srpms.clone()),

@@ -3,30 +3,39 @@
 //!
 //! What goes over the wire for one action: the signed entry (keel-remote's format) whose
 //! record is an *envelope* — the action record's bytes plus, for each tree output (the
-//! repository metadata), the blob holding the tree's manifest — and every blob the record
-//! names. A reader checks the signature, decodes the record, checks that it answers the
-//! key it asked for, downloads the blobs it lacks (each verified against its digest on the
-//! way in), rebuilds the trees from their manifests, and only then records the result in
-//! the local store. Anything less is a miss: the action is built locally.
+//! repository metadata, an OCI layout), the blob holding the tree's manifest — and every
+//! blob the record names. A reader checks the signature, decodes the record and checks
+//! that it answers the key it asked for; anything less is a miss, and the action is built
+//! locally.
 //!
-//! Logs are not shared: readers get the outputs. Fetching only what is needed: a source's record is used without downloading the
-//! source when it is not already stored (a source matters only to the SRPM built from it,
-//! and that SRPM is usually a hit too); the executor fetches it if a build needs it after
-//! all.
+//! Fetching only what is needed: a hit is answered with its record alone, which is all
+//! the engine needs to look up what depends on it. Outputs are downloaded (each blob
+//! verified against its digest on the way into the store, trees rebuilt from their
+//! manifests, and only then the record kept in the local action cache) when something
+//! needs them: an action that runs here needs its dependencies' ([`SharedCache::ensure`]),
+//! and `keel build` publishes what was asked for ([`SharedCache::materialize`], all side by
+//! side). So a hit on an image never downloads its packages, and a hit on a package never
+//! downloads its build dependencies. An entry whose outputs cannot be had intact is
+//! refused from then on and the build runs again to make it here.
+//!
+//! Logs are not shared: readers get the outputs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use keel_engine::{Action, ActionKind, RemoteCache, RemoteHit};
+use keel_engine::{Action, RemoteCache, RemoteHit};
 use keel_remote::grpc::{GrpcConfig, GrpcTier};
 use keel_remote::http::{Credentials, HttpConfig, HttpTier};
 use keel_remote::signing::{PublicKey, SigningKeyPair, TrustedKeys};
 use keel_remote::{BlobSource, DigestMap, Mode, Remote, RemoteConfig, StatsSnapshot, Tier};
-use keel_store::{ActionKey, ActionRecord, BlobDigest, ObjectRef, Store, Tree, TreeDigest};
+use keel_store::{
+    ActionKey, ActionRecord, BlobDigest, CompressHint, ObjectRef, Store, Tree, TreeDigest,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::commands::store::human_bytes;
@@ -89,6 +98,21 @@ pub struct SharedCache {
     tmp: PathBuf,
     /// Bytes of verified blobs stored from the remote: what downloads were for.
     fetched: AtomicU64,
+    /// Hits answered with their record alone, by key: their outputs are fetched only when
+    /// something needs them (an action that runs here, or publishing).
+    pending: Mutex<HashMap<ActionKey, Pending>>,
+    /// Entries whose outputs could not be fetched intact: misses from now on.
+    refused: Mutex<HashSet<ActionKey>>,
+    /// Whether an entry was refused since [`SharedCache::take_refusals`] last asked.
+    newly_refused: AtomicBool,
+}
+
+/// A remote hit whose outputs are still remote.
+#[derive(Debug)]
+struct Pending {
+    name: String,
+    record: ActionRecord,
+    env: Envelope,
 }
 
 /// Opens the remote cache the tree and the command line ask for; `None` when there is
@@ -201,6 +225,9 @@ pub fn open(
         remote,
         tmp,
         fetched: AtomicU64::new(0),
+        pending: Mutex::default(),
+        refused: Mutex::default(),
+        newly_refused: AtomicBool::new(false),
     })))
 }
 
@@ -341,9 +368,9 @@ impl SharedCache {
         (self.remote.stats(), self.fetched.load(Ordering::Relaxed))
     }
 
-    /// Fetches into `store` whichever of `blobs` it lacks. `false` if any could not be
-    /// had (a miss, or bytes that did not match: already reported).
-    pub fn fetch_into(&self, store: &Store, blobs: &[BlobDigest]) -> bool {
+    /// Fetches into `store` whichever of `blobs` it lacks, side by side. Returns those that
+    /// could not be had (a miss, or bytes that did not match: already reported).
+    fn fetch_into(&self, store: &Store, blobs: &[BlobDigest]) -> HashSet<BlobDigest> {
         let missing: Vec<BlobDigest> = blobs
             .iter()
             .filter(|d| !store.contains_blob(d))
@@ -351,95 +378,160 @@ impl SharedCache {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        if missing.is_empty() {
-            return true;
+        // Straight into the store: hashed and compressed as they arrive, kept only if
+        // they are the blobs named.
+        let got = self
+            .remote
+            .land_blobs(&missing, |_| store.ingest(CompressHint::Auto));
+        let mut failed = HashSet::new();
+        for (d, landed) in missing.into_iter().zip(got) {
+            if landed {
+                self.fetched.fetch_add(d.size(), Ordering::Relaxed);
+            } else {
+                failed.insert(d);
+            }
         }
-        let Ok(dir) = tempfile::Builder::new()
-            .prefix("remote.")
-            .tempdir_in(&self.tmp)
-        else {
-            tracing::warn!(
-                "cannot create a download directory in {}",
-                self.tmp.display()
-            );
-            return false;
-        };
-        let got = self.remote.fetch_blobs(&missing, dir.path());
-        let mut ok = true;
-        for (d, file) in missing.iter().zip(got) {
-            let Some(file) = file else {
-                ok = false;
-                continue;
-            };
-            match store.put_file(&file) {
-                Ok(stored) if stored == *d => {
-                    self.fetched.fetch_add(d.size(), Ordering::Relaxed);
+        failed
+    }
+
+    /// Downloads what each record names (blobs, tree manifests and their files) into
+    /// `store`, all records' blobs side by side. For each record, whether everything it
+    /// names is now stored intact.
+    fn fetch_records(&self, store: &Store, records: &[(&ActionRecord, &Envelope)]) -> Vec<bool> {
+        let mut blobs = Vec::new();
+        let mut ok = vec![true; records.len()];
+        // (record, tree, manifest blob)
+        let mut wanted_trees = Vec::new();
+        for (i, (record, env)) in records.iter().enumerate() {
+            let trees: BTreeMap<TreeDigest, BlobDigest> = env.trees.iter().copied().collect();
+            for o in record.objects() {
+                match o {
+                    ObjectRef::Blob(d) => blobs.push(d),
+                    ObjectRef::Tree(t) if store.contains_tree(&t) => {}
+                    ObjectRef::Tree(t) => {
+                        let Some(b) = trees.get(&t) else {
+                            tracing::warn!(
+                                "remote entry {} names tree {t} without its manifest",
+                                record.key
+                            );
+                            ok[i] = false;
+                            continue;
+                        };
+                        blobs.push(*b);
+                        wanted_trees.push((i, t, *b));
+                    }
                 }
-                Ok(stored) => {
-                    tracing::warn!("remote blob {d} was stored as {stored}; ignoring it");
-                    ok = false;
+            }
+        }
+        let failed = self.fetch_into(store, &blobs);
+        let mut files = Vec::new();
+        let mut manifests = Vec::new();
+        for (i, t, b) in wanted_trees {
+            if failed.contains(&b) {
+                ok[i] = false;
+                continue;
+            }
+            match store
+                .read_blob(&b)
+                .map_err(anyhow::Error::from)
+                .and_then(|bytes| Ok(Tree::from_bytes(&bytes, &t)?))
+            {
+                Ok(tree) => {
+                    files.extend(tree.blobs().copied());
+                    manifests.push((i, t, tree));
                 }
                 Err(e) => {
-                    tracing::warn!("cannot store remote blob {d}: {e}");
-                    ok = false;
+                    tracing::warn!("remote tree manifest {t} refused: {e:#}");
+                    ok[i] = false;
                 }
+            }
+        }
+        let failed_files = self.fetch_into(store, &files);
+        for (i, t, tree) in manifests {
+            if tree.blobs().any(|d| failed_files.contains(d)) {
+                ok[i] = false;
+            } else if let Err(e) = store.put_tree(&tree) {
+                tracing::warn!("cannot store remote tree {t}: {e}");
+                ok[i] = false;
+            }
+        }
+        for (i, (record, _)) in records.iter().enumerate() {
+            if record.objects().any(|o| match o {
+                ObjectRef::Blob(d) => failed.contains(&d),
+                ObjectRef::Tree(_) => false,
+            }) {
+                ok[i] = false;
             }
         }
         ok
     }
 
-    /// Downloads what `record` names (blobs, tree manifests and their files) into
-    /// `store`. `false` if anything is missing or wrong.
-    fn fetch_record(&self, store: &Store, record: &ActionRecord, env: &Envelope) -> bool {
-        let trees: BTreeMap<TreeDigest, BlobDigest> = env.trees.iter().copied().collect();
-        let mut blobs = Vec::new();
-        let mut wanted_trees = Vec::new();
-        for o in record.objects() {
-            match o {
-                ObjectRef::Blob(d) => blobs.push(d),
-                ObjectRef::Tree(t) => {
-                    let Some(b) = trees.get(&t) else {
-                        tracing::warn!(
-                            "remote entry {} names tree {t} without its manifest",
-                            record.key
-                        );
-                        return false;
-                    };
-                    blobs.push(*b);
-                    wanted_trees.push((t, *b));
-                }
+    /// Fetches the outputs of the remote hits among `keys` that are still remote and
+    /// records them in the local action cache. An entry whose outputs cannot be had intact
+    /// is refused (reported, and a miss from now on). `false` if any was.
+    pub fn materialize(&self, store: &Store, keys: &[ActionKey]) -> bool {
+        let todo: Vec<(ActionKey, Pending)> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            keys.iter()
+                .filter_map(|k| pending.remove(k).map(|p| (*k, p)))
+                .collect()
+        };
+        if todo.is_empty() {
+            return true;
+        }
+        let records: Vec<(&ActionRecord, &Envelope)> =
+            todo.iter().map(|(_, p)| (&p.record, &p.env)).collect();
+        let got = self.fetch_records(store, &records);
+        let mut all = true;
+        for ((key, p), ok) in todo.iter().zip(got) {
+            let ok = ok
+                && match store.ac_put(&p.record) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!("cannot record {}'s remote result locally: {e}", p.name);
+                        false
+                    }
+                };
+            if !ok {
+                tracing::warn!(
+                    "{}: the remote cache's outputs could not be fetched intact; building it here",
+                    p.name
+                );
+                self.refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(*key);
+                self.newly_refused.store(true, Ordering::Relaxed);
+                all = false;
             }
         }
-        if !self.fetch_into(store, &blobs) {
-            return false;
-        }
-        for (t, b) in wanted_trees {
-            let tree = match store
-                .read_blob(&b)
-                .map_err(anyhow::Error::from)
-                .and_then(|bytes| Ok(Tree::from_bytes(&bytes, &t)?))
-            {
-                Ok(tree) => tree,
-                Err(e) => {
-                    tracing::warn!("remote tree manifest {t} refused: {e:#}");
-                    return false;
-                }
-            };
-            let files: Vec<BlobDigest> = tree.blobs().copied().collect();
-            if !self.fetch_into(store, &files) {
-                return false;
-            }
-            if let Err(e) = store.put_tree(&tree) {
-                tracing::warn!("cannot store remote tree {t}: {e}");
-                return false;
-            }
-        }
-        true
+        all
+    }
+
+    /// Makes the outputs of `records` (an action's dependencies) local, fetching those
+    /// known only from the remote. `false` if any could not be had.
+    pub fn ensure(&self, store: &Store, records: &[&ActionRecord]) -> bool {
+        let keys: Vec<ActionKey> = records.iter().map(|r| r.key).collect();
+        self.materialize(store, &keys)
+    }
+
+    /// Whether an entry was refused since the last call: the build must run again for
+    /// those actions to be built here.
+    pub fn take_refusals(&self) -> bool {
+        self.newly_refused.swap(false, Ordering::Relaxed)
     }
 }
 
 impl RemoteCache for SharedCache {
     fn lookup(&self, store: &Store, action: &Action, key: &ActionKey) -> Option<RemoteHit> {
+        if self
+            .refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+        {
+            return None;
+        }
         let entry = self.remote.get_action(key)?;
         let Some(env) = Envelope::decode(&entry.record) else {
             tracing::warn!(
@@ -463,33 +555,38 @@ impl RemoteCache for SharedCache {
             );
             return None;
         }
-        // A source is only an input of its SRPM: keep the record, fetch the bytes when a
-        // build needs them.
-        if action.kind() == ActionKind::SourceFetch
-            && !record.objects().all(|o| match o {
-                ObjectRef::Blob(d) => store.contains_blob(&d),
-                ObjectRef::Tree(_) => false,
-            })
-        {
+        // Outputs already here (another build's, or the same bytes from elsewhere): the
+        // hit is local at once.
+        let local = record.objects().all(|o| match o {
+            ObjectRef::Blob(d) => store.contains_blob(&d),
+            ObjectRef::Tree(t) => store.contains_tree(&t),
+        });
+        if local {
+            if let Err(e) = store.ac_put(&record) {
+                tracing::warn!("cannot record {}'s remote result locally: {e}", action.name);
+                return None;
+            }
             return Some(RemoteHit {
                 record,
-                local: false,
+                local: true,
             });
         }
-        if !self.fetch_record(store, &record, &env) {
-            tracing::warn!(
-                "{}: the remote cache's outputs could not be fetched intact; building it here",
-                action.name
+        // Otherwise the record alone: dependents can be looked up with it, and the bytes
+        // are fetched only if something needs them (see `materialize`).
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                *key,
+                Pending {
+                    name: action.name.clone(),
+                    record: record.clone(),
+                    env,
+                },
             );
-            return None;
-        }
-        if let Err(e) = store.ac_put(&record) {
-            tracing::warn!("cannot record {}'s remote result locally: {e}", action.name);
-            return None;
-        }
         Some(RemoteHit {
             record,
-            local: true,
+            local: false,
         })
     }
 

@@ -35,6 +35,10 @@ pub struct BuildArgs {
     pub remote: build::remote::RemoteArgs,
 }
 
+/// How many times a build runs again for remote entries refused after their records
+/// were used (each refusal is final, so this bounds only a remote that keeps lying).
+const MAX_REMOTE_RERUNS: usize = 3;
+
 pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
     let stamp_path = stamp::path(
@@ -173,9 +177,39 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         None => Box::new(keel_engine::testing::TestExecutor::new()),
     };
     let mut progress = Progress::new(ctx.out);
-    let report = engine.run(graph, executor.as_ref(), &config, &mut |e| {
+    let mut report = engine.run(graph, executor.as_ref(), &config, &mut |e| {
         progress.event(e)
     });
+    // Remote hits come as records; what is published is fetched now, all side by side.
+    // An entry whose outputs cannot be had intact is refused, and the build runs again
+    // to make it (and whatever depended on it) here.
+    if let (Some(r), Some(s)) = (&remote, &session) {
+        let mut runs = 1;
+        while let Ok(done) = &report {
+            let fetched = r.materialize(&store, &s.publish_keys(done));
+            if fetched & !r.take_refusals() {
+                break;
+            }
+            if runs > MAX_REMOTE_RERUNS {
+                anyhow::bail!(
+                    "the remote cache kept answering with entries whose outputs could not be \
+                     fetched intact ({runs} runs); build with --no-remote"
+                );
+            }
+            runs += 1;
+            ctx.out.status(&format!(
+                "{:>12} what the remote cache could not deliver intact (run {runs})",
+                "Rebuilding"
+            ));
+            let config = Config {
+                event_log: Some(log_dir.join(format!("{stamp}-{runs}.jsonl"))),
+                ..config.clone()
+            };
+            report = engine.run(graph, executor.as_ref(), &config, &mut |e| {
+                progress.event(e)
+            });
+        }
+    }
     progress.finish();
     let report = report?;
     store.flush()?;

@@ -144,6 +144,75 @@ fn machine_b_builds_nothing_with_machine_a_s_buildgrid_cache() {
     a_then_b(&servers::buildgrid().url());
 }
 
+/// Whether B's store holds a blob with these bytes (`keel store cat` by digest).
+fn stored(p: &Project, bytes: &[u8]) -> bool {
+    p.keel(&["store", "cat", &b3(bytes)]).run().code() == 0
+}
+
+/// Fetch only what is needed: B asks for one image, then for one package. It downloads the
+/// outputs it publishes and nothing of what they were made from.
+#[test]
+fn machine_b_downloads_only_what_it_asked_for() {
+    let nginx = servers::Nginx::start();
+    let url = nginx.url();
+    let a = example_copy();
+    let (secret, public) = keys(&a);
+    build_as_writer(&a, &url, &secret).0.success();
+    let rpm = |name: &str| std::fs::read(a.path(&format!("tree/out/RPMS/{name}"))).unwrap();
+    let docs = rpm("noarch/tally-doc-1.0-1.kl1.noarch.rpm");
+    let libgreet = rpm("x86_64/libgreet-devel-1.0-1.kl1.x86_64.rpm");
+    let hello = rpm("x86_64/hello-1.0-1.kl1.x86_64.rpm");
+
+    // An image hit: the image is published, its packages are never downloaded.
+    let b = example_copy();
+    let args = [
+        "--remote-cache",
+        &url,
+        "--remote-trusted-keys",
+        public.to_str().unwrap(),
+    ];
+    let (run, status) = build_json(&b, &[&args[..], &["image:docs-container"]].concat());
+    let run = run.success();
+    assert!(executed(&status).is_empty(), "{status:?}\n{}", run.stderr());
+    assert_eq!(status["image:docs-container"], "remote", "{status:?}");
+    let published = outputs(&b.path("tree"));
+    assert!(
+        !published.is_empty()
+            && published
+                .keys()
+                .all(|f| f.starts_with("images/docs-container/")),
+        "{published:?}"
+    );
+    assert!(!stored(&b, &docs), "the image's package was downloaded");
+    let down = last_stats(&b);
+    let needed = down["output_bytes"].as_u64().unwrap();
+    let image = published_bytes(&b.path("tree"));
+    assert!(
+        needed as f64 <= image as f64 * 1.1,
+        "stored {needed} bytes for an image of {image}"
+    );
+
+    // A package hit: its packages are published, its build dependencies never downloaded.
+    let c = example_copy();
+    let (run, status) = build_json(&c, &[&args[..], &["hello"]].concat());
+    let run = run.success();
+    assert!(executed(&status).is_empty(), "{status:?}\n{}", run.stderr());
+    assert_eq!(status["rpm:hello"], "remote", "{status:?}");
+    assert_eq!(status["rpm:libgreet"], "remote", "{status:?}");
+    assert!(stored(&c, &hello));
+    assert!(!stored(&c, &libgreet), "a build dependency was downloaded");
+    let published = outputs(&c.path("tree"));
+    assert!(
+        published
+            .keys()
+            .any(|f| f.ends_with("hello-1.0-1.kl1.x86_64.rpm"))
+    );
+    assert!(
+        !published.keys().any(|f| f.contains("libgreet")),
+        "{published:?}"
+    );
+}
+
 /// The key (hex) of each action of the project's last build.
 fn action_keys(p: &Project) -> BTreeMap<String, String> {
     let report: serde_json::Value =
