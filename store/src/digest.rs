@@ -18,7 +18,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A kind of digest: says how its bytes are hashed and how it is named in messages.
-pub trait DigestKind: 'static {
+pub trait DigestKind: Send + Sync + 'static {
     /// The BLAKE3 derive-key context, or `None` for the plain hash (blobs only).
     const CONTEXT: Option<&'static str>;
     /// A short lowercase name used in error messages ("blob", "tree", …).

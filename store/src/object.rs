@@ -180,6 +180,8 @@ const MIN_COMPRESS: usize = 512;
 const TRIAL_RATIO: f64 = 0.85;
 const TRIAL_LEN: usize = 128 * 1024;
 const ZSTD_LEVEL: i32 = 3;
+/// Writes at least this long hash and compress side by side in a single-threaded writer.
+const PIPELINE_LEN: usize = 64 * 1024;
 
 fn should_compress(hint: CompressHint, first: &[u8]) -> bool {
     if hint == CompressHint::Incompressible || first.len() < MIN_COMPRESS {
@@ -237,6 +239,18 @@ impl<K: DigestKind> ObjectWriter<K> {
     }
 
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.threads == 1 && bytes.len() >= PIPELINE_LEN {
+            // Hash on one core while this one compresses.
+            let mut hasher = std::mem::take(&mut self.hasher);
+            let ((), written) = rayon::join(
+                || {
+                    hasher.update(bytes);
+                },
+                || self.write_payload(bytes),
+            );
+            self.hasher = hasher;
+            return written;
+        }
         self.hasher.update_parallel(bytes);
         self.write_payload(bytes)
     }
