@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context as _;
 use keel_engine::{ExecContext, ExecError, ExecOutcome, Executor, ImageInputs, KeyInputs};
@@ -260,46 +260,80 @@ pub fn source_date_epoch(loaded: &crate::tree::LoadedTree, closure: &ImageClosur
 }
 
 /// The first line of `program args…`'s output (stdout, then stderr) that holds a
-/// version number; cached for the process.
+/// version number; asked once per process (a second caller waits for the first).
 fn tool_version(program: &str, args: &[&str]) -> String {
-    static SEEN: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(Default::default);
-    if let Some(v) = seen.lock().expect("not poisoned").get(program) {
-        return v.clone();
-    }
-    let v = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|o| {
-            let text = format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
-            text.lines()
-                .find(|l| {
-                    l.as_bytes()
-                        .windows(3)
-                        .any(|w| w[0].is_ascii_digit() && w[1] == b'.' && w[2].is_ascii_digit())
-                })
-                .map(|l| l.trim().to_owned())
-        })
-        .unwrap_or_else(|| "(not found)".to_owned());
-    seen.lock()
+    static SEEN: OnceLock<Mutex<HashMap<String, Arc<OnceLock<String>>>>> = OnceLock::new();
+    let cell = SEEN
+        .get_or_init(Default::default)
+        .lock()
         .expect("not poisoned")
-        .insert(program.to_owned(), v.clone());
-    v
+        .entry(program.to_owned())
+        .or_default()
+        .clone();
+    cell.get_or_init(|| {
+        std::process::Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .and_then(|o| {
+                let text = format!(
+                    "{}\n{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                text.lines()
+                    .find(|l| {
+                        l.as_bytes()
+                            .windows(3)
+                            .any(|w| w[0].is_ascii_digit() && w[1] == b'.' && w[2].is_ascii_digit())
+                    })
+                    .map(|l| l.trim().to_owned())
+            })
+            .unwrap_or_else(|| "(not found)".to_owned())
+    })
+    .clone()
 }
 
-/// The identity of what assembles this image: keel-image's version and the version of
-/// every external tool its artifacts need (so a new qemu-img rebuilds disk images, not
-/// containers).
-fn tools_id(
-    store: &Store,
+/// Asks the tools the tree's images need for their versions, side by side, so that
+/// [`plan`] finds them known: called while the specs are read. A config that cannot be
+/// read is left for `plan` to report.
+pub fn probe_tools(tree: &Tree) {
+    let mut tools = Vec::new();
+    for rel in &tree.config.images.configs {
+        let path = tree.root.join(rel);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let read = |r: &str| {
+            let p = dir.join(r);
+            std::fs::read(&p).map_err(|source| keel_image::Error::Io {
+                action: "read",
+                path: p,
+                source,
+            })
+        };
+        if let Ok(config) = keel_image::parse_config(rel, &bytes, &read) {
+            for system in &config.systems {
+                tools.extend(image_tools(&config, system));
+            }
+        }
+    }
+    tools.sort();
+    tools.dedup();
+    std::thread::scope(|s| {
+        for (program, args) in tools {
+            s.spawn(move || tool_version(program, args));
+        }
+    });
+}
+
+/// The programs (and the arguments that make them print their version) an image's
+/// artifacts and system config need.
+fn image_tools(
     config: &ImageConfig,
     system: &keel_image::config::SystemConfig,
-) -> anyhow::Result<BlobDigest> {
+) -> Vec<(&'static str, &'static [&'static str])> {
     let mut tools: Vec<(&str, &[&str])> = Vec::new();
     if !system.remove_rpm_db {
         tools.push(("rpm", &["--version"]));
@@ -333,6 +367,15 @@ fn tools_id(
             ]),
         }
     }
+    tools
+}
+
+fn tools_id(
+    store: &Store,
+    config: &ImageConfig,
+    system: &keel_image::config::SystemConfig,
+) -> anyhow::Result<BlobDigest> {
+    let mut tools = image_tools(config, system);
     tools.sort();
     tools.dedup();
     // One process per tool, side by side (see `tool_version`'s cache for the next image).

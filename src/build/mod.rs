@@ -99,8 +99,9 @@ pub struct Options {
 
 impl Session {
     /// Reads the tree and builds the action graph of `targets` (everything when empty).
-    /// The tools' identities (the toolchain's fingerprint, the indexer's version: a few
-    /// processes each, the bulk of a fresh store's start) are found while the tree is read.
+    /// The tools' identities (the toolchain's fingerprint, the indexer's and the image
+    /// tools' versions: a few processes each, the bulk of a fresh store's start) are found
+    /// while the tree is read.
     pub fn load(
         ctx: &Context,
         tree: &Tree,
@@ -112,6 +113,20 @@ impl Session {
         std::thread::scope(|s| {
             let fingerprint = s.spawn(|| toolchain_fingerprint(tree, store.root(), kind));
             let indexer = s.spawn(move || indexer_id(kind));
+            let stems = || {
+                tree.config
+                    .images
+                    .configs
+                    .iter()
+                    .filter_map(|c| c.file_stem())
+            };
+            let images = targets.is_empty()
+                || targets.iter().any(|t| {
+                    t.starts_with("image:") || stems().any(|s| s == std::ffi::OsStr::new(t))
+                });
+            if kind == ExecutorKind::Rpmbuild && images {
+                s.spawn(|| images::probe_tools(tree));
+            }
             Session::load_with(ctx, tree, store, kind, targets, opts, || {
                 (join(fingerprint), join(indexer))
             })
