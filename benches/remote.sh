@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 cargo build --release --quiet --bin keel
-keel=$PWD/target/release/keel
+keel=$(realpath "${CARGO_TARGET_DIR:-target}")/release/keel
 work=$(mktemp -d)
 ng=$work/nginx
 cleanup() {
