@@ -149,8 +149,13 @@ impl Remote {
     /// Streams a verified blob into `out` from the first tier that has it. `false` on a
     /// miss everywhere (errors are warnings: the caller rebuilds).
     pub fn fetch_blob(&self, digest: &BlobDigest, out: &mut dyn Write) -> bool {
+        self.first_tier(|tier| tier.get_blob(digest, out))
+    }
+
+    /// Asks each tier in turn until one answers yes; errors are warnings (a miss).
+    fn first_tier(&self, mut ask: impl FnMut(&dyn Tier) -> Result<bool>) -> bool {
         for tier in &self.tiers {
-            match tier.get_blob(digest, out) {
+            match ask(tier.as_ref()) {
                 Ok(true) => return true,
                 Ok(false) => {}
                 Err(e) => report_read_error(&e),
@@ -162,14 +167,7 @@ impl Remote {
     /// Streams a blob into `landing` from the first tier that has it; the landing keeps
     /// it only once verified. `false` on a miss everywhere (errors are warnings).
     pub fn land_blob(&self, digest: &BlobDigest, landing: &mut dyn Landing) -> bool {
-        for tier in &self.tiers {
-            match tier.land_blob(digest, landing) {
-                Ok(true) => return true,
-                Ok(false) => {}
-                Err(e) => report_read_error(&e),
-            }
-        }
-        false
+        self.first_tier(|tier| tier.land_blob(digest, landing))
     }
 
     /// Fetches blobs in parallel, each into the landing `land` makes for it (a store's

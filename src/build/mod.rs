@@ -348,7 +348,14 @@ impl Session {
         let srpms = self.out_dir.join("SRPMS");
         let mut wanted: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
         let mut repodata = None;
-        let mut images_published = Vec::new();
+        // What to write, gathered first and then written side by side: a large image is
+        // not waited for by the packages.
+        enum Job {
+            Blob(keel_store::BlobDigest, std::path::PathBuf),
+            Tree(keel_store::TreeDigest, std::path::PathBuf),
+            Image(keel_store::ActionRecord, std::path::PathBuf),
+        }
+        let mut jobs = Vec::new();
         for (id, action) in self.actions.graph.iter() {
             if !self.publishes(action) {
                 continue;
@@ -367,7 +374,7 @@ impl Session {
                                         format!("failed to replace {}", dest.display())
                                     })?;
                                 }
-                                store.materialize_tree(t, &dest)?;
+                                jobs.push(Job::Tree(*t, dest));
                             }
                         }
                     }
@@ -376,8 +383,7 @@ impl Session {
                 keel_engine::ActionKind::Image => {
                     if let Some(rec) = record_of(store, report, id)? {
                         let stem = action.name.strip_prefix("image:").unwrap_or(&action.name);
-                        let dir = self.out_dir.join("images").join(stem);
-                        images_published.extend(images::publish(store, &rec, &dir)?);
+                        jobs.push(Job::Image(rec, self.out_dir.join("images").join(stem)));
                     }
                     continue;
                 }
@@ -405,9 +411,20 @@ impl Session {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("failed to create {}", dir.display()))?;
                 let _ = std::fs::remove_file(&dest);
-                store.materialize_blob(d, &dest, 0o644)?;
+                jobs.push(Job::Blob(*d, dest));
             }
         }
+        use rayon::prelude::*;
+        let images_published: Vec<Vec<std::path::PathBuf>> = jobs
+            .par_iter()
+            .map(|job| match job {
+                Job::Blob(d, dest) => Ok(store
+                    .materialize_blob(d, dest, 0o644)
+                    .map(|()| Vec::new())?),
+                Job::Tree(t, dest) => Ok(store.materialize_tree(t, dest).map(|()| Vec::new())?),
+                Job::Image(rec, dir) => images::publish(store, rec, dir),
+            })
+            .collect::<anyhow::Result<_>>()?;
         // Only a build of everything knows which packages are stale.
         if self.actions.repo.is_some() {
             for dir in [&rpms, &srpms] {
@@ -422,7 +439,7 @@ impl Session {
         if let Some(r) = repodata {
             stamp::walk(&[r], &mut published);
         }
-        published.extend(images_published);
+        published.extend(images_published.into_iter().flatten());
         Ok(published)
     }
 }
