@@ -175,36 +175,40 @@ impl Session {
                 planned.retain(|i| targets.iter().any(|t| *t == i.action || t == i.name()));
             }
         }
-        let mut spec_targets: Vec<String> = targets
-            .iter()
-            .filter(|t| !images::is_image_target(&planned, t))
-            .cloned()
-            .collect();
+        let named_specs = targets_of_specs(&planned, targets);
+        let mut spec_targets = named_specs.clone();
         if !targets.is_empty() {
             for i in &planned {
                 spec_targets.extend(i.closure.specs.iter().map(|s| pg.specs[s.0].name.clone()));
             }
         }
         let wanted = actions::wanted_specs(pg, &spec_targets)?;
-        let requested = (!targets.is_empty()).then(|| {
+        // What `publish` copies when targets were named: the images named, not their
+        // packages (they are inside); packages named, with everything they were built
+        // with (what they need at run time is unknown until they were built: rpmbuild
+        // generates Requires, and `keel run` takes its root from `out/`).
+        let requested = if targets.is_empty() {
+            None
+        } else {
             let mut names = std::collections::BTreeSet::new();
             for t in targets {
                 if let Some(i) = planned.iter().find(|i| *t == i.action || t == i.name()) {
                     names.insert(i.action.clone());
-                    continue;
-                }
-                let bare = t
-                    .strip_prefix("rpm:")
-                    .or_else(|| t.strip_prefix("srpm:"))
-                    .unwrap_or(t);
-                if let Some(spec) = pg.find(bare) {
-                    let name = &pg.specs[spec.0].name;
-                    names.insert(format!("rpm:{name}"));
-                    names.insert(format!("srpm:{name}"));
                 }
             }
-            names
-        });
+            let packages = if named_specs.is_empty() {
+                Vec::new()
+            } else {
+                actions::wanted_specs(pg, &named_specs)?
+            };
+            for (i, wanted) in packages.iter().enumerate() {
+                if *wanted {
+                    names.insert(format!("rpm:{}", pg.specs[i].name));
+                    names.insert(format!("srpm:{}", pg.specs[i].name));
+                }
+            }
+            Some(names)
+        };
         let mut warnings = Vec::new();
         for u in &pg.unresolved {
             if wanted[u.spec.0] {
@@ -442,6 +446,15 @@ impl Session {
         published.extend(images_published.into_iter().flatten());
         Ok(published)
     }
+}
+
+/// The targets that name packages or specs rather than images.
+fn targets_of_specs(planned: &[images::PlannedImage], targets: &[String]) -> Vec<String> {
+    targets
+        .iter()
+        .filter(|t| !images::is_image_target(planned, t))
+        .cloned()
+        .collect()
 }
 
 fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {

@@ -486,7 +486,12 @@ impl SharedCache {
         for ((key, p), ok) in todo.iter().zip(got) {
             let ok = ok
                 && match store.ac_put(&p.record) {
-                    Ok(_) => true,
+                    // As for a hit from the local store: `explain` and what later builds
+                    // learn from the packages find it under its action's name.
+                    Ok(_) => {
+                        let _ = store.target_set(&p.name, key);
+                        true
+                    }
                     Err(e) => {
                         tracing::warn!("cannot record {}'s remote result locally: {e}", p.name);
                         false
