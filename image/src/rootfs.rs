@@ -363,11 +363,11 @@ type Unpacked = (rpm::PackageMetadata, ManifestEntry);
 /// when one is refused) that unpacking them one after the other in the order given would
 /// have: an error must not depend on thread timing.
 ///
-/// Each worker verifies a package (decompressing and hashing: most of the CPU time) and
-/// hands its list of paths to this thread, which replays the lists in package order on
-/// an in-memory tree. A package whose paths meet no earlier entry except shared
+/// Each worker checks a package's headers and payload digest and hands its list of paths
+/// to this thread, which replays the lists in package order on an in-memory tree. A package whose paths meet no earlier entry except shared
 /// directories, and no entry of its own, is cleared and written by its worker, in
-/// parallel with the others: packages cleared together touch disjoint paths, so the
+/// parallel with the others (decompressing, checking each file's digest and writing it:
+/// most of the time): packages cleared together touch disjoint paths, so the
 /// order they are written in cannot change what is written or make one fail. The first
 /// package that meets something (the same file in two packages, a path under another
 /// package's symlink or file — each a refusal in waiting) stops the parallel part: once
@@ -375,7 +375,9 @@ type Unpacked = (rpm::PackageMetadata, ManifestEntry);
 /// failing exactly as the sequential unpacker does. Safety does not rest on this check:
 /// every write still goes through the safe unpacker (exclusive creation, no symlink
 /// followed). What the order could still change (modes of directories two packages own,
-/// mtimes) is set afterwards.
+/// mtimes) is set afterwards. A package refused while it is written (a file digest that
+/// does not match) does not stop the others; the error returned is still the first
+/// package's, in order, that fails, and the root is then not to be used.
 fn unpack_in_order(
     root: &Path,
     rpms: &[(PathBuf, RpmInfo)],
@@ -399,8 +401,8 @@ fn unpack_in_order(
             .clamp(2, 8),
         j => j,
     };
-    // How far verification may run ahead: each verified package waiting to be written
-    // holds its compressed payload in memory.
+    // How far checking may run ahead: each checked package waiting to be written holds
+    // the whole RPM file in memory.
     let window = 2 * workers;
     let state = std::sync::Mutex::new(Shared {
         next_claim: 0,
