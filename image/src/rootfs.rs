@@ -3,11 +3,10 @@
 //! [`assemble_rootfs`] unpacks every package of the closure into one directory with
 //! keel-toolchain's safe unpacker, on worker threads, with the result (and the error)
 //! that unpacking them one after the other in dependency order would give (see
-//! `unpack_in_order`):
-//! header and file digests checked, sizes capped, nothing written outside the root, no
-//! symlink ever followed — including a directory symlink that an *earlier* package planted
-//! (a later package that writes through it is refused, naming both the package and the
-//! path). Then it applies the owners the headers name (user and group names looked up in
+//! `unpack_in_order`): header and payload digests checked (file digests when a payload
+//! has none), sizes capped, nothing written outside the root, no symlink ever followed —
+//! including a directory symlink that an *earlier* package planted (a later package that
+//! writes through it is refused, naming both the package and the path). Then it applies the owners the headers name (user and group names looked up in
 //! the root's own `/etc/passwd` and `/etc/group`, as rpm does, root when unknown), adds the
 //! config's users, writes `/etc/hostname`, and records the packages in the root's rpm
 //! database with `rpm --justdb` unless the config says `RemoveRpmDb` (run into a
@@ -366,8 +365,7 @@ type Unpacked = (rpm::PackageMetadata, ManifestEntry);
 /// Each worker checks a package's headers and payload digest and hands its list of paths
 /// to this thread, which replays the lists in package order on an in-memory tree. A package whose paths meet no earlier entry except shared
 /// directories, and no entry of its own, is cleared and written by its worker, in
-/// parallel with the others (decompressing, checking each file's digest and writing it:
-/// most of the time): packages cleared together touch disjoint paths, so the
+/// parallel with the others (decompressing and writing: most of the time): packages cleared together touch disjoint paths, so the
 /// order they are written in cannot change what is written or make one fail. The first
 /// package that meets something (the same file in two packages, a path under another
 /// package's symlink or file — each a refusal in waiting) stops the parallel part: once
@@ -375,8 +373,8 @@ type Unpacked = (rpm::PackageMetadata, ManifestEntry);
 /// failing exactly as the sequential unpacker does. Safety does not rest on this check:
 /// every write still goes through the safe unpacker (exclusive creation, no symlink
 /// followed). What the order could still change (modes of directories two packages own,
-/// mtimes) is set afterwards. A package refused while it is written (a file digest that
-/// does not match) does not stop the others; the error returned is still the first
+/// mtimes) is set afterwards. A package refused while it is written (a file size or
+/// digest that does not match) does not stop the others; the error returned is still the first
 /// package's, in order, that fails, and the root is then not to be used.
 fn unpack_in_order(
     root: &Path,

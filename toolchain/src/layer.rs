@@ -7,11 +7,15 @@
 //! Unpacking therefore:
 //!
 //! - checks the header digests (SHA-256 and any other the `rpm` crate recognises) and the
-//!   digest of the compressed payload (`RPMTAG_PAYLOADDIGEST`) when present, then every
-//!   regular file's bytes against its `FILEDIGESTS` entry (SHA-224/256/384/512; a package
-//!   whose file digests use another algorithm, MD5 from very old rpm or SHA-3, is refused).
-//!   The digest of the *uncompressed* payload (`PAYLOADDIGESTALT`) is not checked: the
-//!   per-file digests cover the same bytes;
+//!   digest of the compressed payload (`RPMTAG_PAYLOADDIGEST`, rpm ≥ 4.14) before reading
+//!   any file data. A payload whose digest matched is the payload the header describes,
+//!   byte for byte, so its files are not hashed again; a package without a payload digest
+//!   has every regular file's bytes checked against its `FILEDIGESTS` entry before that
+//!   file is written. Either way a package whose file digests use an algorithm keel
+//!   cannot check (MD5 from very old rpm, SHA-3) is refused. What is not detected: a
+//!   package whose builder wrote file digests that disagree with the payload it also
+//!   digested (`rpm -V` in the image would report those files). The digest of the
+//!   *uncompressed* payload (`PAYLOADDIGESTALT`) is not checked;
 //! - never writes outside `dest`: every path must be absolute and free of `.`, `..` and
 //!   empty components, every parent directory is opened with `O_NOFOLLOW | O_DIRECTORY`
 //!   one component at a time (so a symlink planted by an earlier entry is never followed),
@@ -35,9 +39,9 @@
 //! and write them in order; [`unpack_payload_with`] does both. The first step checks
 //! everything but file data (header and payload digests, paths, types, declared sizes);
 //! the second decompresses the payload once, into one buffer reused for every file,
-//! and checks each regular file's size and digest before writing that file. A file
-//! whose digest does not match is never written, but the files before it in the payload
-//! were: on an error the caller discards the destination.
+//! and checks each regular file's size (and, without a payload digest, its digest) before
+//! writing that file. A file refused is never written, but the files before it in the
+//! payload were: on an error the caller discards the destination.
 //!
 //! Known limit: the whole package, and the largest file's data, are held in memory; a
 //! single payload entry can claim at most 4 GiB (cpio's limit).
@@ -125,14 +129,14 @@ pub fn unpack_payload_with(
 /// against [`UnpackOptions::max_bytes`].
 ///
 /// The payload is not decompressed here: [`VerifiedPayload::unpack_into`] decompresses it
-/// once, checking each regular file's size and digest before that file is written, so a
-/// caller unpacking many packages into one directory can check their headers on other
-/// threads while it decides in which order they may be written.
+/// once, checking each regular file's size (and digest, for a payload without one) before
+/// that file is written, so a caller unpacking many packages into one directory can check
+/// their headers on other threads while it decides in which order they may be written.
 pub fn verify_payload(rpm: &Path, opts: &UnpackOptions) -> Result<VerifiedPayload, Error> {
     let bytes = fs::read(rpm).map_err(Error::io("read", rpm))?;
     let pkg = Package::parse(&mut bytes.as_slice()).map_err(Error::rpm(rpm))?;
     let package = pkg.metadata.get_name().unwrap_or("?").to_owned();
-    verify_package_digests(rpm, &pkg)?;
+    let payload_digest = verify_package_digests(rpm, &pkg)?;
     let u = Unpacker {
         rpm,
         package: package.clone(),
@@ -144,6 +148,7 @@ pub fn verify_payload(rpm: &Path, opts: &UnpackOptions) -> Result<VerifiedPayloa
         package,
         metadata: pkg.metadata,
         bytes: SharedBytes(std::sync::Arc::new(bytes)),
+        file_digests: !payload_digest,
         opts: opts.clone(),
     })
 }
@@ -152,10 +157,10 @@ pub fn verify_payload(rpm: &Path, opts: &UnpackOptions) -> Result<VerifiedPayloa
 ///
 /// Only this type can be unpacked, and only with the options it was checked under.
 /// Writing reads the very bytes whose header and payload digests were checked (the file
-/// is not read again), and checks each regular file's size and digest on its
-/// decompressed bytes before it writes that file: no file is ever written with bytes
-/// that were not checked. A file whose digest does not match stops the unpack with an
-/// error, after the files before it in the payload (each checked) were written; the
+/// is not read again), and checks each regular file's size — and its digest when the
+/// payload had no digest of its own — on its decompressed bytes before it writes that
+/// file: no file is ever written with bytes that were not checked. A file refused stops
+/// the unpack with an error, after the files before it in the payload were written; the
 /// caller must then discard `dest` (a layer's staging directory, an image's root).
 #[derive(Debug)]
 pub struct VerifiedPayload {
@@ -163,6 +168,9 @@ pub struct VerifiedPayload {
     package: String,
     metadata: rpm::PackageMetadata,
     bytes: SharedBytes,
+    /// Whether each file's digest is to be checked while writing: when the payload had
+    /// no digest of its own.
+    file_digests: bool,
     opts: UnpackOptions,
 }
 
@@ -201,11 +209,13 @@ impl VerifiedPayload {
         };
         let reader = rpm::PackageReader::parse(io::Cursor::new(self.bytes.clone()))
             .map_err(Error::rpm(&self.rpm))?;
-        u.run(&self.metadata, reader, dest)
+        u.run(&self.metadata, reader, self.file_digests, dest)
     }
 }
 
-fn verify_package_digests(rpm: &Path, pkg: &Package) -> Result<(), Error> {
+/// Checks the header digests (one at least) and the payload digests present; returns
+/// whether a payload digest was present (and matched).
+fn verify_package_digests(rpm: &Path, pkg: &Package) -> Result<bool, Error> {
     let report = pkg.check_digests().map_err(Error::rpm(rpm))?;
     if !report.has_header_digest() {
         return Err(Error::Digest {
@@ -229,7 +239,9 @@ fn verify_package_digests(rpm: &Path, pkg: &Package) -> Result<(), Error> {
             });
         }
     }
-    Ok(())
+    Ok(report.payload_sha256.is_verified()
+        || report.payload_sha512.is_verified()
+        || report.payload_sha3_256.is_verified())
 }
 
 /// Checks a payload path and splits it into its components.
@@ -475,10 +487,13 @@ impl Unpacker<'_> {
         Ok(n)
     }
 
+    /// Writes what `reader` yields into `dest`; with `file_digests`, each regular file's
+    /// digest is checked before it is written (its size always is).
     fn run(
         &self,
         meta: &rpm::PackageMetadata,
         mut reader: rpm::PackageReader,
+        file_digests: bool,
         dest: &Path,
     ) -> Result<UnpackStats, Error> {
         let (entries, index_of) = self.entries(meta)?;
@@ -539,14 +554,17 @@ impl Unpacker<'_> {
             let content = if m.file_type() == FileType::Regular && f.has_payload() {
                 let n = self.read_content(&path, m.size() as u64, &mut f, &mut buf)?;
                 let content = &buf[..n];
-                self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
+                if file_digests {
+                    self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
+                }
                 Some(content)
             } else {
                 None
             };
             // Drain what is left of the entry (a symlink's target) and surface an error
             // of the decompressor here rather than at the next entry.
-            f.finish().map_err(|e| self.refuse(&path, format!("reading the payload: {e}")))?;
+            f.finish()
+                .map_err(|e| self.refuse(&path, format!("reading the payload: {e}")))?;
             let comps = components(&path).map_err(|r| self.refuse(&path, r))?;
             let mode = u32::from(m.permissions()) & self.mode_mask();
             if comps.is_empty() {
@@ -1168,7 +1186,7 @@ mod tests {
     }
 
     #[test]
-    fn a_file_whose_digest_does_not_match_its_header_is_never_written() {
+    fn without_a_payload_digest_a_file_whose_digest_lies_is_never_written() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = PackageBuilder::new("liar", "1.0", "MIT", "noarch", "test");
         b.with_file_contents(b"first".to_vec(), FileOptions::new("/usr/share/a"))
@@ -1176,8 +1194,18 @@ mod tests {
         b.with_file_contents(b"second".to_vec(), FileOptions::new("/usr/share/b"))
             .unwrap();
         let mut pkg = b.build().unwrap();
-        // The header claims other bytes for /usr/share/b; the header and payload digests
-        // are made again, so only the file digest can tell.
+        // An old package: no payload digest. Its header claims other bytes for
+        // /usr/share/b, and its header digests are made again, so only the file digest
+        // can tell.
+        let payload_digests = [
+            IndexTag::RPMTAG_PAYLOADSHA256,
+            IndexTag::RPMTAG_PAYLOADSHA256ALT,
+            IndexTag::RPMTAG_PAYLOAD_SHA512,
+            IndexTag::RPMTAG_PAYLOAD_SHA512_ALT,
+            IndexTag::RPMTAG_PAYLOAD_SHA3_256,
+            IndexTag::RPMTAG_PAYLOAD_SHA3_256_ALT,
+        ]
+        .map(|t| t as u32);
         let lie = hex(&sha2::Sha256::digest(b"other"));
         let names = pkg
             .metadata
@@ -1193,7 +1221,9 @@ mod tests {
             .get_all_entries()
             .unwrap()
             .into_iter()
-            .filter(|(tag, _)| *tag != IndexTag::RPMTAG_HEADERIMMUTABLE as u32)
+            .filter(|(tag, _)| {
+                *tag != IndexTag::RPMTAG_HEADERIMMUTABLE as u32 && !payload_digests.contains(tag)
+            })
             .map(|(tag, data)| {
                 let data = match data {
                     rpm::IndexData::StringArray(mut digests)
@@ -1207,15 +1237,13 @@ mod tests {
                 };
                 rpm::HeaderEntry::new(tag, data)
             });
-        pkg.metadata.header =
-            rpm::Header::from_entries(entries, IndexTag::RPMTAG_HEADERIMMUTABLE);
+        pkg.metadata.header = rpm::Header::from_entries(entries, IndexTag::RPMTAG_HEADERIMMUTABLE);
         pkg.clear_signatures().unwrap();
         let rpm = dir.path().join("liar.rpm");
         pkg.write_file(&rpm).unwrap();
-        assert!(
-            Package::open(&rpm).unwrap().check_digests().unwrap().is_ok(),
-            "the package's own digests hold"
-        );
+        let report = Package::open(&rpm).unwrap().check_digests().unwrap();
+        assert!(report.is_ok(), "the package's own digests hold");
+        assert!(report.payload_sha256.is_not_present(), "{report:?}");
         let dest = dir.path().join("layer");
         let err = unpack_err(&rpm, &dest);
         assert!(
@@ -1249,7 +1277,10 @@ mod tests {
         let dest = dir.path().join("layer");
         let stats = verified.unpack_into(&dest).unwrap();
         assert_eq!((stats.files, stats.symlinks), (4, 1));
-        assert_eq!(fs::read(dest.join("usr/share/d/big")).unwrap(), vec![3u8; 5000]);
+        assert_eq!(
+            fs::read(dest.join("usr/share/d/big")).unwrap(),
+            vec![3u8; 5000]
+        );
         assert_eq!(fs::read(dest.join("usr/share/d/empty")).unwrap(), b"");
         for p in ["usr/bin/a", "usr/bin/b"] {
             assert_eq!(fs::read(dest.join(p)).unwrap(), b"same", "{p}");
