@@ -97,12 +97,17 @@ pub struct Manifest {
 /// The manifest entry of one package.
 pub fn manifest_entry(rpm: &Path, info: &RpmInfo) -> Result<ManifestEntry, Error> {
     let digest = keel_store::hash_file(rpm).map_err(Error::io("read", rpm))?;
-    Ok(ManifestEntry {
+    Ok(entry_with_digest(info, &digest))
+}
+
+/// The manifest entry of a package whose file was hashed already.
+fn entry_with_digest(info: &RpmInfo, digest: &keel_store::BlobDigest) -> ManifestEntry {
+    ManifestEntry {
         name: info.name.clone(),
         evr: crate::closure::package_evr(info),
         arch: info.arch.clone(),
         blake3: digest.to_hex(),
-    })
+    }
 }
 
 /// The kernel's `struct open_how` (libc's is non-exhaustive).
@@ -418,7 +423,9 @@ fn unpack_in_order(
         // must not leave this thread's slot empty forever.
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let v = keel_toolchain::verify_payload(rpm, unpack)?;
-            Ok((v, manifest_entry(rpm, info)?))
+            // The bytes that were checked and will be unpacked, not the file read again.
+            let entry = entry_with_digest(info, &v.blake3());
+            Ok((v, entry))
         }))
         .unwrap_or_else(|_| {
             Err(keel_toolchain::Error::Rpm {
@@ -521,7 +528,8 @@ fn unpack_in_order(
     for (rpm, info) in &rpms[end..] {
         let payload = keel_toolchain::verify_payload(rpm, unpack)?;
         payload.unpack_into(root)?;
-        out.push((payload.into_metadata(), manifest_entry(rpm, info)?));
+        let entry = entry_with_digest(info, &payload.blake3());
+        out.push((payload.into_metadata(), entry));
     }
     Ok(out)
 }

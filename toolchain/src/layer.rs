@@ -195,6 +195,11 @@ impl VerifiedPayload {
         &self.metadata
     }
 
+    /// The BLAKE3 of the RPM file, as read once and checked (what `b3sum` prints).
+    pub fn blake3(&self) -> keel_store::BlobDigest {
+        keel_store::BlobDigest::of_bytes(self.bytes.as_ref())
+    }
+
     /// The lead and headers, dropping the payload.
     pub fn into_metadata(self) -> rpm::PackageMetadata {
         self.metadata
