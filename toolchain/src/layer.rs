@@ -556,20 +556,39 @@ impl Unpacker<'_> {
             let path = m.path().to_string_lossy().into_owned();
             // A member of a hard-link set may carry no data; a set is checked below to
             // have one member that does.
-            let content = if m.file_type() == FileType::Regular && f.has_payload() {
-                let n = self.read_content(&path, m.size() as u64, &mut f, &mut buf)?;
-                let content = &buf[..n];
-                if file_digests {
-                    self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
-                }
-                Some(content)
+            let read = if m.file_type() == FileType::Regular && f.has_payload() {
+                self.read_content(&path, m.size() as u64, &mut f, &mut buf)
+                    .map(Some)
             } else {
-                None
+                // Another entry's data (a symlink's target) is not used: read past it, but
+                // no further than its header's size allows, so that a payload entry
+                // claiming gigabytes is refused rather than decompressed to nowhere.
+                let limit = (m.size() as u64).max(4096) + 1;
+                match io::copy(&mut io::Read::take(&mut f, limit), &mut io::sink()) {
+                    Ok(n) if n < limit => Ok(None),
+                    Ok(_) => {
+                        Err(self.refuse(&path, "payload entry is longer than its header declares"))
+                    }
+                    Err(e) => Err(self.refuse(&path, format!("reading the payload: {e}"))),
+                }
             };
-            // Drain what is left of the entry (a symlink's target) and surface an error
-            // of the decompressor here rather than at the next entry.
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    // Dropping the entry would read (decompress) the rest of it.
+                    std::mem::forget(f);
+                    return Err(e);
+                }
+            };
+            // Surface an error of the decompressor here rather than at the next entry.
             f.finish()
                 .map_err(|e| self.refuse(&path, format!("reading the payload: {e}")))?;
+            let content = n.map(|n| &buf[..n]);
+            if let Some(content) = content
+                && file_digests
+            {
+                self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
+            }
             let comps = components(&path).map_err(|r| self.refuse(&path, r))?;
             let mode = u32::from(m.permissions()) & self.mode_mask();
             if comps.is_empty() {
@@ -1190,18 +1209,53 @@ mod tests {
         }
     }
 
+    /// Builds a package of `files`, rewrites its main header with `edit` (called with the
+    /// basenames, a tag and its data; `None` drops the tag), makes its header digests
+    /// again (the payload and its digest are untouched) and writes it.
+    fn rewritten(
+        dir: &Path,
+        files: &[(&str, &[u8])],
+        mut edit: impl FnMut(&[String], u32, rpm::IndexData) -> Option<rpm::IndexData>,
+    ) -> PathBuf {
+        let mut b = PackageBuilder::new("liar", "1.0", "MIT", "noarch", "test");
+        for (path, data) in files {
+            b.with_file_contents(data.to_vec(), FileOptions::new(*path))
+                .unwrap();
+        }
+        let mut pkg = b.build().unwrap();
+        let names: Vec<String> = pkg
+            .metadata
+            .header
+            .get_entry_data_as_string_array(IndexTag::RPMTAG_BASENAMES)
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let entries: Vec<_> = pkg
+            .metadata
+            .header
+            .get_all_entries()
+            .unwrap()
+            .into_iter()
+            .filter(|(tag, _)| *tag != IndexTag::RPMTAG_HEADERIMMUTABLE as u32)
+            .filter_map(|(tag, data)| {
+                edit(&names, tag, data).map(|d| rpm::HeaderEntry::new(tag, d))
+            })
+            .collect();
+        pkg.metadata.header = rpm::Header::from_entries(entries, IndexTag::RPMTAG_HEADERIMMUTABLE);
+        pkg.clear_signatures().unwrap();
+        let rpm = dir.join("liar.rpm");
+        pkg.write_file(&rpm).unwrap();
+        let report = Package::open(&rpm).unwrap().check_digests().unwrap();
+        assert!(report.is_ok(), "the package's own digests hold: {report:?}");
+        rpm
+    }
+
     #[test]
     fn without_a_payload_digest_a_file_whose_digest_lies_is_never_written() {
         let dir = tempfile::tempdir().unwrap();
-        let mut b = PackageBuilder::new("liar", "1.0", "MIT", "noarch", "test");
-        b.with_file_contents(b"first".to_vec(), FileOptions::new("/usr/share/a"))
-            .unwrap();
-        b.with_file_contents(b"second".to_vec(), FileOptions::new("/usr/share/b"))
-            .unwrap();
-        let mut pkg = b.build().unwrap();
         // An old package: no payload digest. Its header claims other bytes for
-        // /usr/share/b, and its header digests are made again, so only the file digest
-        // can tell.
+        // /usr/share/b, so only the file digest can tell.
         let payload_digests = [
             IndexTag::RPMTAG_PAYLOADSHA256,
             IndexTag::RPMTAG_PAYLOADSHA256ALT,
@@ -1212,42 +1266,23 @@ mod tests {
         ]
         .map(|t| t as u32);
         let lie = hex(&sha2::Sha256::digest(b"other"));
-        let names = pkg
-            .metadata
-            .header
-            .get_entry_data_as_string_array(IndexTag::RPMTAG_BASENAMES)
-            .unwrap()
-            .iter()
-            .map(|s| s.to_string())
-            .collect::<Vec<_>>();
-        let entries = pkg
-            .metadata
-            .header
-            .get_all_entries()
-            .unwrap()
-            .into_iter()
-            .filter(|(tag, _)| {
-                *tag != IndexTag::RPMTAG_HEADERIMMUTABLE as u32 && !payload_digests.contains(tag)
+        let files: [(&str, &[u8]); 2] = [("/usr/share/a", b"first"), ("/usr/share/b", b"second")];
+        let rpm = rewritten(dir.path(), &files, |names, tag, data| {
+            if payload_digests.contains(&tag) {
+                return None;
+            }
+            Some(match data {
+                rpm::IndexData::StringArray(mut digests)
+                    if tag == IndexTag::RPMTAG_FILEDIGESTS as u32 =>
+                {
+                    let i = names.iter().position(|n| n == "b").unwrap();
+                    digests[i] = lie.clone();
+                    rpm::IndexData::StringArray(digests)
+                }
+                other => other,
             })
-            .map(|(tag, data)| {
-                let data = match data {
-                    rpm::IndexData::StringArray(mut digests)
-                        if tag == IndexTag::RPMTAG_FILEDIGESTS as u32 =>
-                    {
-                        let i = names.iter().position(|n| n == "b").unwrap();
-                        digests[i] = lie.clone();
-                        rpm::IndexData::StringArray(digests)
-                    }
-                    other => other,
-                };
-                rpm::HeaderEntry::new(tag, data)
-            });
-        pkg.metadata.header = rpm::Header::from_entries(entries, IndexTag::RPMTAG_HEADERIMMUTABLE);
-        pkg.clear_signatures().unwrap();
-        let rpm = dir.path().join("liar.rpm");
-        pkg.write_file(&rpm).unwrap();
+        });
         let report = Package::open(&rpm).unwrap().check_digests().unwrap();
-        assert!(report.is_ok(), "the package's own digests hold");
         assert!(report.payload_sha256.is_not_present(), "{report:?}");
         let dest = dir.path().join("layer");
         let err = unpack_err(&rpm, &dest);
@@ -1256,6 +1291,30 @@ mod tests {
             "{err}"
         );
         assert!(!dest.join("usr/share/b").exists());
+    }
+
+    #[test]
+    fn a_payload_entry_longer_than_its_header_says_is_refused_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 MiB of zeros compress to almost nothing; the header says 10 bytes.
+        let zeros = vec![0u8; 64 << 20];
+        let files: [(&str, &[u8]); 1] = [("/usr/share/bomb", &zeros)];
+        let rpm = rewritten(dir.path(), &files, |_, tag, data| {
+            Some(match data {
+                rpm::IndexData::Int32(mut sizes) if tag == IndexTag::RPMTAG_FILESIZES as u32 => {
+                    sizes[0] = 10;
+                    rpm::IndexData::Int32(sizes)
+                }
+                other => other,
+            })
+        });
+        let dest = dir.path().join("layer");
+        let err = unpack_err(&rpm, &dest);
+        assert!(
+            err.contains("/usr/share/bomb") && err.contains("11 bytes") && err.contains("10"),
+            "{err}"
+        );
+        assert!(!dest.join("usr/share/bomb").exists());
     }
 
     #[test]
