@@ -545,7 +545,7 @@ impl Unpacker<'_> {
         let mut link_content: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
         let mut deferred: Vec<(String, u32, (u32, u32))> = Vec::new();
         let mut last_parent: Option<(String, OwnedFd)> = None;
-        // One buffer for every file's data: decompressed, hashed and written while it is
+        // One buffer for every file's data: decompressed, checked and written while it is
         // still in the CPU's cache.
         let mut buf: Vec<u8> = Vec::new();
         while let Some(mut f) = reader.next_file().map_err(Error::rpm(self.rpm))? {
