@@ -519,8 +519,10 @@ fn unpack_in_order(
     }
     // Something met something: the rest one by one, as the sequential unpacker would.
     for (rpm, info) in &rpms[end..] {
-        let payload = keel_toolchain::verify_payload(rpm, unpack)?;
-        payload.unpack_into(root)?;
+        let payload = refusing_panics(rpm, "reading", || {
+            Ok(keel_toolchain::verify_payload(rpm, unpack)?)
+        })?;
+        refusing_panics(rpm, "unpacking", || Ok(payload.unpack_into(root)?))?;
         let entry = entry_with_digest(info, &payload.blake3());
         out.push((payload.into_metadata(), entry));
     }
