@@ -76,6 +76,7 @@ fn main() {
     // per-round ratios: the machine may be shared.
     let (mut keel, mut rpm) = (f64::MAX, f64::MAX);
     let mut ratios = Vec::new();
+    let (mut keel_times, mut rpm_times) = (Vec::new(), Vec::new());
     let opts = RootfsOptions {
         sde: 1_700_000_000,
         jobs: std::env::var("KEEL_BENCH_JOBS").map_or(0, |j| j.parse().expect("a number")),
@@ -131,13 +132,21 @@ fn main() {
         keel = keel.min(k);
         rpm = rpm.min(r);
         ratios.push(r / k);
+        keel_times.push(k);
+        rpm_times.push(r);
     }
     // Roots are removed only now: ext4 scans past recently deleted inodes when it
     // allocates new ones, so removing a root would slow down whichever side runs next.
-    ratios.sort_by(f64::total_cmp);
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
     println!(
-        "best of 3: keel {keel:.2}s, rpm -i {rpm:.2}s: {:.1}x; median of the rounds' ratios {:.1}x",
+        "best of 3: keel {keel:.2}s, rpm -i {rpm:.2}s: {:.1}x; median of the rounds' ratios {:.1}x \
+         (median times: keel {:.2}s, rpm -i {:.2}s)",
         rpm / keel,
-        ratios[ratios.len() / 2]
+        median(&mut ratios),
+        median(&mut keel_times),
+        median(&mut rpm_times),
     );
 }

@@ -3,13 +3,13 @@
 //! [`assemble_rootfs`] unpacks every package of the closure into one directory with
 //! keel-toolchain's safe unpacker, on worker threads, with the result (and the error)
 //! that unpacking them one after the other in dependency order would give (see
-//! `unpack_in_order`):
-//! header and file digests checked, sizes capped, nothing written outside the root, no
-//! symlink ever followed — including a directory symlink that an *earlier* package planted
-//! (a later package that writes through it is refused, naming both the package and the
-//! path). Then it applies the owners the headers name (user and group names looked up in
-//! the root's own `/etc/passwd` and `/etc/group`, as rpm does, root when unknown), adds the
-//! config's users, writes `/etc/hostname`, and records the packages in the root's rpm
+//! `unpack_in_order`): header and payload digests checked (file digests when a payload
+//! has none), sizes capped, nothing written outside the root, no symlink ever followed —
+//! including a directory symlink that an *earlier* package planted (a later package that
+//! writes through it is refused, naming both the package and the path). Then it applies
+//! the owners the headers name (user and group names looked up in the root's own
+//! `/etc/passwd` and `/etc/group`, as rpm does, root when unknown), adds the config's
+//! users, writes `/etc/hostname`, and records the packages in the root's rpm
 //! database with `rpm --justdb` unless the config says `RemoveRpmDb` (run into a
 //! scratch root while the packages are unpacked, and moved in when all are).
 //!
@@ -98,12 +98,17 @@ pub struct Manifest {
 /// The manifest entry of one package.
 pub fn manifest_entry(rpm: &Path, info: &RpmInfo) -> Result<ManifestEntry, Error> {
     let digest = keel_store::hash_file(rpm).map_err(Error::io("read", rpm))?;
-    Ok(ManifestEntry {
+    Ok(entry_with_digest(info, &digest))
+}
+
+/// The manifest entry of a package whose file was hashed already.
+fn entry_with_digest(info: &RpmInfo, digest: &keel_store::BlobDigest) -> ManifestEntry {
+    ManifestEntry {
         name: info.name.clone(),
         evr: crate::closure::package_evr(info),
         arch: info.arch.clone(),
         blake3: digest.to_hex(),
-    })
+    }
 }
 
 /// The kernel's `struct open_how` (libc's is non-exhaustive).
@@ -359,23 +364,25 @@ pub fn assemble_rootfs(
 /// What one package's unpacking gave: its headers (for owners) and manifest line.
 type Unpacked = (rpm::PackageMetadata, ManifestEntry);
 
-/// Unpacks `rpms` into `root` on worker threads, with the result (files, and the error
-/// when one is refused) that unpacking them one after the other in the order given would
-/// have: an error must not depend on thread timing.
+/// Unpacks `rpms` into `root` on worker threads, with the result (files, and the error when
+/// one is refused) that unpacking them one after the other in the order given would have:
+/// an error must not depend on thread timing.
 ///
-/// Each worker verifies a package (decompressing and hashing: most of the CPU time) and
-/// hands its list of paths to this thread, which replays the lists in package order on
-/// an in-memory tree. A package whose paths meet no earlier entry except shared
-/// directories, and no entry of its own, is cleared and written by its worker, in
-/// parallel with the others: packages cleared together touch disjoint paths, so the
-/// order they are written in cannot change what is written or make one fail. The first
-/// package that meets something (the same file in two packages, a path under another
-/// package's symlink or file — each a refusal in waiting) stops the parallel part: once
-/// the packages before it are written, it and the rest are unpacked one after the other,
-/// failing exactly as the sequential unpacker does. Safety does not rest on this check:
-/// every write still goes through the safe unpacker (exclusive creation, no symlink
-/// followed). What the order could still change (modes of directories two packages own,
-/// mtimes) is set afterwards.
+/// Each worker checks a package's headers and payload digest and hands its list of paths to
+/// this thread, which replays the lists in package order on an in-memory tree. A package
+/// whose paths meet no earlier entry except shared directories, and no entry of its own, is
+/// cleared and written by its worker (decompressing and writing: most of the time), in
+/// parallel with the others: packages cleared together touch disjoint paths, so the order
+/// they are written in cannot change what is written or make one fail. The first package
+/// that meets something (the same file in two packages, a path under another package's
+/// symlink or file — each a refusal in waiting) stops the parallel part: once the packages
+/// before it are written, it and the rest are unpacked one after the other, failing exactly
+/// as the sequential unpacker does. Safety does not rest on this check: every write still
+/// goes through the safe unpacker (exclusive creation, no symlink followed). What the order
+/// could still change (modes of directories two packages own, mtimes) is set afterwards. A
+/// package refused while it is written (a file size or digest that does not match) does not
+/// stop the others; the error returned is still the first package's, in order, that fails,
+/// and the root is then not to be used.
 fn unpack_in_order(
     root: &Path,
     rpms: &[(PathBuf, RpmInfo)],
@@ -399,8 +406,8 @@ fn unpack_in_order(
             .clamp(2, 8),
         j => j,
     };
-    // How far verification may run ahead: each verified package waiting to be written
-    // holds its compressed payload in memory.
+    // How far checking may run ahead: each checked package waiting to be written holds
+    // the whole RPM file in memory.
     let window = 2 * workers;
     let state = std::sync::Mutex::new(Shared {
         next_claim: 0,
@@ -414,18 +421,11 @@ fn unpack_in_order(
     let wait = |g| changed.wait(g).expect("no thread panics holding the lock");
     let verify = |i: usize| -> Result<(VerifiedPayload, ManifestEntry), Error> {
         let (rpm, info) = &rpms[i];
-        // The rpm crate parses untrusted bytes: a panic in it is a refused package, and
-        // must not leave this thread's slot empty forever.
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        refusing_panics(rpm, "reading", || {
             let v = keel_toolchain::verify_payload(rpm, unpack)?;
-            Ok((v, manifest_entry(rpm, info)?))
-        }))
-        .unwrap_or_else(|_| {
-            Err(keel_toolchain::Error::Rpm {
-                path: rpm.clone(),
-                message: "reading the package panicked".into(),
-            }
-            .into())
+            // The bytes that were checked and will be unpacked, not the file read again.
+            let entry = entry_with_digest(info, &v.blake3());
+            Ok((v, entry))
         })
     };
     let parallel_end = std::thread::scope(|scope| {
@@ -462,10 +462,10 @@ fn unpack_in_order(
                             continue;
                         }
                     }
-                    let result = payload
-                        .unpack_into(root)
-                        .map_err(Error::from)
-                        .map(|_| (payload.into_metadata(), entry));
+                    let result = refusing_panics(&rpms[i].0, "unpacking", || {
+                        payload.unpack_into(root).map_err(Error::from)
+                    })
+                    .map(|_| (payload.into_metadata(), entry));
                     lock().written[i] = Some(result);
                     changed.notify_all();
                 }
@@ -519,11 +519,31 @@ fn unpack_in_order(
     }
     // Something met something: the rest one by one, as the sequential unpacker would.
     for (rpm, info) in &rpms[end..] {
-        let payload = keel_toolchain::verify_payload(rpm, unpack)?;
-        payload.unpack_into(root)?;
-        out.push((payload.into_metadata(), manifest_entry(rpm, info)?));
+        let payload = refusing_panics(rpm, "reading", || {
+            Ok(keel_toolchain::verify_payload(rpm, unpack)?)
+        })?;
+        refusing_panics(rpm, "unpacking", || Ok(payload.unpack_into(root)?))?;
+        let entry = entry_with_digest(info, &payload.blake3());
+        out.push((payload.into_metadata(), entry));
     }
     Ok(out)
+}
+
+/// Runs `f`, which reads `rpm` with the rpm crate: that crate parses untrusted bytes, when
+/// checking and when unpacking, and a panic in it is a refused package (which must not
+/// leave a worker's slot empty forever).
+fn refusing_panics<T>(
+    rpm: &Path,
+    what: &str,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(keel_toolchain::Error::Rpm {
+            path: rpm.to_owned(),
+            message: format!("{what} the package panicked"),
+        }
+        .into())
+    })
 }
 
 /// Each entry a package writes (ghosts and `/` left out), and whether it is a directory.

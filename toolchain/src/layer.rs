@@ -7,11 +7,15 @@
 //! Unpacking therefore:
 //!
 //! - checks the header digests (SHA-256 and any other the `rpm` crate recognises) and the
-//!   digest of the compressed payload (`RPMTAG_PAYLOADDIGEST`) when present, then every
-//!   regular file's bytes against its `FILEDIGESTS` entry (SHA-224/256/384/512; a package
-//!   whose file digests use another algorithm, MD5 from very old rpm or SHA-3, is refused).
-//!   The digest of the *uncompressed* payload (`PAYLOADDIGESTALT`) is not checked: the
-//!   per-file digests cover the same bytes;
+//!   digest of the compressed payload (`RPMTAG_PAYLOADDIGEST`, rpm ≥ 4.14) before reading
+//!   any file data. A payload whose digest matched is the payload the header describes,
+//!   byte for byte, so its files are not hashed again; a package without a payload digest
+//!   has every regular file's bytes checked against its `FILEDIGESTS` entry before that
+//!   file is written. Either way a package whose file digests use an algorithm keel
+//!   cannot check (MD5 from very old rpm, SHA-3) is refused. What is not detected: a
+//!   package whose builder wrote file digests that disagree with the payload it also
+//!   digested (`rpm -V` in the image would report those files). The digest of the
+//!   *uncompressed* payload (`PAYLOADDIGESTALT`) is not checked;
 //! - never writes outside `dest`: every path must be absolute and free of `.`, `..` and
 //!   empty components, every parent directory is opened with `O_NOFOLLOW | O_DIRECTORY`
 //!   one component at a time (so a symlink planted by an earlier entry is never followed),
@@ -31,13 +35,17 @@
 //! created (rpm does not create them either).
 //!
 //! Checking and writing are two steps ([`verify_payload`], then
-//! [`VerifiedPayload::unpack_into`]), so that a caller can verify packages in parallel
-//! and write them in order; [`unpack_payload_with`] does both.
+//! [`VerifiedPayload::unpack_into`]), so that a caller can check packages in parallel
+//! and write them in order; [`unpack_payload_with`] does both. The first step checks
+//! everything but file data (header and payload digests, paths, types, declared sizes);
+//! the second decompresses the payload once, into one buffer reused for every file,
+//! and checks each regular file's size (and, without a payload digest, its digest) before
+//! writing that file. A file refused is never written, but the files before it in the
+//! payload were: on an error the caller discards the destination.
 //!
-//! Known limit: the `rpm` crate reads the whole package, and each file's data, into
-//! memory; a single payload entry can claim at most 4 GiB (cpio's limit).
+//! Known limit: the whole package, and the largest file's data, are held in memory; a
+//! single payload entry can claim at most 4 GiB (cpio's limit).
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::fs;
@@ -115,58 +123,66 @@ pub fn unpack_payload_with(
     verify_payload(rpm, opts)?.unpack_into(dest)
 }
 
-/// Reads `rpm` and checks everything about it that needs no destination: header and
-/// payload digests, that every entry's path and type may be unpacked, the declared size
-/// against [`UnpackOptions::max_bytes`], and every regular file's size and digest (the
-/// payload is decompressed once for that, in pieces, and the data dropped).
+/// Reads `rpm` and checks everything about it that can be checked before any file data
+/// is needed: header and payload digests, that every entry's path and type may be
+/// unpacked, that the file digests use an algorithm keel can check, and the declared size
+/// against [`UnpackOptions::max_bytes`].
 ///
-/// The costly part of unpacking (decompressing and hashing) is done here, so a caller
-/// unpacking many packages into one directory can verify them on other threads while it
-/// writes them, in order, with [`VerifiedPayload::unpack_into`].
+/// The payload is not decompressed here: [`VerifiedPayload::unpack_into`] decompresses it
+/// once, checking each regular file's size (and digest, for a payload without one) before
+/// that file is written, so a caller unpacking many packages into one directory can check
+/// their headers on other threads while it decides in which order they may be written.
 pub fn verify_payload(rpm: &Path, opts: &UnpackOptions) -> Result<VerifiedPayload, Error> {
-    let pkg = Package::open(rpm).map_err(Error::rpm(rpm))?;
+    let bytes = fs::read(rpm).map_err(Error::io("read", rpm))?;
+    let pkg = Package::parse(&mut bytes.as_slice()).map_err(Error::rpm(rpm))?;
     let package = pkg.metadata.get_name().unwrap_or("?").to_owned();
-    verify_package_digests(rpm, &pkg)?;
+    let payload_digest = verify_package_digests(rpm, &pkg)?;
     let u = Unpacker {
         rpm,
         package: package.clone(),
         opts,
     };
-    let kept = u.verify(&pkg)?;
+    u.verify(&pkg.metadata)?;
     Ok(VerifiedPayload {
         rpm: rpm.to_owned(),
         package,
-        pkg,
-        kept,
+        metadata: pkg.metadata,
+        bytes: SharedBytes(std::sync::Arc::new(bytes)),
+        file_digests: !payload_digest,
         opts: opts.clone(),
     })
 }
 
 /// A package [`verify_payload`] checked, held in memory (compressed) until it is written.
 ///
-/// Only this type can be unpacked, and only with the options it was verified under, so
-/// no caller can write a payload whose digests were not checked. Writing decompresses
-/// the same in-memory bytes again, which gives the same data that was hashed; sizes are
-/// checked again on the way (they cost nothing).
+/// Only this type can be unpacked, and only with the options it was checked under.
+/// Writing reads the very bytes whose header and payload digests were checked (the file
+/// is not read again), and checks each regular file's size — and its digest when the
+/// payload had no digest of its own — on its decompressed bytes before it writes that
+/// file: no file is ever written with bytes that were not checked. A file refused stops
+/// the unpack with an error, after the files before it in the payload were written; the
+/// caller must then discard `dest` (a layer's staging directory, an image's root).
 #[derive(Debug)]
 pub struct VerifiedPayload {
     rpm: PathBuf,
     package: String,
-    pkg: Package,
-    kept: Option<Kept>,
+    metadata: rpm::PackageMetadata,
+    bytes: SharedBytes,
+    /// Whether each file's digest is to be checked while writing: when the payload had
+    /// no digest of its own.
+    file_digests: bool,
     opts: UnpackOptions,
 }
 
-/// One payload entry (its index among the header's file entries) with its data, as
-/// verified.
-type KeptEntry = (usize, Option<Vec<u8>>);
+/// The whole RPM file as read, shared with the payload reader.
+#[derive(Debug, Clone)]
+struct SharedBytes(std::sync::Arc<Vec<u8>>);
 
-/// The payload's entries in payload order.
-type Kept = Vec<KeptEntry>;
-
-/// Packages declaring at most this much file data keep it in memory between verifying
-/// and writing; bigger ones are decompressed a second time instead.
-const KEEP_IN_MEMORY: u64 = 64 << 20;
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_slice()
+    }
+}
 
 impl VerifiedPayload {
     /// The package's name.
@@ -176,12 +192,17 @@ impl VerifiedPayload {
 
     /// The package's lead and headers.
     pub fn metadata(&self) -> &rpm::PackageMetadata {
-        &self.pkg.metadata
+        &self.metadata
+    }
+
+    /// The BLAKE3 of the RPM file, as read once and checked (what `b3sum` prints).
+    pub fn blake3(&self) -> keel_store::BlobDigest {
+        keel_store::BlobDigest::of_bytes(self.bytes.as_ref())
     }
 
     /// The lead and headers, dropping the payload.
     pub fn into_metadata(self) -> rpm::PackageMetadata {
-        self.pkg.metadata
+        self.metadata
     }
 
     /// Writes the payload into `dest` (created if missing); see [`unpack_payload_with`].
@@ -191,11 +212,15 @@ impl VerifiedPayload {
             package: self.package.clone(),
             opts: &self.opts,
         };
-        u.run(&self.pkg, self.kept.as_deref(), dest)
+        let reader = rpm::PackageReader::parse(io::Cursor::new(self.bytes.clone()))
+            .map_err(Error::rpm(&self.rpm))?;
+        u.run(&self.metadata, reader, self.file_digests, dest)
     }
 }
 
-fn verify_package_digests(rpm: &Path, pkg: &Package) -> Result<(), Error> {
+/// Checks the header digests (one at least) and the payload digests present; returns
+/// whether a payload digest was present (and matched).
+fn verify_package_digests(rpm: &Path, pkg: &Package) -> Result<bool, Error> {
     let report = pkg.check_digests().map_err(Error::rpm(rpm))?;
     if !report.has_header_digest() {
         return Err(Error::Digest {
@@ -219,7 +244,9 @@ fn verify_package_digests(rpm: &Path, pkg: &Package) -> Result<(), Error> {
             });
         }
     }
-    Ok(())
+    Ok(report.payload_sha256.is_verified()
+        || report.payload_sha512.is_verified()
+        || report.payload_sha3_256.is_verified())
 }
 
 /// Checks a payload path and splits it into its components.
@@ -369,9 +396,9 @@ impl Unpacker<'_> {
     /// The header's file entries, and each one's index by path.
     fn entries<'p>(
         &self,
-        pkg: &'p Package,
+        meta: &'p rpm::PackageMetadata,
     ) -> Result<(Vec<rpm::FileEntry<'p>>, HashMap<PathBuf, usize>), Error> {
-        let entries = match pkg.metadata.get_file_entries() {
+        let entries = match meta.get_file_entries() {
             Ok(e) => e,
             Err(rpm::Error::TagNotFound(_)) => Vec::new(),
             Err(e) => return Err(Error::rpm(self.rpm)(e)),
@@ -384,11 +411,11 @@ impl Unpacker<'_> {
         Ok((entries, index_of))
     }
 
-    /// Everything [`verify_payload`] promises, before anything is written; returns the
-    /// entries in payload order with their data when the package is small.
-    fn verify(&self, pkg: &Package) -> Result<Option<Kept>, Error> {
-        let meta = &pkg.metadata;
-        let (entries, index_of) = self.entries(pkg)?;
+    /// Everything [`verify_payload`] promises that needs no file data, before anything
+    /// is written.
+    fn verify(&self, meta: &rpm::PackageMetadata) -> Result<(), Error> {
+        let (entries, _) = self.entries(meta)?;
+        let algo = meta.get_file_digest_algorithm().ok();
         // Refuse what can never be in a layer before reading any data.
         let mut declared: u64 = 0;
         for e in &entries {
@@ -408,6 +435,19 @@ impl Unpacker<'_> {
             }
             if e.file_type() == FileType::Regular {
                 declared = declared.saturating_add(e.size() as u64);
+                // A digest keel cannot check refuses the package before any of it is
+                // written (rather than at that file).
+                if let Some(d) = e.digest().filter(|d| !d.as_hex().is_empty()) {
+                    digest_hex(algo.unwrap_or(d.algorithm()), b"").ok_or_else(|| {
+                        self.refuse(
+                            &p,
+                            format!(
+                                "file digest algorithm {:?} cannot be verified by keel",
+                                algo.unwrap_or(d.algorithm())
+                            ),
+                        )
+                    })?;
+                }
             }
         }
         if declared > self.opts.max_bytes {
@@ -419,44 +459,50 @@ impl Unpacker<'_> {
                 ),
             ));
         }
-        let algo = meta.get_file_digest_algorithm().ok();
-        let files = match pkg.files() {
-            Ok(f) => Some(f),
-            Err(rpm::Error::TagNotFound(_)) => None,
-            Err(e) => return Err(Error::rpm(self.rpm)(e)),
-        };
-        // A small package's data is kept, so writing need not decompress it again.
-        let mut kept = (declared <= KEEP_IN_MEMORY).then(Vec::new);
-        for f in files.into_iter().flatten() {
-            let f = f.map_err(Error::rpm(self.rpm))?;
-            let m = &f.metadata;
-            // A member of a hard-link set may carry no data; `run` checks that one member
-            // of each set does.
-            if let Some(content) = f.content()
-                && !m.flags().contains(FileFlags::GHOST)
-                && m.file_type() == FileType::Regular
-            {
-                let path = m.path().to_string_lossy().into_owned();
-                self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
-            }
-            if let Some(kept) = &mut kept {
-                let i = *index_of
-                    .get(&m.path())
-                    .expect("the rpm crate yields the header's entries");
-                kept.push((i, f.into_content()));
-            }
-        }
-        Ok(kept)
+        Ok(())
     }
 
+    /// Reads the data of one payload entry into `buf` (kept initialized between files,
+    /// so it is zeroed only when it grows): never more than one byte past what the
+    /// header declares, so a payload entry longer than its header says (a decompression
+    /// bomb, say) is refused after `declared + 1` bytes. Returns the data's length.
+    fn read_content(
+        &self,
+        path: &str,
+        declared: u64,
+        data: &mut impl io::Read,
+        buf: &mut Vec<u8>,
+    ) -> Result<usize, Error> {
+        // `verify` capped the sum of declared sizes at `max_bytes`.
+        let want = usize::try_from(declared.saturating_add(1))
+            .map_err(|_| self.refuse(path, "file is too large for this machine"))?;
+        if buf.len() < want {
+            buf.resize(want, 0);
+        }
+        let mut n = 0;
+        while n < want {
+            match data.read(&mut buf[n..want]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(self.refuse(path, format!("reading the payload: {e}"))),
+            }
+        }
+        self.check_size(path, declared, &buf[..n])?;
+        Ok(n)
+    }
+
+    /// Writes what `reader` yields into `dest`; with `file_digests`, each regular file's
+    /// digest is checked before it is written (its size always is).
     fn run(
         &self,
-        pkg: &Package,
-        kept: Option<&[KeptEntry]>,
+        meta: &rpm::PackageMetadata,
+        mut reader: rpm::PackageReader,
+        file_digests: bool,
         dest: &Path,
     ) -> Result<UnpackStats, Error> {
-        let meta = &pkg.metadata;
-        let (entries, index_of) = self.entries(pkg)?;
+        let (entries, index_of) = self.entries(meta)?;
+        let algo = meta.get_file_digest_algorithm().ok();
 
         // Hard-link sets: header indexes sharing (device, inode).
         let inodes = meta
@@ -499,32 +545,50 @@ impl Unpacker<'_> {
         let mut link_content: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
         let mut deferred: Vec<(String, u32, (u32, u32))> = Vec::new();
         let mut last_parent: Option<(String, OwnedFd)> = None;
-        type Item<'a> = Result<(rpm::FileEntry<'a>, Option<Cow<'a, [u8]>>), Error>;
-        let files: Box<dyn Iterator<Item = Item<'_>> + '_> = match kept {
-            Some(kept) => Box::new(
-                kept.iter()
-                    .map(|(i, c)| Ok((entries[*i].clone(), c.as_deref().map(Cow::Borrowed)))),
-            ),
-            None => {
-                let files = match pkg.files() {
-                    Ok(f) => Some(f),
-                    Err(rpm::Error::TagNotFound(_)) => None,
-                    Err(e) => return Err(Error::rpm(self.rpm)(e)),
-                };
-                Box::new(files.into_iter().flatten().map(|f| {
-                    let f = f.map_err(Error::rpm(self.rpm))?;
-                    let m = f.metadata.clone();
-                    Ok((m, f.into_content().map(Cow::Owned)))
-                }))
-            }
-        };
-        for f in files {
-            let (m, content) = f?;
-            let m = &m;
+        // One buffer for every file's data: decompressed, checked and written while it is
+        // still in the CPU's cache.
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(mut f) = reader.next_file().map_err(Error::rpm(self.rpm))? {
+            let m = &f.metadata.clone();
             if m.flags().contains(FileFlags::GHOST) {
                 continue;
             }
             let path = m.path().to_string_lossy().into_owned();
+            // A member of a hard-link set may carry no data; a set is checked below to
+            // have one member that does.
+            let read = if m.file_type() == FileType::Regular && f.has_payload() {
+                self.read_content(&path, m.size() as u64, &mut f, &mut buf)
+                    .map(Some)
+            } else {
+                // Another entry's data (a symlink's target) is not used: read past it, but
+                // no further than its header's size allows, so that a payload entry
+                // claiming gigabytes is refused rather than decompressed to nowhere.
+                let limit = (m.size() as u64).max(4096) + 1;
+                match io::copy(&mut io::Read::take(&mut f, limit), &mut io::sink()) {
+                    Ok(n) if n < limit => Ok(None),
+                    Ok(_) => {
+                        Err(self.refuse(&path, "payload entry is longer than its header declares"))
+                    }
+                    Err(e) => Err(self.refuse(&path, format!("reading the payload: {e}"))),
+                }
+            };
+            let n = match read {
+                Ok(n) => n,
+                Err(e) => {
+                    // Dropping the entry would read (decompress) the rest of it.
+                    std::mem::forget(f);
+                    return Err(e);
+                }
+            };
+            // Surface an error of the decompressor here rather than at the next entry.
+            f.finish()
+                .map_err(|e| self.refuse(&path, format!("reading the payload: {e}")))?;
+            let content = n.map(|n| &buf[..n]);
+            if let Some(content) = content
+                && file_digests
+            {
+                self.check_content(&path, m.size() as u64, content, m.digest(), algo)?;
+            }
             let comps = components(&path).map_err(|r| self.refuse(&path, r))?;
             let mode = u32::from(m.permissions()) & self.mode_mask();
             if comps.is_empty() {
@@ -573,7 +637,7 @@ impl Unpacker<'_> {
                     let set = idx
                         .and_then(key_of)
                         .filter(|k| set_sizes.get(k).copied().unwrap_or(0) > 1);
-                    let Some(content) = content.as_deref() else {
+                    let Some(content) = content else {
                         match set {
                             Some(k) => {
                                 deferred.push((path.clone(), mode, k));
@@ -584,8 +648,6 @@ impl Unpacker<'_> {
                             }
                         }
                     };
-                    // Digests were checked by `verify`, on these same bytes.
-                    self.check_size(&path, m.size() as u64, content)?;
                     if let Some(k) = set {
                         link_content.insert(k, content.to_vec());
                     }
@@ -689,18 +751,13 @@ impl Unpacker<'_> {
         if d.as_hex().is_empty() {
             return Ok(());
         }
-        let actual = match algo.unwrap_or(d.algorithm()) {
-            DigestAlgorithm::Sha2_256 => hex(&sha2::Sha256::digest(content)),
-            DigestAlgorithm::Sha2_512 => hex(&sha2::Sha512::digest(content)),
-            DigestAlgorithm::Sha2_384 => hex(&sha2::Sha384::digest(content)),
-            DigestAlgorithm::Sha2_224 => hex(&sha2::Sha224::digest(content)),
-            other => {
-                return Err(self.refuse(
-                    path,
-                    format!("file digest algorithm {other:?} cannot be verified by keel"),
-                ));
-            }
-        };
+        let algo = algo.unwrap_or(d.algorithm());
+        let actual = digest_hex(algo, content).ok_or_else(|| {
+            self.refuse(
+                path,
+                format!("file digest algorithm {algo:?} cannot be verified by keel"),
+            )
+        })?;
         if !actual.eq_ignore_ascii_case(d.as_hex()) {
             return Err(self.refuse(
                 path,
@@ -779,6 +836,17 @@ impl Unpacker<'_> {
         }
         Ok(())
     }
+}
+
+/// The hex digest of `content` with `algo`, if keel can compute it.
+fn digest_hex(algo: DigestAlgorithm, content: &[u8]) -> Option<String> {
+    Some(match algo {
+        DigestAlgorithm::Sha2_256 => hex(&sha2::Sha256::digest(content)),
+        DigestAlgorithm::Sha2_512 => hex(&sha2::Sha512::digest(content)),
+        DigestAlgorithm::Sha2_384 => hex(&sha2::Sha384::digest(content)),
+        DigestAlgorithm::Sha2_224 => hex(&sha2::Sha224::digest(content)),
+        _ => return None,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -1141,13 +1209,123 @@ mod tests {
         }
     }
 
+    /// Builds a package of `files`, rewrites its main header with `edit` (called with the
+    /// basenames, a tag and its data; `None` drops the tag), makes its header digests
+    /// again (the payload and its digest are untouched) and writes it.
+    fn rewritten(
+        dir: &Path,
+        files: &[(&str, &[u8])],
+        mut edit: impl FnMut(&[String], u32, rpm::IndexData) -> Option<rpm::IndexData>,
+    ) -> PathBuf {
+        let mut b = PackageBuilder::new("liar", "1.0", "MIT", "noarch", "test");
+        for (path, data) in files {
+            b.with_file_contents(data.to_vec(), FileOptions::new(*path))
+                .unwrap();
+        }
+        let mut pkg = b.build().unwrap();
+        let names: Vec<String> = pkg
+            .metadata
+            .header
+            .get_entry_data_as_string_array(IndexTag::RPMTAG_BASENAMES)
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let entries: Vec<_> = pkg
+            .metadata
+            .header
+            .get_all_entries()
+            .unwrap()
+            .into_iter()
+            .filter(|(tag, _)| *tag != IndexTag::RPMTAG_HEADERIMMUTABLE as u32)
+            .filter_map(|(tag, data)| {
+                edit(&names, tag, data).map(|d| rpm::HeaderEntry::new(tag, d))
+            })
+            .collect();
+        pkg.metadata.header = rpm::Header::from_entries(entries, IndexTag::RPMTAG_HEADERIMMUTABLE);
+        pkg.clear_signatures().unwrap();
+        let rpm = dir.join("liar.rpm");
+        pkg.write_file(&rpm).unwrap();
+        let report = Package::open(&rpm).unwrap().check_digests().unwrap();
+        assert!(report.is_ok(), "the package's own digests hold: {report:?}");
+        rpm
+    }
+
     #[test]
-    fn a_package_too_big_to_keep_in_memory_is_decompressed_again_the_same() {
+    fn without_a_payload_digest_a_file_whose_digest_lies_is_never_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // An old package: no payload digest. Its header claims other bytes for
+        // /usr/share/b, so only the file digest can tell.
+        let payload_digests = [
+            IndexTag::RPMTAG_PAYLOADSHA256,
+            IndexTag::RPMTAG_PAYLOADSHA256ALT,
+            IndexTag::RPMTAG_PAYLOAD_SHA512,
+            IndexTag::RPMTAG_PAYLOAD_SHA512_ALT,
+            IndexTag::RPMTAG_PAYLOAD_SHA3_256,
+            IndexTag::RPMTAG_PAYLOAD_SHA3_256_ALT,
+        ]
+        .map(|t| t as u32);
+        let lie = hex(&sha2::Sha256::digest(b"other"));
+        let files: [(&str, &[u8]); 2] = [("/usr/share/a", b"first"), ("/usr/share/b", b"second")];
+        let rpm = rewritten(dir.path(), &files, |names, tag, data| {
+            if payload_digests.contains(&tag) {
+                return None;
+            }
+            Some(match data {
+                rpm::IndexData::StringArray(mut digests)
+                    if tag == IndexTag::RPMTAG_FILEDIGESTS as u32 =>
+                {
+                    let i = names.iter().position(|n| n == "b").unwrap();
+                    digests[i] = lie.clone();
+                    rpm::IndexData::StringArray(digests)
+                }
+                other => other,
+            })
+        });
+        let report = Package::open(&rpm).unwrap().check_digests().unwrap();
+        assert!(report.payload_sha256.is_not_present(), "{report:?}");
+        let dest = dir.path().join("layer");
+        let err = unpack_err(&rpm, &dest);
+        assert!(
+            err.contains("liar") && err.contains("/usr/share/b") && err.contains(&lie),
+            "{err}"
+        );
+        assert!(!dest.join("usr/share/b").exists());
+    }
+
+    #[test]
+    fn a_payload_entry_longer_than_its_header_says_is_refused_unwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        // 64 MiB of zeros compress to almost nothing; the header says 10 bytes.
+        let zeros = vec![0u8; 64 << 20];
+        let files: [(&str, &[u8]); 1] = [("/usr/share/bomb", &zeros)];
+        let rpm = rewritten(dir.path(), &files, |_, tag, data| {
+            Some(match data {
+                rpm::IndexData::Int32(mut sizes) if tag == IndexTag::RPMTAG_FILESIZES as u32 => {
+                    sizes[0] = 10;
+                    rpm::IndexData::Int32(sizes)
+                }
+                other => other,
+            })
+        });
+        let dest = dir.path().join("layer");
+        let err = unpack_err(&rpm, &dest);
+        assert!(
+            err.contains("/usr/share/bomb") && err.contains("11 bytes") && err.contains("10"),
+            "{err}"
+        );
+        assert!(!dest.join("usr/share/bomb").exists());
+    }
+
+    #[test]
+    fn checking_first_and_writing_later_gives_every_entry() {
         let dir = tempfile::tempdir().unwrap();
         let rpm = crafted(dir.path(), |b| {
             b.with_file_contents(vec![3u8; 5000], FileOptions::new("/usr/share/d/big"))
                 .unwrap();
             b.with_symlink(FileOptions::symlink("/usr/share/d/link", "big"))
+                .unwrap();
+            b.with_file_contents(Vec::new(), FileOptions::new("/usr/share/d/empty"))
                 .unwrap();
             for n in ["a", "b"] {
                 b.with_file_contents(
@@ -1158,28 +1336,26 @@ mod tests {
             }
         });
         let verified = verify_payload(&rpm, &UnpackOptions::default()).unwrap();
-        assert!(verified.kept.is_some(), "a small package keeps its data");
-        let kept = dir.path().join("kept");
-        verified.unpack_into(&kept).unwrap();
-        // What a package over KEEP_IN_MEMORY does: decompress while writing.
-        let streamed = dir.path().join("streamed");
-        let u = Unpacker {
-            rpm: &rpm,
-            package: "hostile".into(),
-            opts: &verified.opts,
-        };
-        u.run(&verified.pkg, None, &streamed).unwrap();
-        for p in ["usr/share/d/big", "usr/bin/a", "usr/bin/b"] {
-            assert_eq!(
-                fs::read(kept.join(p)).unwrap(),
-                fs::read(streamed.join(p)).unwrap(),
-                "{p}"
-            );
+        // The checked bytes are what is written, even if the file changes meanwhile.
+        fs::write(&rpm, b"not an rpm any more").unwrap();
+        let dest = dir.path().join("layer");
+        let stats = verified.unpack_into(&dest).unwrap();
+        assert_eq!((stats.files, stats.symlinks), (4, 1));
+        assert_eq!(
+            fs::read(dest.join("usr/share/d/big")).unwrap(),
+            vec![3u8; 5000]
+        );
+        assert_eq!(fs::read(dest.join("usr/share/d/empty")).unwrap(), b"");
+        for p in ["usr/bin/a", "usr/bin/b"] {
+            assert_eq!(fs::read(dest.join(p)).unwrap(), b"same", "{p}");
         }
         assert_eq!(
-            fs::read_link(streamed.join("usr/share/d/link")).unwrap(),
+            fs::read_link(dest.join("usr/share/d/link")).unwrap(),
             Path::new("big")
         );
+        // The same package may be written again, elsewhere.
+        verified.unpack_into(&dir.path().join("again")).unwrap();
+        assert!(dir.path().join("again/usr/bin/b").is_file());
     }
 
     #[test]
