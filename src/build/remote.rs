@@ -14,9 +14,10 @@
 //! manifests, and only then the record kept in the local action cache) when something
 //! needs them: an action that runs here needs its dependencies' ([`SharedCache::ensure`]),
 //! and `keel build` publishes what was asked for ([`SharedCache::materialize`], all side by
-//! side). So a hit on an image never downloads its packages, and a hit on a package never
-//! downloads its build dependencies. An entry whose outputs cannot be had intact is
-//! refused from then on and the build runs again to make it here.
+//! side). So looking up what depends on a hit downloads nothing, a hit's own
+//! dependencies are never downloaded for it, and `keel build image:X` downloads the image
+//! alone. An entry whose outputs cannot be had intact is refused from then on and the
+//! build runs again to make it here.
 //!
 //! Logs are not shared: readers get the outputs.
 
