@@ -186,7 +186,8 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     if let (Some(r), Some(s)) = (&remote, &session) {
         let mut runs = 1;
         while let Ok(done) = &report {
-            let fetched = r.materialize(&store, &s.publish_keys(done));
+            // A failed build publishes nothing: only a refusal makes it worth another run.
+            let fetched = !done.success() || r.materialize(&store, &s.publish_keys(done));
             if fetched & !r.take_refusals() {
                 break;
             }
