@@ -604,16 +604,18 @@ impl BlobIngest<'_> {
     }
 }
 
-/// Copies `r` into the empty file `f`, leaving holes where whole 4 KiB blocks are zeros:
-/// a disk image is mostly unwritten space, and its bytes read back the same either way.
-fn copy_sparse(r: &mut impl Read, f: &mut File) -> io::Result<u64> {
+/// Copies everything `r` yields into `f` from `offset` on, writing only the 4 KiB blocks
+/// that are not all zeros: in a file that is new or sized beforehand, those stay holes,
+/// which read back as zeros (a disk image is mostly unwritten space). Returns the bytes
+/// copied; extending `f` past its last written block is the caller's business.
+pub fn write_sparse(r: &mut impl Read, f: &File, offset: u64) -> io::Result<u64> {
     use std::os::unix::fs::FileExt as _;
     const BLOCK: usize = 4096;
     static ZEROS: [u8; BLOCK] = [0; BLOCK];
     let mut buf = vec![0u8; 1 << 20];
     let mut pos = 0u64;
     loop {
-        // Fill the buffer so that blocks stay aligned to the file's offsets.
+        // Fill the buffer so that blocks stay aligned to the copy's start.
         let mut len = 0;
         while len < buf.len() {
             match r.read(&mut buf[len..]) {
@@ -626,13 +628,14 @@ fn copy_sparse(r: &mut impl Read, f: &mut File) -> io::Result<u64> {
         if len == 0 {
             break;
         }
+        let at = offset + pos;
         let mut run: Option<usize> = None; // start of the data blocks not yet written
         for start in (0..len).step_by(BLOCK) {
             let block = &buf[start..(start + BLOCK).min(len)];
             let zero = block == &ZEROS[..block.len()];
             match (zero, run) {
                 (true, Some(from)) => {
-                    f.write_all_at(&buf[from..start], pos + from as u64)?;
+                    f.write_all_at(&buf[from..start], at + from as u64)?;
                     run = None;
                 }
                 (false, None) => run = Some(start),
@@ -640,15 +643,21 @@ fn copy_sparse(r: &mut impl Read, f: &mut File) -> io::Result<u64> {
             }
         }
         if let Some(from) = run {
-            f.write_all_at(&buf[from..len], pos + from as u64)?;
+            f.write_all_at(&buf[from..len], at + from as u64)?;
         }
         pos += len as u64;
         if len < buf.len() {
             break;
         }
     }
-    f.set_len(pos)?;
     Ok(pos)
+}
+
+/// Copies `r` into the empty file `f` with [`write_sparse`], then sets its length.
+fn copy_sparse(r: &mut impl Read, f: &mut File) -> io::Result<u64> {
+    let len = write_sparse(r, f, 0)?;
+    f.set_len(len)?;
+    Ok(len)
 }
 
 /// Feeds everything `reader` yields to `w`, through one fixed buffer.

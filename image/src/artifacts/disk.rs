@@ -3,7 +3,7 @@
 //! natively, and the conversion to qcow2 with `qemu-img` (VHDX is in [`super::vhdx`]).
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::Path;
 use std::process::Command;
 
@@ -218,10 +218,11 @@ fn protective_mbr(sectors: u64) -> [u8; 512] {
     m
 }
 
-/// Copies `src` into `dst` at `offset`, leaving all-zero blocks as holes.
+/// Copies `src` into `dst` (sized beforehand) at `offset`, leaving all-zero blocks as
+/// holes.
 fn copy_sparse(
     src: &Path,
-    dst: &mut fs::File,
+    dst: &fs::File,
     offset: u64,
     limit: u64,
     out: &Path,
@@ -237,20 +238,8 @@ fn copy_sparse(
             ),
         });
     }
-    let mut buf = vec![0u8; 1 << 16];
-    let mut pos = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(Error::io("read", src))?;
-        if n == 0 {
-            break;
-        }
-        if buf[..n].iter().any(|b| *b != 0) {
-            dst.seek(SeekFrom::Start(offset + pos))
-                .map_err(Error::io("seek in", out))?;
-            dst.write_all(&buf[..n]).map_err(Error::io("write", out))?;
-        }
-        pos += n as u64;
-    }
+    keel_store::write_sparse(&mut f, dst, offset)
+        .map_err(Error::io("copy a filesystem image into", out))?;
     Ok(())
 }
 
@@ -279,7 +268,7 @@ pub fn write_gpt_disk(
     put((sectors - 1) * SECTOR, &gpt_header(layout, crc, true))?;
     for (p, img) in layout.partitions.iter().zip(images) {
         if let Some(img) = img {
-            copy_sparse(img, &mut f, p.first_lba * SECTOR, p.size(), out)?;
+            copy_sparse(img, &f, p.first_lba * SECTOR, p.size(), out)?;
         }
     }
     f.sync_all().map_err(Error::io("sync", out))
@@ -480,7 +469,7 @@ pub fn write_vhd_fixed(raw: &Path, out: &Path, seed: &str, sde: u64) -> Result<(
     }
     let mut dst = fs::File::create(out).map_err(Error::io("create", out))?;
     dst.set_len(size).map_err(Error::io("size", out))?;
-    copy_sparse(raw, &mut dst, 0, size, out)?;
+    copy_sparse(raw, &dst, 0, size, out)?;
     let mut f = [0u8; 512];
     f[0..8].copy_from_slice(b"conectix");
     f[8..12].copy_from_slice(&2u32.to_be_bytes());
