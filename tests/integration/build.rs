@@ -66,22 +66,11 @@ pub(crate) fn executed(status: &BTreeMap<String, String>) -> Vec<&str> {
 
 /// Every RPM under `out/`, by file name, with its bytes' digest.
 pub(crate) fn rpms(out: &Path) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let mut stack = vec![out.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rpm") {
-                m.insert(
-                    p.file_name().unwrap().to_string_lossy().into_owned(),
-                    b3(&std::fs::read(&p).unwrap()),
-                );
-            }
-        }
-    }
-    m
+    files(out)
+        .into_iter()
+        .filter(|(rel, _)| rel.ends_with(".rpm"))
+        .map(|(rel, d)| (rel.rsplit('/').next().unwrap_or(&rel).to_owned(), d))
+        .collect()
 }
 
 /// Rebuilds libgreet's tarball from `src` with `edit` applied, and its signature.
