@@ -3,9 +3,19 @@
 //! [FILES] [BYTES]` (default 300 packages of 10 files of 170 KiB: about 500 MiB).
 //!
 //! Packages are generated with the `rpm` crate (zstd payloads, compressible data); both
-//! sides start from the same files with a cold-ish root on the same filesystem. Set
+//! sides start from the same files with an empty root on the same filesystem. Set
 //! `KEEL_BENCH_RPMS=DIR` to keep the generated packages in `DIR` and reuse them in the
 //! next run (when profiling).
+//!
+//! Where the roots go: run as root, the benchmark makes a fresh ext4 filesystem
+//! (`mkfs.ext4` defaults, in a sparse file under /var/tmp) and loop-mounts it for the run.
+//! A filesystem that has seen many deletions is no place to compare installers: ext4
+//! without a journal (this machine's root filesystem) steps over every recently deleted
+//! inode of a block group, one by one, on each file it creates, and that cost — the same
+//! per file for both sides, and growing with every earlier run's deleted roots — swamps
+//! the installers' own work. `KEEL_BENCH_DIR=DIR` puts the roots in `DIR` instead (any
+//! filesystem, e.g. /var/tmp or /dev/shm), as does running unprivileged or without loop
+//! devices.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -23,7 +33,25 @@ fn main() {
             .map_or(d, |s| s.parse().expect("a number"))
     };
     let (n, files, bytes) = (arg(1, 300), arg(2, 10), arg(3, 170 * 1024));
-    let dir = tempfile::tempdir_in("/var/tmp").expect("a temporary directory");
+    let fresh = match std::env::var_os("KEEL_BENCH_DIR") {
+        Some(_) => None,
+        None => FreshFs::make(),
+    };
+    let base = match (&fresh, std::env::var_os("KEEL_BENCH_DIR")) {
+        (Some(fs), _) => fs.mountpoint.path().to_owned(),
+        (None, Some(d)) => PathBuf::from(d),
+        (None, None) => PathBuf::from("/var/tmp"),
+    };
+    println!(
+        "roots in {} ({})",
+        base.display(),
+        if fresh.is_some() {
+            "a fresh ext4 filesystem made for this run"
+        } else {
+            "an existing filesystem"
+        }
+    );
+    let dir = tempfile::tempdir_in(&base).expect("a temporary directory");
     let rpm_dir =
         std::env::var_os("KEEL_BENCH_RPMS").map_or_else(|| dir.path().to_owned(), PathBuf::from);
     std::fs::create_dir_all(&rpm_dir).expect("a directory for the packages");
@@ -135,8 +163,9 @@ fn main() {
         keel_times.push(k);
         rpm_times.push(r);
     }
-    // Roots are removed only now: ext4 scans past recently deleted inodes when it
-    // allocates new ones, so removing a root would slow down whichever side runs next.
+    // Roots are removed only now (or not at all, on a fresh filesystem): ext4 without a
+    // journal scans past recently deleted inodes when it allocates new ones, so removing a
+    // root would slow down whichever side runs next.
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
@@ -149,4 +178,53 @@ fn main() {
         median(&mut keel_times),
         median(&mut rpm_times),
     );
+    if fresh.is_some() {
+        // Unmounting discards the roots; deleting them file by file first is wasted time.
+        let _ = dir.keep();
+    }
+}
+
+/// A fresh ext4 filesystem in a sparse file, loop-mounted for one run and unmounted (and
+/// its file removed) when dropped.
+struct FreshFs {
+    mountpoint: tempfile::TempDir,
+    _image: tempfile::NamedTempFile,
+}
+
+impl FreshFs {
+    /// `None` (and the reason on stderr) when it cannot be made here: not root, no loop
+    /// devices, no mkfs.ext4.
+    #[expect(clippy::print_stderr, reason = "a benchmark says why it falls back")]
+    fn make() -> Option<FreshFs> {
+        let image = tempfile::NamedTempFile::new_in("/var/tmp").ok()?;
+        // Six roots of 500 MiB and their metadata; sparse, so only what is written is used.
+        image.as_file().set_len(8 << 30).ok()?;
+        let mountpoint = tempfile::tempdir_in("/var/tmp").ok()?;
+        let run = |cmd: &mut Command| cmd.output().map(|o| o.status.success()).unwrap_or(false);
+        if !run(Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(image.path()))
+            || !run(Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(image.path())
+                .arg(mountpoint.path()))
+        {
+            eprintln!(
+                "cannot make and loop-mount a fresh ext4 filesystem here (needs root, \
+                 mkfs.ext4 and a loop device); the roots go to /var/tmp"
+            );
+            return None;
+        }
+        Some(FreshFs {
+            mountpoint,
+            _image: image,
+        })
+    }
+}
+
+impl Drop for FreshFs {
+    fn drop(&mut self) {
+        // The roots go with the filesystem: no deleting them file by file.
+        let _ = Command::new("umount").arg(self.mountpoint.path()).status();
+    }
 }
