@@ -22,6 +22,7 @@
 //! Logs are not shared: readers get the outputs.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -353,10 +354,15 @@ impl Envelope {
                 BlobDigest::from_parts(bh, bs),
             ));
         }
-        Some(Envelope {
-            record: zstd::bulk::decompress(rest, MAX_RECORD).ok()?,
-            trees,
-        })
+        // Streamed, so memory follows the record's real size: a bulk decode would set
+        // aside the whole limit for each of a build's entries.
+        let mut record = Vec::new();
+        zstd::stream::read::Decoder::new(rest)
+            .ok()?
+            .take(MAX_RECORD as u64 + 1)
+            .read_to_end(&mut record)
+            .ok()?;
+        (record.len() <= MAX_RECORD).then_some(Envelope { record, trees })
     }
 }
 
@@ -845,5 +851,19 @@ mod tests {
         // Trees fine, record not zstd.
         assert_eq!(Envelope::decode(b"KEELRE\0\x02\0\0\0\0not zstd"), None);
         assert_eq!(Envelope::decode(b"something else"), None);
+        // A record that inflates past the limit is refused, not inflated whole.
+        let bomb = Envelope {
+            record: vec![0; MAX_RECORD + 1],
+            trees: Vec::new(),
+        };
+        assert_eq!(Envelope::decode(&bomb.encode()), None);
+        let limit = Envelope {
+            record: vec![0; MAX_RECORD],
+            trees: Vec::new(),
+        };
+        assert_eq!(
+            Envelope::decode(&limit.encode()).map(|e| e.record.len()),
+            Some(MAX_RECORD)
+        );
     }
 }
