@@ -575,9 +575,8 @@ impl BlobIngest<'_> {
 
     /// Discards whatever was written and starts again from the first byte.
     pub fn restart(&mut self) -> Result<()> {
-        // Downloads run side by side: one thread each, zstd's workers would only compete.
         let w = self.store.object_writer(ObjectKind::Blob, self.hint)?;
-        self.writer = Some(w.single_threaded());
+        self.writer = Some(w.receiving());
         Ok(())
     }
 
