@@ -178,12 +178,21 @@ impl Remote {
         blobs: &[BlobDigest],
         land: impl Fn(&BlobDigest) -> L + Sync,
     ) -> Vec<bool> {
-        self.pool.install(|| {
-            blobs
+        // Largest first: the biggest download is the longest wait, and nothing else can
+        // shorten it.
+        let mut order: Vec<usize> = (0..blobs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(blobs[i].size()));
+        let landed: Vec<(usize, bool)> = self.pool.install(|| {
+            order
                 .par_iter()
-                .map(|d| self.land_blob(d, &mut land(d)))
+                .map(|&i| (i, self.land_blob(&blobs[i], &mut land(&blobs[i]))))
                 .collect()
-        })
+        });
+        let mut out = vec![false; blobs.len()];
+        for (i, ok) in landed {
+            out[i] = ok;
+        }
+        out
     }
 
     /// Fetches blobs in parallel into `dir/<blake3 hex>`; each result is the file, or

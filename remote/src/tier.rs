@@ -314,6 +314,24 @@ impl Landing for StagedCopy<'_> {
     }
 }
 
+/// How much of a download a landing is handed at a time.
+const LANDING_CHUNK: usize = 1 << 20;
+
+/// Reads into all of `buf` unless the body ends first: `(bytes, end of body, error)`; an
+/// error comes with the bytes read before it.
+fn fill(body: &mut dyn Read, buf: &mut [u8]) -> (usize, bool, Option<io::Error>) {
+    let mut len = 0;
+    while len < buf.len() {
+        match body.read(&mut buf[len..]) {
+            Ok(0) => return (len, true, None),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (len, false, Some(e)),
+        }
+    }
+    (len, false, None)
+}
+
 /// Reads `body` into `landing`, never more than the digest's size plus one byte. `Ok(Ok(size))`
 /// when the bytes were the blob; `Ok(Err(got))` is a short body (truncated); `Err` is a
 /// mismatch, a failed read or a local I/O failure.
@@ -325,17 +343,23 @@ pub(crate) fn verified_read(
     stats: &Stats,
 ) -> Result<std::result::Result<u64, u64>, VerifyFailure> {
     let mut v = Verifier::new(landing, digest, stats).map_err(VerifyFailure::Local)?;
-    let mut buf = vec![0u8; 256 * 1024];
-    while !v.too_long() {
-        let want =
-            usize::try_from((digest.size() + 1 - v.got).min(buf.len() as u64)).unwrap_or(buf.len());
-        let n = match body.read(&mut buf[..want]) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(VerifyFailure::Body(e)),
-        };
-        v.update(&buf[..n]).map_err(VerifyFailure::Local)?;
+    // The landing gets whole buffers, not each socket read's few KiB: it hashes and
+    // compresses side by side, and that costs per call.
+    let limit = digest.size() + 1;
+    let cap = usize::try_from(limit).map_or(LANDING_CHUNK, |n| n.min(LANDING_CHUNK));
+    let mut buf = vec![0u8; cap];
+    let mut read = 0;
+    while read < limit {
+        let want = usize::try_from((limit - read).min(cap as u64)).unwrap_or(cap);
+        let (len, eof, err) = fill(body, &mut buf[..want]);
+        read += len as u64;
+        v.update(&buf[..len]).map_err(VerifyFailure::Local)?;
+        if let Some(e) = err {
+            return Err(VerifyFailure::Body(e));
+        }
+        if eof {
+            break;
+        }
     }
     v.finish(url).map_err(VerifyFailure::Local)
 }
