@@ -366,6 +366,10 @@ impl Envelope {
     }
 }
 
+/// Fetched blobs this large are also kept plain until they are materialized: writing
+/// them out again from the store (decompressing, hashing) is what it saves.
+const PLAIN_COPY_MIN: u64 = 4 << 20;
+
 /// Blobs above this are uploaded from a file rather than from memory.
 const IN_MEMORY_UPLOAD: u64 = 16 << 20;
 
@@ -386,10 +390,16 @@ impl SharedCache {
             .into_iter()
             .collect();
         // Straight into the store: hashed and compressed as they arrive, kept only if
-        // they are the blobs named.
-        let got = self
-            .remote
-            .land_blobs(&missing, |_| store.ingest(CompressHint::Auto));
+        // they are the blobs named. What is fetched is about to be published or built
+        // with: a large blob is also kept plain, for that to move into place.
+        let got = self.remote.land_blobs(&missing, |d| {
+            let ingest = store.ingest(CompressHint::Auto);
+            if d.size() >= PLAIN_COPY_MIN {
+                ingest.keep_plain()
+            } else {
+                ingest
+            }
+        });
         let mut failed = HashSet::new();
         for (d, landed) in missing.into_iter().zip(got) {
             if landed {

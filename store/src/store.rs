@@ -105,6 +105,10 @@ pub struct Store {
     pub(crate) counters: Counters,
     /// Last-use times not yet written to the index, by (kind, hash).
     pub(crate) pending_atime: Mutex<HashMap<(u8, [u8; 32]), u64>>,
+    /// Plain (uncompressed, sparse) copies of blobs ingested by this process with
+    /// [`BlobIngest::keep_plain`], each verified with the ingest and taken by the blob's
+    /// next [`Store::materialize_blob`]. Deleted with the store if never taken.
+    plain: Mutex<HashMap<BlobDigest, tempfile::TempPath>>,
     _lock: File,
 }
 
@@ -169,6 +173,7 @@ impl Store {
             root,
             counters: Counters::default(),
             pending_atime: Mutex::new(HashMap::new()),
+            plain: Mutex::new(HashMap::new()),
             _lock: lock,
         };
         // A process that died while it held the store may have recorded actions whose
@@ -369,6 +374,8 @@ impl Store {
             store: self,
             hint,
             writer: None,
+            keep_plain: false,
+            plain: None,
         }
     }
 
@@ -513,6 +520,21 @@ impl Store {
 
     /// Writes a blob to a file at `dest` (replacing it), verified before it appears there.
     pub fn materialize_blob(&self, digest: &BlobDigest, dest: &Path, mode: u32) -> Result<()> {
+        let plain = self
+            .plain
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(digest);
+        if let Some(plain) = plain {
+            use std::os::unix::fs::PermissionsExt;
+            // Verified as it was ingested (the same bytes were hashed and written); moved
+            // into place whole. Another filesystem (EXDEV) falls back to a copy below.
+            if fs::set_permissions(&plain, fs::Permissions::from_mode(mode)).is_ok()
+                && plain.persist(dest).is_ok()
+            {
+                return Ok(());
+            }
+        }
         let dir = dest.parent().unwrap_or(Path::new("."));
         let mut tmp = tempfile::Builder::new()
             .prefix(".keel-")
@@ -555,6 +577,9 @@ pub struct BlobIngest<'s> {
     store: &'s Store,
     hint: CompressHint,
     writer: Option<ObjectWriter<BlobKind>>,
+    keep_plain: bool,
+    /// The plain copy being written, and how far.
+    plain: Option<(File, tempfile::TempPath, u64)>,
 }
 
 impl std::fmt::Debug for BlobIngest<'_> {
@@ -573,10 +598,29 @@ impl BlobIngest<'_> {
         self.store.root()
     }
 
+    /// Also writes the bytes out plain (zero blocks left as holes), for the blob's next
+    /// [`Store::materialize_blob`] in this process to move into place instead of
+    /// decompressing, hashing and writing the stored object again: for a large blob
+    /// fetched to be published or built with.
+    pub fn keep_plain(mut self) -> Self {
+        self.keep_plain = true;
+        self
+    }
+
     /// Discards whatever was written and starts again from the first byte.
     pub fn restart(&mut self) -> Result<()> {
         let w = self.store.object_writer(ObjectKind::Blob, self.hint)?;
         self.writer = Some(w.receiving());
+        self.plain = None;
+        if self.keep_plain {
+            let tmp_dir = self.store.tmp_dir();
+            let (file, path) = tempfile::Builder::new()
+                .prefix("plain-")
+                .tempfile_in(&tmp_dir)
+                .map_err(StoreError::io("create temporary file in", &tmp_dir))?
+                .into_parts();
+            self.plain = Some((file, path, 0));
+        }
         Ok(())
     }
 
@@ -585,11 +629,13 @@ impl BlobIngest<'_> {
         if self.writer.is_none() {
             self.restart()?;
         }
+        let tmp_err = || StoreError::io("write temporary object in", self.store.tmp_dir());
         let w = self.writer.as_mut().expect("started above");
-        w.write(bytes).map_err(StoreError::io(
-            "write temporary object in",
-            &self.store.tmp_dir(),
-        ))
+        w.write(bytes).map_err(tmp_err())?;
+        if let Some((file, _, at)) = &mut self.plain {
+            *at += write_sparse(&mut &bytes[..], file, *at).map_err(tmp_err())?;
+        }
+        Ok(())
     }
 
     /// Ends the blob: returns the digest of the bytes written since the last restart, and
@@ -599,7 +645,19 @@ impl BlobIngest<'_> {
             self.restart()?;
         }
         let w = self.writer.take().expect("started above");
-        self.store.commit(ObjectKind::Blob, w, Some(expected))
+        let digest = self.store.commit(ObjectKind::Blob, w, Some(expected))?;
+        if let Some((file, path, len)) = self.plain.take()
+            && digest == *expected
+            // Holes at the end are not written: the length makes them part of the file.
+            && file.set_len(len).is_ok()
+        {
+            self.store
+                .plain
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(digest, path);
+        }
+        Ok(digest)
     }
 }
 
@@ -867,5 +925,47 @@ mod tests {
             store.materialize_blob(&d, &dest, 0o644).unwrap();
             assert_eq!(fs::read(&dest).unwrap(), bytes);
         }
+    }
+
+    #[test]
+    fn a_plain_copy_is_moved_into_place_once_and_only_if_verified() {
+        use std::os::unix::fs::PermissionsExt;
+        let (dir, store) = store();
+        // Mostly zeros with a zero tail, fed in uneven pieces after a false start.
+        let mut bytes = vec![0u8; 3 << 20];
+        bytes[..5000].fill(1);
+        bytes[(1 << 20) + 7..(1 << 20) + 70_000].fill(2);
+        let claimed = BlobDigest::of_bytes(&bytes);
+        let mut ingest = store.ingest(CompressHint::Auto).keep_plain();
+        ingest.write(&[9; 5000]).unwrap();
+        ingest.restart().unwrap();
+        for chunk in bytes.chunks(300_001) {
+            ingest.write(chunk).unwrap();
+        }
+        assert_eq!(ingest.finish(&claimed).unwrap(), claimed);
+        let tmp_files = || fs::read_dir(store.tmp_dir()).unwrap().count();
+        assert_eq!(tmp_files(), 1, "the plain copy waits in the store's tmp");
+
+        let dest = dir.path().join("disk.raw");
+        store.materialize_blob(&claimed, &dest, 0o640).unwrap();
+        assert_eq!(tmp_files(), 0, "moved, not copied");
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+        let meta = fs::metadata(&dest).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert!(meta.blocks() * 512 < 1 << 20, "zero blocks are holes");
+        // A second destination is written from the stored object.
+        let again = dir.path().join("again.raw");
+        store.materialize_blob(&claimed, &again, 0o644).unwrap();
+        assert_eq!(fs::read(&again).unwrap(), bytes);
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+
+        // Bytes that are not the claimed blob leave no plain copy behind.
+        let (_dir2, store) = self::store();
+        let mut ingest = store.ingest(CompressHint::Auto).keep_plain();
+        ingest.write(&bytes[1..]).unwrap();
+        assert_ne!(ingest.finish(&claimed).unwrap(), claimed);
+        drop(ingest);
+        assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
+        assert!(store.materialize_blob(&claimed, &dest, 0o644).is_err());
     }
 }
