@@ -323,7 +323,17 @@ fn errno_check(rc: libc::c_int) -> io::Result<()> {
 }
 
 /// Runs in the child between `fork` and `exec`: only async-signal-safe calls.
+/// In a build's child process: keel turns transparent huge pages off for itself, and
+/// the setting is inherited across exec. A build runs with the system's own setting.
+fn restore_huge_pages() {
+    // SAFETY: prctl with integer arguments, async-signal-safe; failure changes nothing.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 0, 0, 0, 0);
+    }
+}
+
 fn mount_in_child(m: &ChildMounts) -> io::Result<()> {
+    restore_huge_pages();
     // SAFETY (whole function): raw syscalls on C strings prepared before the fork.
     unsafe {
         match &m.user_maps {
@@ -436,6 +446,13 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
             .stdout(stdout)
             .stderr(log_file)
             .process_group(0);
+        // SAFETY: the hook makes one raw syscall.
+        unsafe {
+            cmd.pre_exec(|| {
+                restore_huge_pages();
+                Ok(())
+            });
+        }
         let child = cmd.spawn().map_err(|source| Error::Spawn {
             program: (*program).to_owned(),
             source,
