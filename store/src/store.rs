@@ -928,6 +928,34 @@ mod tests {
     }
 
     #[test]
+    fn a_download_is_stored_as_frames_that_read_back_whole() {
+        let (_dir, store) = store();
+        // Compressible data, whole zero frames, and a partial last frame, fed in pieces
+        // that straddle the frame boundaries.
+        let mut bytes: Vec<u8> = (0..(7u32 << 19) + 12_345).map(|i| (i % 13) as u8).collect();
+        bytes[(1 << 20) + 5..(3 << 20) + 77].fill(0);
+        let claimed = BlobDigest::of_bytes(&bytes);
+        let mut ingest = store.ingest(CompressHint::Auto);
+        let mut at = 0;
+        for len in [1, 999_999, 2 << 20, 3, usize::MAX] {
+            let end = at + len.min(bytes.len() - at);
+            ingest.write(&bytes[at..end]).unwrap();
+            at = end;
+        }
+        assert_eq!(ingest.finish(&claimed).unwrap(), claimed);
+        assert_eq!(store.read_blob(&claimed).unwrap(), bytes);
+        let mut out = Vec::new();
+        store.write_blob_to(&claimed, &mut out).unwrap();
+        assert_eq!(out, bytes);
+        let stored = fs::metadata(store.path_of(ObjectKind::Blob, &claimed)).unwrap();
+        assert!(
+            stored.len() < bytes.len() as u64 / 20,
+            "{} bytes stored",
+            stored.len()
+        );
+    }
+
+    #[test]
     fn a_plain_copy_is_moved_into_place_once_and_only_if_verified() {
         use std::os::unix::fs::PermissionsExt;
         let (dir, store) = store();
