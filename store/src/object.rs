@@ -305,11 +305,12 @@ impl<K: DigestKind> ObjectWriter<K> {
 
     pub(crate) fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
         if self.threads == 1 && bytes.len() >= PIPELINE_LEN {
-            // Hash on one core while this one compresses.
+            // Hash while this thread compresses; the hash also spreads over idle cores
+            // (the zero chunks of a disk image leave compression little to do).
             let mut hasher = std::mem::take(&mut self.hasher);
             let ((), written) = rayon::join(
                 || {
-                    hasher.update(bytes);
+                    hasher.update_parallel(bytes);
                 },
                 || self.write_payload(bytes),
             );
