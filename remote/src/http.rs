@@ -659,7 +659,7 @@ impl Tier for HttpTier {
                 404 => return Ok(false),
                 s => return Err(Self::status("GET", &url, s)),
             }
-            let mut body: Box<dyn Read> = Box::new(resp.into_body().into_reader());
+            let mut body: Box<dyn Read + Send> = Box::new(resp.into_body().into_reader());
             match verified_read(&url, digest, &mut body, landing, &self.stats) {
                 Ok(Ok(_)) => Ok(true),
                 Ok(Err(got)) => Err(Fail::Retry(RemoteError::Truncated {

@@ -338,7 +338,7 @@ fn fill(body: &mut dyn Read, buf: &mut [u8]) -> (usize, bool, Option<io::Error>)
 pub(crate) fn verified_read(
     url: &str,
     digest: &BlobDigest,
-    body: &mut dyn Read,
+    body: &mut (dyn Read + Send),
     landing: &mut dyn Landing,
     stats: &Stats,
 ) -> Result<std::result::Result<u64, u64>, VerifyFailure> {
@@ -347,22 +347,58 @@ pub(crate) fn verified_read(
     // compresses side by side, and that costs per call.
     let limit = digest.size() + 1;
     let cap = usize::try_from(limit).map_or(LANDING_CHUNK, |n| n.min(LANDING_CHUNK));
-    let mut buf = vec![0u8; cap];
-    let mut read = 0;
-    while read < limit {
-        let want = usize::try_from((limit - read).min(cap as u64)).unwrap_or(cap);
-        let (len, eof, err) = fill(body, &mut buf[..want]);
-        read += len as u64;
-        v.update(&buf[..len]).map_err(VerifyFailure::Local)?;
-        if let Some(e) = err {
-            return Err(VerifyFailure::Body(e));
+    let want = move |read: u64| usize::try_from((limit - read).min(cap as u64)).unwrap_or(cap);
+    if digest.size() < PIPELINE_MIN {
+        let mut buf = vec![0u8; cap];
+        let mut read = 0;
+        while read < limit {
+            let (len, eof, err) = fill(body, &mut buf[..want(read)]);
+            read += len as u64;
+            v.update(&buf[..len]).map_err(VerifyFailure::Local)?;
+            if let Some(e) = err {
+                return Err(VerifyFailure::Body(e));
+            }
+            if eof {
+                break;
+            }
         }
-        if eof {
-            break;
-        }
+        return v.finish(url).map_err(VerifyFailure::Local);
     }
-    v.finish(url).map_err(VerifyFailure::Local)
+    // A large download is received on a thread of its own, so the socket is read while
+    // the landing hashes and compresses the chunk before: two buffers go round.
+    type Filled = (Vec<u8>, usize, Option<io::Error>);
+    std::thread::scope(|s| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<Filled>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(2);
+        for _ in 0..2 {
+            let _ = empty_tx.send(vec![0u8; cap]);
+        }
+        s.spawn(move || {
+            let mut read = 0;
+            // Ends with the body, or when the landing side has gone (it failed).
+            while let Ok(mut buf) = empty_rx.recv() {
+                let (len, eof, err) = fill(body, &mut buf[..want(read)]);
+                read += len as u64;
+                let last = eof || err.is_some() || read >= limit;
+                if full_tx.send((buf, len, err)).is_err() || last {
+                    return;
+                }
+            }
+        });
+        while let Ok((buf, len, err)) = full_rx.recv() {
+            v.update(&buf[..len]).map_err(VerifyFailure::Local)?;
+            if let Some(e) = err {
+                return Err(VerifyFailure::Body(e));
+            }
+            // Refused once the reader is done: it no longer takes buffers.
+            let _ = empty_tx.send(buf);
+        }
+        v.finish(url).map_err(VerifyFailure::Local)
+    })
 }
+
+/// Downloads at least this large are received on a thread of their own.
+const PIPELINE_MIN: u64 = 4 << 20;
 
 /// Feeds one download attempt to a [`Landing`], counting bytes; only [`Verifier::finish`]
 /// lets the landing keep them, and only if they match.
