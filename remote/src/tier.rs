@@ -317,19 +317,10 @@ impl Landing for StagedCopy<'_> {
 /// How much of a download a landing is handed at a time.
 const LANDING_CHUNK: usize = 1 << 20;
 
-/// Reads into all of `buf` unless the body ends first: `(bytes, end of body, error)`; an
-/// error comes with the bytes read before it.
+/// Reads into all of `buf` unless the body ends first: `(bytes, end of body, error)`.
 fn fill(body: &mut dyn Read, buf: &mut [u8]) -> (usize, bool, Option<io::Error>) {
-    let mut len = 0;
-    while len < buf.len() {
-        match body.read(&mut buf[len..]) {
-            Ok(0) => return (len, true, None),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return (len, false, Some(e)),
-        }
-    }
-    (len, false, None)
+    let (len, err) = keel_store::read_up_to(body, buf);
+    (len, len < buf.len() && err.is_none(), err)
 }
 
 /// Reads `body` into `landing`, never more than the digest's size plus one byte. `Ok(Ok(size))`

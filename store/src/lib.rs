@@ -43,5 +43,7 @@ pub use error::{Result, StoreError};
 pub use maintenance::{Damage, GcOptions, GcReport, KindStats, StoreStats, VerifyReport};
 pub use object::{CompressHint, ObjectKind};
 pub use statcache::{RACY_WINDOW_NS, StatLookup};
-pub use store::{BlobIngest, OnBlocked, STORE_FORMAT, Store, StoreOptions, write_sparse};
+pub use store::{
+    BlobIngest, OnBlocked, STORE_FORMAT, Store, StoreOptions, read_up_to, write_sparse,
+};
 pub use tree::{Node, Tree, TreeEntry};

@@ -16,7 +16,6 @@
 //! store, fsynced, then renamed into place, so a reader never sees a partial object and a
 //! crash leaves at most an orphaned temporary file (removed by the next `gc`).
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -215,26 +214,42 @@ enum Sink {
 /// How much of the content each frame of a [`Sink::Frames`] object holds.
 const FRAME_LEN: usize = 1 << 20;
 
+/// A thread's zstd context for whole frames, at one level, and the frame it made for a
+/// whole [`FRAME_LEN`] of zeros (zstd makes the same frame for the same input, and disk
+/// images are mostly zeros).
+struct FrameCompressor {
+    level: i32,
+    zstd: zstd::bulk::Compressor<'static>,
+    zeros: Option<Vec<u8>>,
+}
+
 thread_local! {
-    /// This thread's zstd context for whole frames, with its level: made once, not per
-    /// object.
-    static FRAME_COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+    /// Made once per thread (and level), not per object.
+    static FRAME_COMPRESSOR: std::cell::RefCell<Option<FrameCompressor>> =
         const { std::cell::RefCell::new(None) };
-    /// The frame for a whole frame of zeros, by level: zstd makes the same frame for the
-    /// same input, and disk images are mostly zeros.
-    static ZERO_FRAMES: std::cell::RefCell<HashMap<i32, Vec<u8>>> =
-        std::cell::RefCell::new(HashMap::new());
+}
+
+/// Runs `f` with this thread's frame compressor for `level`.
+fn with_frames<T>(
+    level: i32,
+    f: impl FnOnce(&mut FrameCompressor) -> io::Result<T>,
+) -> io::Result<T> {
+    FRAME_COMPRESSOR.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|c| c.level != level) {
+            *c = Some(FrameCompressor {
+                level,
+                zstd: zstd::bulk::Compressor::new(level)?,
+                zeros: None,
+            });
+        }
+        f(c.as_mut().expect("made above"))
+    })
 }
 
 /// `chunk` as one zstd frame, made with this thread's context.
 fn compress_frame(level: i32, chunk: &[u8]) -> io::Result<Vec<u8>> {
-    FRAME_COMPRESSOR.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level)?));
-        }
-        c.as_mut().expect("made above").1.compress(chunk)
-    })
+    with_frames(level, |c| c.zstd.compress(chunk))
 }
 
 fn all_zeros(bytes: &[u8]) -> bool {
@@ -246,18 +261,15 @@ fn all_zeros(bytes: &[u8]) -> bool {
 /// with a context kept for the thread is about a quarter cheaper than zstd's streaming
 /// encoder, which copies its input into a window first.
 fn write_frame(file: &mut File, level: i32, chunk: &[u8]) -> io::Result<()> {
-    let compress = |chunk: &[u8]| compress_frame(level, chunk);
-    if chunk.len() == FRAME_LEN && all_zeros(chunk) {
-        return ZERO_FRAMES.with(|z| {
-            let mut z = z.borrow_mut();
-            let frame = match z.entry(level) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => e.insert(compress(chunk)?),
-            };
-            file.write_all(frame)
-        });
-    }
-    file.write_all(&compress(chunk)?)
+    with_frames(level, |c| {
+        if chunk.len() == FRAME_LEN && all_zeros(chunk) {
+            if c.zeros.is_none() {
+                c.zeros = Some(c.zstd.compress(chunk)?);
+            }
+            return file.write_all(c.zeros.as_deref().expect("made above"));
+        }
+        file.write_all(&c.zstd.compress(chunk)?)
+    })
 }
 
 /// Streams one object into a temporary file while hashing it. [`ObjectWriter::finish`]
@@ -632,19 +644,12 @@ impl<K: DigestKind> Read for VerifyingReader<K> {
         }
         // The caller's whole buffer, not the decoder's block at a time: a large read (a
         // blob being published) then hashes on every core.
-        let mut n = 0;
-        while n < buf.len() {
-            match self.inner.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(m) => n += m,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if n > 0 => {
-                    // Hand over what was read; the error is the next call's answer.
-                    self.failed = Some(e);
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
+        let (n, err) = crate::store::read_up_to(&mut self.inner, buf);
+        match err {
+            Some(e) if n == 0 => return Err(e),
+            // Hand over what was read; the error is the next call's answer.
+            Some(e) => self.failed = Some(e),
+            None => {}
         }
         if n == 0 {
             self.done = true;

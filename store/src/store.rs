@@ -661,6 +661,21 @@ impl BlobIngest<'_> {
     }
 }
 
+/// Reads into all of `buf` unless `r` ends first (then fewer bytes, and no error). A read
+/// error comes back with the number of bytes read before it.
+pub fn read_up_to<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> (usize, Option<io::Error>) {
+    let mut len = 0;
+    while len < buf.len() {
+        match r.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (len, Some(e)),
+        }
+    }
+    (len, None)
+}
+
 /// Copies everything `r` yields into `f` from `offset` on, writing only the 4 KiB blocks
 /// that are not all zeros: in a file that is new or sized beforehand, those stay holes,
 /// which read back as zeros (a disk image is mostly unwritten space). Returns the bytes
@@ -673,14 +688,9 @@ pub fn write_sparse(r: &mut impl Read, f: &File, offset: u64) -> io::Result<u64>
     let mut pos = 0u64;
     loop {
         // Fill the buffer so that blocks stay aligned to the copy's start.
-        let mut len = 0;
-        while len < buf.len() {
-            match r.read(&mut buf[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
+        let (len, err) = read_up_to(r, &mut buf);
+        if let Some(e) = err {
+            return Err(e);
         }
         if len == 0 {
             break;
