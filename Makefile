@@ -3,7 +3,8 @@
 #               nothing (real rpmbuild in the sandbox) with its two images, builds it again
 #               (nothing to do), edits a comment (cut off), edits a package of one image (only
 #               that image is rebuilt), and explains
-#   make test   installs what the tests need, then fmt, clippy and the whole suite (locked)
+#   make test   installs what the tests need, then fmt, clippy and the whole suite (locked),
+#               every test binary even when one fails, ending with one line of totals
 
 CARGO ?= cargo
 KEEL := target/release/keel
@@ -54,7 +55,7 @@ export KEEL_TEST_BGD ?= $(shell command -v bgd 2>/dev/null || echo /opt/keel-bui
 test: deps-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	$(CARGO) test --workspace --locked
+	CARGO=$(CARGO) scripts/test.sh
 
 deps-demo:
 	@scripts/install-deps.sh demo

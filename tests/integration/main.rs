@@ -8,6 +8,7 @@ mod build;
 mod graph;
 mod image;
 mod incremental;
+mod newcomer;
 mod remote;
 mod spec_corpus;
 mod store;
