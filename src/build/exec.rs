@@ -333,7 +333,15 @@ impl RpmExecutor {
             for (name, d) in rpm_outputs(rec) {
                 let dir = repo.join(rpm_arch(name));
                 std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-                store.materialize_blob(d, &dir.join(name), 0o644)?;
+                let path = dir.join(name);
+                store.materialize_blob(d, &path, 0o644)?;
+                // createrepo_c records each package file's mtime (`<time file=…>`): the
+                // same packages must index the same, whenever they were materialized.
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|f| f.set_modified(std::time::UNIX_EPOCH))
+                    .map_err(io("set the time of", &path))?;
             }
         }
         std::fs::create_dir_all(&repo).map_err(io("create", &repo))?;

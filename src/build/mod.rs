@@ -590,22 +590,30 @@ fn toolchain_id(
     })
 }
 
+/// How keel runs the indexer (`exec.rs`'s `repo`): part of the indexer's identity, so a
+/// change of recipe re-indexes (2: package files' times fixed at 0).
+const INDEX_RECIPE: &str = "recipe 2";
+
 /// The indexing tool's identity, version included (a new createrepo_c rebuilds the
-/// repository metadata).
+/// repository metadata), and keel's recipe for it.
 fn indexer_id(kind: ExecutorKind) -> String {
     match kind {
         ExecutorKind::Test => "test".to_owned(),
-        ExecutorKind::Rpmbuild => std::process::Command::new("createrepo_c")
-            .arg("--version")
-            .output()
-            .ok()
-            .and_then(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .next()
-                    .map(|l| l.trim().to_owned())
-            })
-            .filter(|l| !l.is_empty())
-            .unwrap_or_else(|| "createrepo_c (version unknown)".to_owned()),
+        ExecutorKind::Rpmbuild => format!("{}; {INDEX_RECIPE}", createrepo_version()),
     }
+}
+
+fn createrepo_version() -> String {
+    std::process::Command::new("createrepo_c")
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_owned())
+        })
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| "createrepo_c (version unknown)".to_owned())
 }
