@@ -77,15 +77,17 @@ case "$what" in
       [ "$(id -u)" -eq 0 ] || { echo "error: apt has no package lists; run apt-get update as root" >&2; exit 1; }
       apt-get update -qq
     fi
+    mapfile -t want < <(names "$col")
     bad=()
-    while read -r n; do
-      case "$pm" in
-        apt) out=$(apt-cache show --no-all-versions "$n" 2>/dev/null) && [ -n "$out" ] || bad+=("$n") ;;
-        dnf) dnf -q info "$n" >/dev/null 2>&1 || bad+=("$n") ;;
-        tdnf) tdnf -q info "$n" >/dev/null 2>&1 || bad+=("$n") ;;
-        none) echo "error: no apt-get, dnf or tdnf here to check package names with" >&2; exit 1 ;;
-      esac
-    done < <(names "$col")
+    case "$pm" in
+      # One look-up for all (apt-cache reads its whole cache each time it starts).
+      apt)
+        found=$(apt-cache show --no-all-versions "${want[@]}" 2>/dev/null | awk '/^Package:/ { print $2 }')
+        for n in "${want[@]}"; do grep -qxF "$n" <<<"$found" || bad+=("$n"); done ;;
+      dnf | tdnf)
+        for n in "${want[@]}"; do "$pm" -q info "$n" >/dev/null 2>&1 || bad+=("$n"); done ;;
+      none) echo "error: no apt-get, dnf or tdnf here to check package names with" >&2; exit 1 ;;
+    esac
     if [ ${#bad[@]} -gt 0 ]; then
       echo "error: not in the $pm package index: ${bad[*]} (scripts/install-deps.sh)" >&2
       exit 1

@@ -35,6 +35,31 @@ pub(crate) fn example_copy() -> Project {
     p
 }
 
+/// The example distribution built once from nothing in a fresh store, with the status of
+/// every action: shared by the tests that continue from a clean build or compare against
+/// one (a clean build with real rpmbuild and both images is the suite's most expensive
+/// step). Never changed: tests take [`Project::copy`]s.
+pub(crate) struct CleanBuild {
+    pub p: Project,
+    pub status: BTreeMap<String, String>,
+    pub stderr: String,
+}
+
+pub(crate) fn clean_example() -> &'static CleanBuild {
+    static BUILT: std::sync::OnceLock<CleanBuild> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let p = project().build_shared();
+        copy_tree(&example(), &p.path("tree"));
+        let (run, status) = build_json(&p, &[]);
+        let run = run.success();
+        CleanBuild {
+            p,
+            status,
+            stderr: run.stderr(),
+        }
+    })
+}
+
 /// `keel build --json` in the project's tree: the final status of every action.
 pub(crate) fn build_json(p: &Project, extra: &[&str]) -> (Run, BTreeMap<String, String>) {
     let mut args = vec!["-C", "tree", "--json", "build"];
@@ -110,15 +135,17 @@ fn edit_libgreet_source(tree: &Path, edit: impl Fn(&str) -> String) {
 
 #[test]
 fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
-    let p = example_copy();
-    let tree = p.path("tree");
-    let (run, first) = build_json(&p, &[]);
-    let run = run.success();
+    let clean = clean_example();
+    let first = &clean.status;
     assert!(
         first.values().all(|s| s == "ran"),
         "{first:?}\n{}",
-        run.stderr()
+        clean.stderr
     );
+    // Everything below continues in a copy of the clean build, at another path: the keys
+    // name no path, so the copy is as built as the original.
+    let p = clean.p.copy();
+    let tree = p.path("tree");
     let out = rpms(&tree.join("out"));
     // The images keel.toml names were built with the packages and published.
     assert_eq!(first["image:docs-container"], "ran", "{first:?}");
@@ -247,9 +274,8 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
 
 #[test]
 fn two_clean_builds_in_fresh_stores_give_identical_rpms_and_images() {
-    let a = example_copy();
+    let a = &clean_example().p;
     let b = example_copy();
-    build_json(&a, &[]).0.success();
     build_json(&b, &[]).0.success();
     let ra = rpms(&a.path("tree/out"));
     let rb = rpms(&b.path("tree/out"));

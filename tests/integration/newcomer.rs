@@ -4,7 +4,10 @@ use std::process::Command;
 
 fn install_deps(args: &[&str]) -> std::process::Output {
     Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-deps.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/install-deps.sh"
+        ))
         .args(args)
         .output()
         .expect("bash runs scripts/install-deps.sh")
@@ -28,7 +31,11 @@ fn every_package_the_install_script_names_is_in_the_package_index() {
 fn the_install_script_names_debian_and_rpm_packages_from_their_own_columns() {
     let names = |family: &str| {
         let out = install_deps(&["names", family]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout)
             .unwrap()
             .lines()

@@ -29,6 +29,34 @@ impl ProjectBuilder {
             .prefix("keel-test-")
             .tempdir()
             .expect("temporary directory");
+        self.build_in(dir)
+    }
+
+    /// A project that lives as long as the test process, for an expensive setup that
+    /// several tests share (a clean build of the example distribution): keep it in a
+    /// `static` and hand out copies ([`Project::copy`]), never change it. It lives under
+    /// cargo's target directory, and what an earlier test process left there is removed.
+    pub fn build_shared(self) -> Project {
+        let top = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        let me = std::process::id();
+        for e in std::fs::read_dir(top).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let pid = name
+                .strip_prefix("shared-")
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| pid != me && !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("shared-{me}-"))
+            .tempdir_in(top)
+            .expect("temporary directory under the target directory");
+        self.build_in(dir)
+    }
+
+    fn build_in(self, dir: tempfile::TempDir) -> Project {
         for (p, c) in self.files {
             let full = dir.path().join(p);
             std::fs::create_dir_all(full.parent().unwrap()).unwrap();
@@ -49,6 +77,20 @@ impl Project {
 
     pub fn store(&self) -> PathBuf {
         self.path("store")
+    }
+
+    /// A new project holding a copy of everything in this one (tree, store, `out/`), with
+    /// modes, owners and times kept: a build continues from where this one's left off.
+    pub fn copy(&self) -> Project {
+        let copy = project().build();
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(self.root().join("."))
+            .arg(copy.root())
+            .status()
+            .expect("cp runs");
+        assert!(status.success(), "cp -a {} failed", self.root().display());
+        copy
     }
 
     /// `keel --store <dir>/store ARGS…` run in the project directory.

@@ -20,10 +20,37 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start() -> Nginx {
+        Nginx::serving(None)
+    }
+
+    /// An nginx whose WebDAV root starts as a copy of `root` (what another nginx's
+    /// [`Nginx::file`]`("")` held): a remote cache that others already filled.
+    #[allow(
+        dead_code,
+        reason = "used by the keel binary's tests, which share this file"
+    )]
+    pub fn start_with(root: &Path) -> Nginx {
+        Nginx::serving(Some(root))
+    }
+
+    fn serving(content: Option<&Path>) -> Nginx {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for sub in ["root", "tmp", "logs"] {
+        for sub in ["tmp", "logs"] {
             std::fs::create_dir(d.join(sub)).unwrap();
+        }
+        match content {
+            // Modes and owners kept: nginx's worker (`nobody` under root) writes there.
+            Some(from) => {
+                let status = Command::new("cp")
+                    .arg("-a")
+                    .arg(from)
+                    .arg(d.join("root"))
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "cp -a {}", from.display());
+            }
+            None => std::fs::create_dir(d.join("root")).unwrap(),
         }
         // The worker runs as `nobody` when the master is root: let it write the dav root.
         for p in [

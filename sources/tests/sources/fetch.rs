@@ -1,15 +1,13 @@
 //! Fetching against a real HTTP server started by each test.
 
-mod server;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::server::{Reply, Server};
 use keel_sources::{Error, Fetched, Fetcher, Mode, Origin, Signatures, sha256_file};
 use keel_store::{BlobDigest, Store};
-use server::{Reply, Server};
 
 struct Env {
     _dir: tempfile::TempDir,

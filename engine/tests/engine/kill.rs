@@ -52,7 +52,7 @@ fn kill_9_loses_only_in_flight_work() {
     let mut proc = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "kill_9_loses_only_in_flight_work",
+            "kill::kill_9_loses_only_in_flight_work",
             "--test-threads=1",
         ])
         .env(CHILD, dir.path())
