@@ -53,8 +53,6 @@ build:
 export KEEL_TEST_BGD ?= $(shell command -v bgd 2>/dev/null || echo /opt/keel-buildgrid/bin/bgd)
 
 test: deps-test
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	CARGO=$(CARGO) scripts/test.sh
 
 deps-demo:
