@@ -143,10 +143,10 @@ pub struct Summary {
     /// Not run because of a failure (dependency failed, or the build stopped).
     pub skipped: usize,
     pub cancelled: usize,
-    /// cached / (cached + ran), remote hits included.
+    /// cached / (cached + ran + failed), remote hits included; 0 when nothing was looked up.
     pub hit_rate: f64,
     pub wall_ms: u64,
-    /// The chain of actions that determined the build's length, first to last, by the
+    /// The chain of executed actions that determined the build's length, first to last, by the
     /// measured duration of each.
     pub critical_path: Vec<String>,
     pub critical_path_ms: u64,
@@ -781,7 +781,9 @@ fn summarize(graph: &Graph, reports: &[Option<ActionReport>], wall: Duration) ->
         wall_ms: wall.as_millis() as u64,
         ..Summary::default()
     };
-    // Longest chain of measured durations, following each action's slowest dependency.
+    // Longest chain of measured durations, following each action's slowest dependency,
+    // through executed actions only: a cache hit took no time in this build and is no
+    // link of its critical path (its duration is that of the build that made it).
     let mut chain_ms = vec![0u64; graph.len()];
     // Equal times (sub-millisecond actions) are broken by the longer chain, so the
     // critical path is the same whatever the clock said.
@@ -808,10 +810,16 @@ fn summarize(graph: &Graph, reports: &[Option<ActionReport>], wall: Duration) ->
             Status::DependencyFailed { .. } | Status::Stopped => s.skipped += 1,
             Status::Cancelled => s.cancelled += 1,
         }
+        if !matches!(
+            r.status,
+            Status::Ran | Status::CutOff | Status::Failed { .. }
+        ) {
+            continue;
+        }
         let slowest = action
             .deps
             .iter()
-            .filter(|d| reports[d.index()].is_some())
+            .filter(|d| chain_len[d.index()] > 0)
             .max_by_key(|d| (chain_ms[d.index()], chain_len[d.index()]));
         via[id.index()] = slowest.copied();
         chain_ms[id.index()] = r.duration_ms + slowest.map_or(0, |d| chain_ms[d.index()]);
@@ -821,9 +829,11 @@ fn summarize(graph: &Graph, reports: &[Option<ActionReport>], wall: Duration) ->
             best = Some(id);
         }
     }
-    let decided = s.cached + s.ran;
+    // A failed action was looked up and missed too; a build that looked nothing up has
+    // no hit rate to speak of (0, not 100%).
+    let decided = s.cached + s.ran + s.failed;
     s.hit_rate = if decided == 0 {
-        1.0
+        0.0
     } else {
         s.cached as f64 / decided as f64
     };

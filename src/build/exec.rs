@@ -37,6 +37,9 @@ pub struct RpmExecutor {
     pub timeout: Duration,
     /// Where each action's log is kept after it ran (`<store>/logs`).
     pub log_dir: PathBuf,
+    /// Each source package's spec directory, where its sources were looked for when the
+    /// graph was made: a source found nowhere names it among the places tried.
+    pub spec_dirs: std::collections::HashMap<String, PathBuf>,
 }
 
 fn failed(msg: impl Into<String>) -> ExecError {
@@ -84,6 +87,29 @@ impl RpmExecutor {
         std::fs::copy(log, &dest).ok()?;
         let d = store.put_file(log).ok()?;
         Some((d, dest))
+    }
+
+    /// A failed rpmbuild as the user reads it: its log kept under `<store>/logs/` (the
+    /// work directory it was written in is gone when keel exits) and named instead.
+    fn build_failure(
+        &self,
+        store: &Store,
+        action: &str,
+        e: &keel_toolchain::BuildError,
+    ) -> ExecError {
+        let msg = match e {
+            keel_toolchain::BuildError::Failed { log, .. }
+            | keel_toolchain::BuildError::Output { log, .. } => {
+                match self.keep_log(store, action, log) {
+                    Some((_, kept)) => e
+                        .to_string()
+                        .replace(&log.display().to_string(), &kept.display().to_string()),
+                    None => e.to_string(),
+                }
+            }
+            keel_toolchain::BuildError::Setup { .. } => e.to_string(),
+        };
+        failed(msg)
     }
 
     fn request(
@@ -191,7 +217,8 @@ impl RpmExecutor {
         let macros = Self::macro_files(store, &i.macro_files, &work.path().join("macros"))?;
         let req = self.request(&spec, &src, macros, &i.defines, &i.target_arch, 0);
         let out = work.path().join("out");
-        let srpm = keel_toolchain::build_srpm(&req, &out).map_err(|e| failed(e.to_string()))?;
+        let srpm = keel_toolchain::build_srpm(&req, &out)
+            .map_err(|e| self.build_failure(store, &ctx.action.name, &e))?;
         let name = srpm
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -259,24 +286,8 @@ impl RpmExecutor {
         let mut req = self.request(&srpm, work.path(), macros, &i.defines, &i.target_arch, sde);
         req.layers = layers;
         let out_dir = work.path().join("out");
-        let built = match keel_toolchain::build_rpms(&req, &srpm, &out_dir) {
-            Ok(b) => b,
-            Err(e) => {
-                let msg = match &e {
-                    keel_toolchain::BuildError::Failed { log, .. }
-                    | keel_toolchain::BuildError::Output { log, .. } => {
-                        match self.keep_log(store, &ctx.action.name, log) {
-                            Some((_, kept)) => e
-                                .to_string()
-                                .replace(&log.display().to_string(), &kept.display().to_string()),
-                            None => e.to_string(),
-                        }
-                    }
-                    keel_toolchain::BuildError::Setup { .. } => e.to_string(),
-                };
-                return Err(failed(msg));
-            }
-        };
+        let built = keel_toolchain::build_rpms(&req, &srpm, &out_dir)
+            .map_err(|e| self.build_failure(store, &ctx.action.name, &e))?;
         let log = self
             .keep_log(store, &ctx.action.name, &built.log)
             .map(|(d, _)| d);
@@ -378,6 +389,46 @@ impl RpmExecutor {
     }
 }
 
+/// The source package of a `source:<package>/<file>` action.
+fn source_package(action: &str) -> Option<&str> {
+    action
+        .strip_prefix("source:")?
+        .rsplit_once('/')
+        .map(|(p, _)| p)
+}
+
+/// A failed fetch's message in the user's terms: the spec directory (looked in when the
+/// graph was made) where the fetcher was handed a stand-in directory, and what to set
+/// when no mirror was there to try.
+fn fetch_error(
+    e: keel_sources::Error,
+    stand_in: &Path,
+    spec_dir: Option<&PathBuf>,
+    file: &str,
+) -> String {
+    let mut e = e;
+    let (keel_sources::Error::Missing { tried, .. } | keel_sources::Error::Mismatch { tried, .. }) =
+        &mut e
+    else {
+        return e.to_string();
+    };
+    let stand_in = stand_in.join(file).display().to_string();
+    match spec_dir {
+        Some(dir) => {
+            for a in tried.iter_mut().filter(|a| a.place == stand_in) {
+                a.place = dir.join(file).display().to_string();
+            }
+        }
+        None => tried.retain(|a| a.place != stand_in),
+    }
+    let no_mirror = tried.iter().all(|a| !a.place.contains("://"));
+    let mut msg = e.to_string();
+    if no_mirror && matches!(e, keel_sources::Error::Missing { .. }) {
+        msg.push_str("; no mirror to fetch it from ([sources] mirrors in keel.toml)");
+    }
+    msg
+}
+
 /// The architecture part of an RPM file name (`x86_64` in `a-1-1.x86_64.rpm`).
 pub fn rpm_arch(file: &str) -> &str {
     file.strip_suffix(".rpm")
@@ -398,7 +449,11 @@ impl Executor for RpmExecutor {
                 let f = self
                     .fetcher
                     .fetch(ctx.store, &nowhere, &i.file_name, Some(&i.sha256))
-                    .map_err(|e| failed(e.to_string()))?;
+                    .map_err(|e| {
+                        let spec_dir = source_package(&ctx.action.name)
+                            .and_then(|name| self.spec_dirs.get(name));
+                        failed(fetch_error(e, &nowhere, spec_dir, &i.file_name))
+                    })?;
                 Ok(ExecOutcome {
                     outputs: vec![ActionOutput {
                         name: i.file_name.clone(),
@@ -412,5 +467,39 @@ impl Executor for RpmExecutor {
             KeyInputs::RepoIndex(_) => self.repo(ctx),
             KeyInputs::Image(_) => Err(failed("images are not built by this executor")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_source_names_the_spec_directory_not_the_stand_in() {
+        let stand_in = Path::new("/store/tmp");
+        let e = || keel_sources::Error::Missing {
+            file: "a.tar.gz".into(),
+            tried: vec![
+                keel_sources::Attempt {
+                    place: "/store/tmp/a.tar.gz".into(),
+                    outcome: "no such file".into(),
+                },
+                keel_sources::Attempt {
+                    place: "http://mirror.example/a.tar.gz".into(),
+                    outcome: "HTTP 404".into(),
+                },
+            ],
+        };
+        let dir = PathBuf::from("/tree/SPECS/a");
+        let msg = fetch_error(e(), stand_in, Some(&dir), "a.tar.gz");
+        assert_eq!(
+            msg,
+            "source a.tar.gz not found; tried: /tree/SPECS/a/a.tar.gz (no such file); \
+             http://mirror.example/a.tar.gz (HTTP 404)"
+        );
+        let msg = fetch_error(e(), stand_in, None, "a.tar.gz");
+        assert!(!msg.contains("/store/tmp"), "{msg}");
+        assert_eq!(source_package("source:a/a.tar.gz"), Some("a"));
+        assert_eq!(source_package("rpm:a"), None);
     }
 }

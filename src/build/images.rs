@@ -407,6 +407,9 @@ pub struct ImageExecutor {
     pub inner: Box<dyn Executor>,
     /// The build's remote cache, for dependencies' outputs known only from it.
     pub remote: Option<std::sync::Arc<super::remote::SharedCache>>,
+    /// Each external RPM's path in its repository, by file name: an image error names
+    /// it rather than the scratch copy assembly read.
+    pub external: std::collections::HashMap<String, PathBuf>,
 }
 
 impl Executor for ImageExecutor {
@@ -426,15 +429,26 @@ impl Executor for ImageExecutor {
                 if ctx.cancel.is_cancelled() {
                     return Err(ExecError::Cancelled);
                 }
-                assemble(ctx, i)
+                assemble(ctx, i, &self.external)
             }
             _ => self.inner.execute(ctx),
         }
     }
 }
 
+/// `message` with each scratch copy of a package replaced by what the user knows it as.
+fn users_paths(message: String, shown: &[(PathBuf, String)]) -> String {
+    shown.iter().fold(message, |m, (scratch, user)| {
+        m.replace(&scratch.display().to_string(), user)
+    })
+}
+
 /// Assembles one image from its stored config and its dependencies' RPMs.
-fn assemble(ctx: &ExecContext<'_>, i: &ImageInputs) -> Result<ExecOutcome, ExecError> {
+fn assemble(
+    ctx: &ExecContext<'_>,
+    i: &ImageInputs,
+    external: &std::collections::HashMap<String, PathBuf>,
+) -> Result<ExecOutcome, ExecError> {
     let store = ctx.store;
     let base = store.root().join("tmp");
     std::fs::create_dir_all(&base)
@@ -471,6 +485,10 @@ fn assemble(ctx: &ExecContext<'_>, i: &ImageInputs) -> Result<ExecOutcome, ExecE
     std::fs::create_dir_all(&rpms_dir)
         .map_err(|e| failed(format!("failed to create {}: {e}", rpms_dir.display())))?;
     let mut rpms = Vec::new();
+    // What a message names instead of each scratch copy: the file in its repository,
+    // or the package and the action that built it (the scratch directory is gone when
+    // keel exits).
+    let mut shown: Vec<(PathBuf, String)> = Vec::new();
     for (dep, rec) in &ctx.deps {
         for o in &rec.outputs {
             let ObjectRef::Blob(d) = &o.object else {
@@ -481,6 +499,7 @@ fn assemble(ctx: &ExecContext<'_>, i: &ImageInputs) -> Result<ExecOutcome, ExecE
             }
             let path = rpms_dir.join(&o.name);
             store.materialize_blob(d, &path, 0o644)?;
+            shown.push((path.clone(), format!("{} (built by {dep})", o.name)));
             let info = keel_toolchain::read_rpm(&path)
                 .map_err(|e| failed(format!("read {} (from {dep}): {e}", o.name)))?;
             rpms.push((path, info));
@@ -493,8 +512,13 @@ fn assemble(ctx: &ExecContext<'_>, i: &ImageInputs) -> Result<ExecOutcome, ExecE
     for (file, d) in &i.external {
         let path = external_dir.join(file);
         store.materialize_blob(d, &path, 0o644)?;
+        let user = external.get(file).map_or_else(
+            || format!("{file} (from [images] repos)"),
+            |p| p.display().to_string(),
+        );
+        shown.push((path.clone(), user));
         let info = keel_toolchain::read_rpm(&path)
-            .map_err(|e| failed(format!("read {file} (from [images] repos): {e}")))?;
+            .map_err(|e| failed(users_paths(format!("read {file}: {e}"), &shown)))?;
         rpms.push((path, info));
     }
     // The same order whatever order the dependencies came in.
@@ -513,7 +537,7 @@ fn assemble(ctx: &ExecContext<'_>, i: &ImageInputs) -> Result<ExecOutcome, ExecE
         &out_dir,
         sde,
     )
-    .map_err(|e| failed(format!("image {}: {e}", i.name)))?;
+    .map_err(|e| failed(users_paths(format!("image {}: {e}", i.name), &shown)))?;
     let mut outputs = Vec::new();
     for path in made.artifacts.iter().chain([&made.manifest]) {
         let name = path

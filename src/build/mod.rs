@@ -182,7 +182,13 @@ impl Session {
                 spec_targets.extend(i.closure.specs.iter().map(|s| pg.specs[s.0].name.clone()));
             }
         }
-        let wanted = actions::wanted_specs(pg, &spec_targets)?;
+        // Targets that name only images of external packages want no spec at all (an
+        // empty list of targets would mean every spec).
+        let wanted = if !targets.is_empty() && spec_targets.is_empty() {
+            vec![false; pg.specs.len()]
+        } else {
+            actions::wanted_specs(pg, &spec_targets)?
+        };
         // What `publish` copies when targets were named: the images named, not their
         // packages (they are inside); packages named, with everything they were built
         // with (what they need at run time is unknown until they were built: rpmbuild
@@ -290,8 +296,31 @@ impl Session {
                     jobs_per_build: u32::try_from(self.jobs).unwrap_or(1).max(1),
                     timeout: std::time::Duration::from_secs(3600),
                     log_dir: self.store_root.join("logs"),
+                    spec_dirs: self
+                        .loaded
+                        .graph
+                        .specs
+                        .iter()
+                        .map(|n| {
+                            let dir = n.path.parent().unwrap_or(std::path::Path::new("."));
+                            (n.name.clone(), dir.to_owned())
+                        })
+                        .collect(),
                 });
-                Ok(Box::new(images::ImageExecutor { inner: rpm, remote }))
+                // The external RPMs are the `.rpm` files among the images' inputs.
+                let external = self
+                    .image_inputs()
+                    .filter(|p| p.extension().is_some_and(|x| x == "rpm"))
+                    .filter_map(|p| {
+                        let name = p.file_name()?.to_string_lossy().into_owned();
+                        Some((name, p.clone()))
+                    })
+                    .collect();
+                Ok(Box::new(images::ImageExecutor {
+                    inner: rpm,
+                    remote,
+                    external,
+                }))
             }
         }
     }

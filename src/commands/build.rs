@@ -22,7 +22,12 @@ pub struct BuildArgs {
     pub keep_going: bool,
     /// How actions run: `rpmbuild` in a sandbox, or `test`, a deterministic stand-in
     /// that builds nothing (for benchmarks and for trying the engine on a tree)
-    #[arg(long, value_enum, default_value = "rpmbuild")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "rpmbuild",
+        hide_possible_values = true
+    )]
     pub executor: ExecutorKind,
     /// Run rpmbuild directly on this machine, without namespaces or layers (warns)
     #[arg(long)]
@@ -387,6 +392,12 @@ pub fn load_last(store_root: &std::path::Path) -> Option<BuildReport> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// How many failures the summary prints in full, how many names a list shows and how
+/// many links of the critical path: a summary stays a screenful at 3,000 packages.
+const FAILURES_SHOWN: usize = 10;
+const LIST_SHOWN: usize = 10;
+const CHAIN_SHOWN: usize = 8;
+
 fn print_summary(
     ctx: &Context,
     report: &BuildReport,
@@ -398,10 +409,29 @@ fn print_summary(
         // The events (BuildFinished among them) are already on stdout.
         return Ok(());
     }
-    for a in report.actions.iter().flatten() {
-        if let Status::Failed { error } = &a.status {
-            crate::output::error_line(&format!("error: {} failed: {error}", a.name));
-        }
+    let failed: Vec<_> = report
+        .actions
+        .iter()
+        .flatten()
+        .filter_map(|a| match &a.status {
+            Status::Failed { error } => Some((a, error)),
+            _ => None,
+        })
+        .collect();
+    // Every failure's message at a few, their names past that (each message was printed
+    // as its action failed, and the event log has them all).
+    for (a, error) in failed.iter().take(FAILURES_SHOWN) {
+        crate::output::error_line(&format!("error: {} failed: {error}", a.name));
+    }
+    if failed.len() > FAILURES_SHOWN {
+        let rest: Vec<&str> = failed[FAILURES_SHOWN..]
+            .iter()
+            .map(|(a, _)| a.name.as_str())
+            .collect();
+        crate::output::error_line(&format!(
+            "error: also failed: {}",
+            crate::output::short_list(&rest, LIST_SHOWN)
+        ));
     }
     let status = if report.success() {
         "Finished"
@@ -425,7 +455,10 @@ fn print_summary(
     if s.cancelled > 0 {
         line.push_str(&format!(", {} cancelled", s.cancelled));
     }
-    line.push_str(&format!("; cache hit rate {:.0}%", s.hit_rate * 100.0));
+    // A build that looked nothing up (its first action failed) has no hit rate.
+    if s.cached + s.ran + s.failed > 0 {
+        line.push_str(&format!("; cache hit rate {:.0}%", s.hit_rate * 100.0));
+    }
     crate::output::error_line(&line);
     for (name, c) in remote {
         crate::output::error_line(&format!("{:>12} {name}: {}", "Remote", c.describe()));
@@ -434,7 +467,7 @@ fn print_summary(
         crate::output::error_line(&format!(
             "{:>12} {} ({})",
             "Critical",
-            s.critical_path.join(" -> "),
+            crate::output::short_chain(&s.critical_path, CHAIN_SHOWN),
             secs(s.critical_path_ms)
         ));
     }

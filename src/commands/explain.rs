@@ -11,8 +11,13 @@ pub struct ExplainArgs {
     /// A package (binary or source package name), an image (the stem of its config) or an
     /// action name (`rpm:hello`, `image:docs-container`)
     pub target: String,
-    /// The executor the builds being explained used
-    #[arg(long, value_enum, default_value = "rpmbuild")]
+    /// The executor the builds being explained used: `rpmbuild` or `test`
+    #[arg(
+        long,
+        value_enum,
+        default_value = "rpmbuild",
+        hide_possible_values = true
+    )]
     pub executor: ExecutorKind,
 }
 
@@ -94,7 +99,11 @@ pub fn run(ctx: &Context, args: ExplainArgs) -> anyhow::Result<i32> {
         o.line(&format!("last build: {action} {what}"))?;
         let roots: Vec<&str> = r_roots(last.as_ref());
         if !roots.is_empty() {
-            o.line(&format!("last build's roots: {}", roots.join(", ")))?;
+            o.line(&format!(
+                "last build's roots ({}): {}",
+                roots.len(),
+                crate::output::short_list(&roots, 10)
+            ))?;
         }
     }
     Ok(exit_codes::SUCCESS)

@@ -20,7 +20,9 @@ pub enum Format {
 
 #[derive(Debug, clap::Args)]
 pub struct GraphArgs {
-    #[arg(long, value_enum, default_value = "text")]
+    /// How to print it: `text` (a summary, every unresolved dependency and every cycle),
+    /// `dot` (Graphviz) or `json`
+    #[arg(long, value_enum, default_value = "text", hide_possible_values = true)]
     pub format: Format,
 }
 

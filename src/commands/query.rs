@@ -14,7 +14,10 @@ pub enum QueryCommand {
         package: String,
     },
     /// What needs a package built first
-    Rdeps { package: String },
+    Rdeps {
+        /// A source or binary package name
+        package: String,
+    },
     /// Which packages provide a capability (a name, `name >= 1.2`, or a file path)
     Whatprovides {
         /// The capability, optionally with a version: `foo`, `foo >= 1.2`, `/usr/bin/sh`
@@ -22,7 +25,12 @@ pub enum QueryCommand {
         capability: Vec<String>,
     },
     /// The shortest chain of build dependencies from A to B
-    Path { from: String, to: String },
+    Path {
+        /// The package the chain starts at (A)
+        from: String,
+        /// The package it ends at (B)
+        to: String,
+    },
 }
 
 fn find(g: &PackageGraph, name: &str) -> anyhow::Result<SpecId> {

@@ -16,6 +16,7 @@ pub enum SourcesCommand {
     /// Put every source of the named packages (all when none) in the store, from the
     /// spec's directory or the mirrors in keel.toml, checking each against its signature
     Fetch {
+        /// Source or binary package names [default: every package of the tree]
         packages: Vec<String>,
         /// enforce: a missing or wrong signature is an error; skip: not checked;
         /// update: rewrite the signatures files with the actual digests
@@ -23,7 +24,10 @@ pub enum SourcesCommand {
         mode: keel_sources::Mode,
     },
     /// Check the sources kept beside each spec against its signatures file
-    Verify { packages: Vec<String> },
+    Verify {
+        /// Source or binary package names [default: every package of the tree]
+        packages: Vec<String>,
+    },
 }
 
 /// The Source and Patch files of a spec, as its signatures file names them.

@@ -25,6 +25,7 @@ pub enum StoreCommand {
     },
     /// Print files' BLAKE3 digests like b3sum, without storing them
     Hash {
+        /// Files to hash
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },

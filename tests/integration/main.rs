@@ -5,7 +5,7 @@
 mod support;
 
 mod build;
-
+mod cli;
 mod graph;
 mod image;
 mod incremental;

@@ -544,3 +544,47 @@ fn a_remote_answers_local_misses_and_hears_of_every_result() {
     assert_eq!(third.summary.remote, 0);
     assert!(remote.lookups.lock().unwrap().is_empty());
 }
+
+#[test]
+fn the_critical_path_of_an_incremental_build_holds_only_what_ran() {
+    let f = fixture();
+    let mut distro = Distro::generate(20, 4, 3);
+    let exec = TestExecutor::new();
+    build(
+        &f.store,
+        &distro.graph(&f.store).unwrap(),
+        &exec,
+        &config(2),
+    );
+    distro.packages[1].release += 1;
+    let g = distro.graph(&f.store).unwrap();
+    let r = build(&f.store, &g, &exec, &config(2));
+    assert!(r.summary.cached > 0, "most of the tree is cached");
+    let ran = executed(&r);
+    assert!(!r.summary.critical_path.is_empty());
+    for name in &r.summary.critical_path {
+        assert!(
+            ran.contains(name),
+            "{name} is on the critical path {:?} but was not executed",
+            r.summary.critical_path
+        );
+    }
+}
+
+#[test]
+fn a_build_whose_first_action_fails_has_no_cache_hits_to_boast_of() {
+    let f = fixture();
+    let g = Distro::generate(30, 3, 5).graph(&f.store).unwrap();
+    // A closure of one action, which fails: nothing ran, nothing was cached.
+    let cfg = Config {
+        targets: vec![g.find("source:pkg0000").unwrap()],
+        ..config(1)
+    };
+    let exec = TestExecutor::new().fail("source:pkg0000");
+    let r = build(&f.store, &g, &exec, &cfg);
+    assert_eq!((r.summary.actions, r.summary.failed), (1, 1));
+    assert_eq!(r.summary.hit_rate, 0.0, "{:?}", r.summary);
+    assert!(build(&f.store, &g, &TestExecutor::new(), &cfg).success());
+    let again = build(&f.store, &g, &TestExecutor::new(), &cfg);
+    assert_eq!(again.summary.hit_rate, 1.0);
+}
