@@ -43,6 +43,8 @@ test_tools=(
   "/usr/bin/time time time"
   "unshare util-linux util-linux"
   "flock util-linux util-linux"
+  "script bsdutils util-linux"
+  "man man-db man-db"
 )
 
 if command -v apt-get >/dev/null; then pm=apt; col=1
