@@ -319,6 +319,7 @@ impl Distro {
             fingerprint: store.put_bytes(self.toolchain.text("gcc glibc binutils").as_bytes())?,
         };
         let arch = "x86_64".to_owned();
+        let executor = crate::keys::ExecutorId::new("test", "none");
         let mut rpms = Vec::with_capacity(self.packages.len());
         for p in &self.packages {
             let evr = Evr::new("1.0", &p.release.to_string());
@@ -333,6 +334,7 @@ impl Distro {
                     KeyInputs::SourceFetch(SourceFetchInputs {
                         sha256: BlobDigest::of_bytes(tarball.as_bytes()).to_hex(),
                         file_name: tarball,
+                        executor: executor.clone(),
                     }),
                     &[],
                 )
@@ -348,6 +350,8 @@ impl Distro {
                         macro_files: macro_files.clone(),
                         defines: defines.clone(),
                         target_arch: arch.clone(),
+                        toolchain: toolchain.clone(),
+                        executor: executor.clone(),
                     }),
                     &[source],
                 )
@@ -366,6 +370,7 @@ impl Distro {
                         target_arch: arch.clone(),
                         toolchain: toolchain.clone(),
                         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
+                        executor: executor.clone(),
                     }),
                     &deps,
                 )
@@ -380,6 +385,7 @@ impl Distro {
                     target_arch: arch.clone(),
                     indexer: "createrepo_c 1.1.2".into(),
                     options: BTreeMap::new(),
+                    executor: executor.clone(),
                 }),
                 &rpms,
             )
@@ -398,6 +404,7 @@ impl Distro {
                 scripts: BTreeMap::new(),
                 env: BTreeMap::new(),
                 external: BTreeMap::new(),
+                executor,
             }),
             &[repo],
         )

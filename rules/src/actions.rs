@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use crate::{PackageGraph, SpecId};
 use anyhow::Context as _;
 use keel_engine::{
-    ActionId, Evr, Graph, KeyInputs, RepoIndexInputs, RpmBuildInputs, SourceFetchInputs,
+    ActionId, Evr, ExecutorId, Graph, KeyInputs, RepoIndexInputs, RpmBuildInputs, SourceFetchInputs,
     SrpmPackInputs, ToolchainId,
 };
 use keel_specs::Spec;
@@ -40,6 +40,8 @@ pub struct ActionConfig {
     pub toolchain: ToolchainId,
     /// The indexing tool's identity (`createrepo_c 1.1.2`).
     pub indexer: String,
+    /// What runs the actions, named by every key.
+    pub executor: ExecutorId,
 }
 
 /// The action graph of a tree, with the way back to its specs.
@@ -234,6 +236,7 @@ pub fn action_graph(
                 target_arch: cfg.target_arch.clone(),
                 indexer: cfg.indexer.clone(),
                 options: BTreeMap::new(),
+                executor: cfg.executor.clone(),
             }),
             &deps,
         )?)
@@ -291,6 +294,7 @@ pub fn spec_actions(
                 KeyInputs::SourceFetch(SourceFetchInputs {
                     file_name: file.clone(),
                     sha256: sha256.clone(),
+                    executor: cfg.executor.clone(),
                 }),
             )
         })
@@ -303,6 +307,8 @@ pub fn spec_actions(
         macro_files: macro_files.clone(),
         defines: cfg.defines.clone(),
         target_arch: cfg.target_arch.clone(),
+        toolchain: cfg.toolchain.clone(),
+        executor: cfg.executor.clone(),
     });
     let mut env = BTreeMap::new();
     env.insert(
@@ -318,6 +324,7 @@ pub fn spec_actions(
         target_arch: cfg.target_arch.clone(),
         toolchain: cfg.toolchain.clone(),
         env,
+        executor: cfg.executor.clone(),
     });
     Ok(SpecActions {
         sources,

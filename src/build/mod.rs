@@ -36,6 +36,19 @@ impl ExecutorKind {
             ExecutorKind::Test => "test",
         }
     }
+
+    /// What every key of a build names as its executor: this kind and the isolation
+    /// its builds run under. Results of the stand-in or of an unsandboxed build then never
+    /// satisfy a sandboxed rpmbuild's lookup.
+    pub fn id(self, unsandboxed: bool) -> keel_engine::ExecutorId {
+        match self {
+            ExecutorKind::Test => keel_engine::ExecutorId::new("test", "none"),
+            ExecutorKind::Rpmbuild if unsandboxed => {
+                keel_engine::ExecutorId::new("rpmbuild", "unsandboxed")
+            }
+            ExecutorKind::Rpmbuild => keel_engine::ExecutorId::new("rpmbuild", "sandboxed"),
+        }
+    }
 }
 
 /// What the build stamp compares to tell whether the toolchain changed (see
@@ -170,7 +183,7 @@ impl Session {
         };
         let mut planned = Vec::new();
         if targets.is_empty() || !targets.iter().all(|t| names_package(t)) {
-            planned = images::plan(tree, store, &loaded)?;
+            planned = images::plan(tree, store, &loaded, &kind.id(opts.unsandboxed))?;
             if !targets.is_empty() {
                 planned.retain(|i| targets.iter().any(|t| *t == i.action || t == i.name()));
             }
@@ -231,6 +244,7 @@ impl Session {
             defines: tree.config.specs.defines.clone(),
             toolchain: toolchain_id(tree, store, kind, &resolved)?,
             indexer,
+            executor: kind.id(opts.unsandboxed),
         };
         let mut actions =
             actions::action_graph(store, pg, &loaded.specs, &wanted, &cfg, targets.is_empty())?;

@@ -58,7 +58,9 @@ pub struct RemoteSection {
     pub caches: Vec<String>,
     /// An instance name: a path prefix for HTTP caches, the instance for gRPC ones.
     pub instance: Option<String>,
-    /// `read-only` (the default: pull requests, developers) or `read-write` (trusted CI).
+    /// `read-only`, the only mode a tree can ask for. `read-write` is refused with a
+    /// warning: a pull request can edit the tree, so writing is the command line's say
+    /// alone (`--remote-read-write`, given by trusted CI).
     pub mode: Option<String>,
     /// Public keys (hex or base64) whose signed entries are accepted.
     #[serde(default)]
@@ -93,6 +95,15 @@ pub struct RemoteArgs {
     pub no_remote: bool,
 }
 
+/// Whether a build's results may be shared through a remote cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploads {
+    /// Real builds: a read-write build uploads them.
+    Allowed,
+    /// Never, for the reason given (the test executor's results are stand-ins).
+    Never(&'static str),
+}
+
 /// The remote tiers of one build.
 #[derive(Debug)]
 pub struct SharedCache {
@@ -120,11 +131,18 @@ struct Pending {
 /// Opens the remote cache the tree and the command line ask for; `None` when there is
 /// none. A tier that cannot be reached at all is left out with a warning; a configuration
 /// mistake (a bad URL, a missing key file) is an error.
+///
+/// Writing comes from the command line only (`--remote-read-write`), never from the tree,
+/// and the signing key is read only then: a pull request that edits `keel.toml`, built by
+/// CI with `KEEL_REMOTE_SIGNING_KEY` set, can make nothing signed. `uploads` is whether
+/// this build's results may be shared at all (the test executor's fakes may not): a
+/// read-write build that may not upload is refused.
 pub fn open(
     tree: &TreeConfigFile,
     args: &RemoteArgs,
     store: &Store,
     jobs: usize,
+    uploads: Uploads,
 ) -> anyhow::Result<Option<Arc<SharedCache>>> {
     let section = &tree.config.remote;
     let urls = if args.no_remote {
@@ -137,13 +155,24 @@ pub fn open(
     if urls.is_empty() {
         return Ok(None);
     }
-    let mode = match (args.remote_read_write, section.mode.as_deref()) {
-        (true, _) | (false, Some("read-write")) => Mode::ReadWrite,
-        (false, None | Some("read-only")) => Mode::ReadOnly,
-        (false, Some(other)) => anyhow::bail!(
-            "{}: remote.mode must be \"read-only\" or \"read-write\", not {other:?}",
-            tree.root.join(crate::config::FILE_NAME).display()
+    let toml = tree.root.join(crate::config::FILE_NAME);
+    match section.mode.as_deref() {
+        None | Some("read-only") => {}
+        Some("read-write") => tracing::warn!(
+            "{}: remote.mode = \"read-write\" is ignored (the cache is read-only): a tree \
+             cannot make a build upload, since a pull request can edit it; trusted CI passes \
+             --remote-read-write",
+            toml.display()
         ),
+        Some(other) => anyhow::bail!(
+            "{}: remote.mode must be \"read-only\" or \"read-write\", not {other:?}",
+            toml.display()
+        ),
+    }
+    let mode = if args.remote_read_write {
+        Mode::ReadWrite
+    } else {
+        Mode::ReadOnly
     };
     let mut trusted: Vec<PublicKey> = Vec::new();
     for k in &section.trusted_keys {
@@ -165,10 +194,14 @@ pub fn open(
             .with_context(|| format!("failed to read trusted keys {}", f.display()))?;
         trusted.extend_from_slice(keys.keys());
     }
-    let signing_path = args
-        .remote_signing_key
-        .clone()
-        .or_else(|| std::env::var_os(ENV_SIGNING_KEY).map(PathBuf::from));
+    // A read-only build never loads a signing key, whatever the environment holds.
+    let signing_path = match mode {
+        Mode::ReadWrite => args
+            .remote_signing_key
+            .clone()
+            .or_else(|| std::env::var_os(ENV_SIGNING_KEY).map(PathBuf::from)),
+        Mode::ReadOnly => None,
+    };
     let signer = match (&signing_path, mode) {
         (Some(p), _) => Some(
             SigningKeyPair::load(p)
@@ -180,6 +213,12 @@ pub fn open(
         ),
         (None, Mode::ReadOnly) => None,
     };
+    if let (Mode::ReadWrite, Uploads::Never(why)) = (mode, uploads) {
+        anyhow::bail!(
+            "--remote-read-write: {why}, so nothing of this build may go to a remote cache \
+             (drop --remote-read-write, or build with --no-remote)"
+        );
+    }
     if let Some(s) = &signer {
         // A writer trusts itself: it reads back what it wrote.
         trusted.push(s.public());

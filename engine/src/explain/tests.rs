@@ -26,6 +26,7 @@ fn rpm() -> RpmBuildInputs {
             fingerprint: blob("t1"),
         },
         env: BTreeMap::new(),
+        executor: ExecutorId::new("rpmbuild", "sandboxed"),
     }
 }
 
@@ -104,6 +105,7 @@ fn source_changed_for_fetched_and_tree_sources() {
             KeyInputs::SourceFetch(SourceFetchInputs {
                 file_name: "foo-1.2.tar.gz".into(),
                 sha256: sha.into(),
+                executor: ExecutorId::new("rpmbuild", "sandboxed"),
             }),
             &[],
         )
@@ -124,6 +126,11 @@ fn source_changed_for_fetched_and_tree_sources() {
                 macro_files: BTreeMap::new(),
                 defines: BTreeMap::new(),
                 target_arch: "x86_64".into(),
+                toolchain: ToolchainId {
+                    name: "azl3".into(),
+                    fingerprint: blob("t1"),
+                },
+                executor: ExecutorId::new("rpmbuild", "sandboxed"),
             }),
             &[],
         )
@@ -206,6 +213,7 @@ fn other_inputs_changed_by_field_name() {
                 target_arch: "x86_64".into(),
                 indexer: indexer.into(),
                 options: BTreeMap::new(),
+                executor: ExecutorId::new("rpmbuild", "sandboxed"),
             }),
             &[],
         )
@@ -239,6 +247,7 @@ fn image_inputs_changed_by_field_name() {
                 scripts: BTreeMap::new(),
                 env: BTreeMap::new(),
                 external: BTreeMap::new(),
+                executor: ExecutorId::new("rpmbuild", "sandboxed"),
             }),
             &[],
         )

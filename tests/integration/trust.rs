@@ -1,0 +1,167 @@
+//! What a result may be trusted for: a stand-in's or an unsandboxed build's results never
+//! satisfy a real sandboxed build, a tree cannot make a build upload, and what never
+//! belongs in a remote cache never reaches it.
+
+use std::path::PathBuf;
+
+use crate::build::build_json;
+use crate::support::*;
+
+// The nginx server keel-remote's own tests run against, shared rather than written twice.
+#[allow(dead_code, reason = "keel-remote's tests use more of it than these do")]
+#[path = "../../remote/tests/remote/support.rs"]
+mod servers;
+
+const FINE_SPEC: &str = "Name: fine
+Version: 1
+Release: 1
+Summary: Builds
+License: MIT
+BuildArch: noarch
+
+%description
+Fine.
+
+%install
+mkdir -p %{buildroot}/usr/share/fine
+echo ok > %{buildroot}/usr/share/fine/ok
+
+%files
+/usr/share/fine/ok
+
+%changelog
+* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
+- Fine.
+";
+
+/// A tree of one spec, `fine`, with `extra` appended to its keel.toml.
+fn one_spec_tree(extra: &str) -> Project {
+    project()
+        .file(
+            "tree/keel.toml",
+            format!("[specs]\ndirs = [\"SPECS\"]\n{extra}"),
+        )
+        .file("tree/SPECS/fine/fine.spec", FINE_SPEC)
+        .build()
+}
+
+/// A writer's secret key file made by `keel cache keygen`.
+fn secret_key(p: &Project) -> PathBuf {
+    let secret = p.path("ci.key");
+    p.keel(&["cache", "keygen", secret.to_str().unwrap()])
+        .run()
+        .success();
+    secret
+}
+
+#[test]
+fn a_test_executor_build_never_poisons_a_real_build() {
+    let p = one_spec_tree("");
+    p.keel(&["-C", "tree", "build", "--executor", "test"])
+        .run()
+        .success();
+    // The stand-in's records are not the real executor's: everything runs, for real.
+    let (run, status) = build_json(&p, &[]);
+    run.success();
+    assert_eq!(status["srpm:fine"], "ran", "{status:?}");
+    assert_eq!(status["rpm:fine"], "ran", "{status:?}");
+    assert!(p.path("tree/out/RPMS/noarch/fine-1-1.noarch.rpm").is_file());
+    assert!(p.path("tree/out/SRPMS/fine-1-1.src.rpm").is_file());
+}
+
+#[test]
+fn unsandboxed_results_are_not_sandboxed_ones() {
+    let p = one_spec_tree("");
+    let (run, status) = build_json(&p, &["--unsandboxed"]);
+    run.success();
+    assert_eq!(status["rpm:fine"], "ran", "{status:?}");
+    // A build that saw the whole machine does not pass for one that saw its sandbox.
+    let (run, status) = build_json(&p, &[]);
+    run.success();
+    assert_eq!(status["srpm:fine"], "ran", "{status:?}");
+    assert_eq!(status["rpm:fine"], "ran", "{status:?}");
+    // And each is reused by a build of its own kind.
+    std::fs::write(p.path("tree/SPECS/fine/notes.txt"), "a file no key reads").unwrap();
+    let (run, status) = build_json(&p, &["--unsandboxed"]);
+    run.success();
+    assert_eq!(status["rpm:fine"], "cached", "{status:?}");
+}
+
+#[test]
+fn test_executor_results_are_never_uploaded() {
+    let nginx = servers::Nginx::start();
+    let p = one_spec_tree("");
+    let secret = secret_key(&p);
+    p.keel(&[
+        "-C",
+        "tree",
+        "build",
+        "--executor",
+        "test",
+        "--remote-cache",
+        &nginx.url(),
+        "--remote-read-write",
+        "--remote-signing-key",
+        secret.to_str().unwrap(),
+    ])
+    .run()
+    .code_is(1)
+    .stderr_has("--executor test makes stand-in results");
+    let puts: Vec<String> = nginx
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PUT "))
+        .collect();
+    assert!(puts.is_empty(), "uploaded: {puts:?}");
+}
+
+#[test]
+fn a_tree_cannot_make_a_build_upload() {
+    let nginx = servers::Nginx::start();
+    // A pull request's keel.toml asks for writing; CI has the signing key in its
+    // environment, as it does for its trusted builds.
+    let p = one_spec_tree(&format!(
+        "\n[remote]\ncaches = [\"{}\"]\nmode = \"read-write\"\n",
+        nginx.url()
+    ));
+    let secret = secret_key(&p);
+    let run = p
+        .keel(&["-C", "tree", "build"])
+        .env("KEEL_REMOTE_SIGNING_KEY", &secret)
+        .run()
+        .success();
+    assert!(
+        run.stderr().contains("remote.mode = \"read-write\" is ignored")
+            && run.stderr().contains("--remote-read-write"),
+        "{}",
+        run.stderr()
+    );
+    assert!(p.path("tree/out/RPMS/noarch/fine-1-1.noarch.rpm").is_file());
+    let puts: Vec<String> = nginx
+        .requests()
+        .into_iter()
+        .filter(|r| r.starts_with("PUT "))
+        .collect();
+    assert!(puts.is_empty(), "a tree made the build upload: {puts:?}");
+    // The command line still can (after an edit, so that something runs).
+    std::fs::write(
+        p.path("tree/SPECS/fine/fine.spec"),
+        FINE_SPEC.replace("echo ok", "echo fine"),
+    )
+    .unwrap();
+    p.keel(&[
+        "-C",
+        "tree",
+        "build",
+        "--remote-read-write",
+        "--remote-signing-key",
+        secret.to_str().unwrap(),
+    ])
+    .run()
+    .success();
+    assert!(
+        nginx.requests().iter().any(|r| r.starts_with("PUT /ac/")),
+        "{:?}",
+        nginx.requests()
+    );
+}
