@@ -583,6 +583,21 @@ impl SharedCache {
     }
 }
 
+/// The envelope and action record of a signed entry's record bytes for `key`, or why
+/// they are refused: not a keel envelope, a record that does not decode (an output name
+/// that would become a path outside its directory among them), or a record answering
+/// another key.
+fn decode_entry(bytes: &[u8], key: &ActionKey) -> Result<(Envelope, ActionRecord), String> {
+    let env = Envelope::decode(bytes)
+        .ok_or_else(|| format!("it is signed but not a keel record ({key})"))?;
+    let record = ActionRecord::from_bytes(&env.record, &format!("remote entry {key}"))
+        .map_err(|e| e.to_string())?;
+    if record.key != *key {
+        return Err(format!("it answers another key ({})", record.key));
+    }
+    Ok((env, record))
+}
+
 impl RemoteCache for SharedCache {
     fn lookup(&self, store: &Store, action: &Action, key: &ActionKey) -> Option<RemoteHit> {
         if self
@@ -594,28 +609,13 @@ impl RemoteCache for SharedCache {
             return None;
         }
         let entry = self.remote.get_action(key)?;
-        let Some(env) = Envelope::decode(&entry.record) else {
-            tracing::warn!(
-                "remote entry for {} ({key}) is signed but not a keel record; ignoring it",
-                action.name
-            );
-            return None;
-        };
-        let record = match ActionRecord::from_bytes(&env.record, &format!("remote entry {key}")) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("remote entry for {} refused: {e}", action.name);
+        let (env, record) = match decode_entry(&entry.record, key) {
+            Ok(decoded) => decoded,
+            Err(why) => {
+                tracing::warn!("remote entry for {} refused: {why}", action.name);
                 return None;
             }
         };
-        if record.key != *key {
-            tracing::warn!(
-                "remote entry for {} answers another key ({}); ignoring it",
-                action.name,
-                record.key
-            );
-            return None;
-        }
         // Outputs already here (another build's, or the same bytes from elsewhere): the
         // hit is local at once.
         let local = record.objects().all(|o| match o {
@@ -884,6 +884,53 @@ mod tests {
             without_credentials("ftp://cache.example/a@b"),
             "ftp://cache.example/a@b"
         );
+    }
+
+    /// A record for `key` with one output named `name`, enveloped and signed by `writer`
+    /// as a read-write build would upload it.
+    fn signed_entry(writer: &SigningKeyPair, key: ActionKey, name: &str) -> Vec<u8> {
+        let blob = BlobDigest::of_bytes(b"#!/bin/sh\necho owned\n");
+        let record = ActionRecord::new(
+            key,
+            vec![keel_store::ActionOutput {
+                name: name.into(),
+                object: ObjectRef::Blob(blob),
+            }],
+            "{}".into(),
+        );
+        let env = Envelope {
+            record: record.to_bytes(),
+            trees: Vec::new(),
+        };
+        writer.sign(&keel_remote::signing::Entry {
+            key,
+            record: env.encode(),
+            blobs: vec![(blob, [7; 32])],
+        })
+    }
+
+    #[test]
+    fn signed_entries_with_output_names_outside_their_directory_are_refused() {
+        let writer = SigningKeyPair::from_seed([9; 32]);
+        let trusted = TrustedKeys::new(vec![writer.public()]);
+        let key = ActionKey::from_parts([5; 32], 64);
+        for bad in ["/etc/cron.d/keel", "../../.bashrc", "RPMS/../../x.rpm", ""] {
+            let bytes = signed_entry(&writer, key, bad);
+            // The signature is good: only the name gives the entry away.
+            let keel_remote::signing::Verdict::Valid(entry) = trusted.verify(&key, &bytes) else {
+                panic!("the crafted entry for {bad:?} is not validly signed");
+            };
+            let why = decode_entry(&entry.record, &key).expect_err(bad);
+            assert!(why.contains("not a plain file name"), "{bad:?}: {why}");
+            assert!(why.contains(&format!("{bad:?}")), "{bad:?}: {why}");
+        }
+        let bytes = signed_entry(&writer, key, "hello-1.0-1.x86_64.rpm");
+        let keel_remote::signing::Verdict::Valid(entry) = trusted.verify(&key, &bytes) else {
+            panic!("the crafted entry is not validly signed");
+        };
+        let (_, record) = decode_entry(&entry.record, &key).unwrap();
+        assert_eq!(record.outputs[0].name, "hello-1.0-1.x86_64.rpm");
+        assert!(decode_entry(&entry.record, &ActionKey::from_parts([6; 32], 64)).is_err());
     }
 
     #[test]

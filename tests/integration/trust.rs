@@ -165,3 +165,69 @@ fn a_tree_cannot_make_a_build_upload() {
         nginx.requests()
     );
 }
+
+const FETCHED_SPEC: &str = "Name: fetched
+Version: 1
+Release: 1
+Summary: Ships a fetched source
+License: MIT
+BuildArch: noarch
+Source0: data.txt
+
+%description
+Fetched.
+
+%install
+install -D -m 0644 %{SOURCE0} %{buildroot}/usr/share/fetched/data.txt
+
+%files
+/usr/share/fetched/data.txt
+
+%changelog
+* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
+- Fetched.
+";
+
+#[test]
+fn a_fetched_source_from_a_cache_must_match_its_signature() {
+    let p = project().file("mirror/data.txt", "the real source\n").build();
+    let sha = keel_sources::sha256_file(&p.path("mirror/data.txt")).unwrap();
+    let mirror = format!("file://{}", p.path("mirror").display());
+    std::fs::create_dir_all(p.path("tree/SPECS/fetched")).unwrap();
+    std::fs::write(
+        p.path("tree/keel.toml"),
+        format!("[specs]\ndirs = [\"SPECS\"]\n\n[sources]\nmirrors = [\"{mirror}\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(p.path("tree/SPECS/fetched/fetched.spec"), FETCHED_SPEC).unwrap();
+    std::fs::write(
+        p.path("tree/SPECS/fetched/fetched.signatures.json"),
+        format!("{{\"Signatures\": {{\"data.txt\": \"{sha}\"}}}}\n"),
+    )
+    .unwrap();
+    p.keel(&["-C", "tree", "build"]).run().success();
+    // A cache answers the fetch with other bytes (a remote hit is recorded in the
+    // store exactly like this: its record, and its blobs verified against their digests).
+    {
+        let store = keel_store::Store::open(&p.store()).unwrap();
+        let key = store
+            .target_get("source:fetched/data.txt")
+            .unwrap()
+            .expect("the fetch was recorded");
+        let mut record = store.ac_get(&key).unwrap().unwrap();
+        let evil = store.put_bytes(b"not the source the tree signed\n").unwrap();
+        record.outputs[0].object = keel_store::ObjectRef::Blob(evil);
+        store.ac_put(&record).unwrap();
+    }
+    // Any edit, so that the build looks again.
+    std::fs::write(
+        p.path("tree/SPECS/fetched/fetched.spec"),
+        FETCHED_SPEC.replace("- Fetched.", "- Fetched again."),
+    )
+    .unwrap();
+    p.keel(&["-C", "tree", "build"])
+        .run()
+        .code_is(1)
+        .stderr_has("source data.txt (from source:fetched/data.txt) has SHA-256")
+        .stderr_has(&sha);
+}
