@@ -244,9 +244,30 @@ impl Diff {
         }
     }
 
+    fn macro_files(&mut self, old: &[(String, BlobDigest)], new: &[(String, BlobDigest)]) {
+        let map = |v: &[(String, BlobDigest)]| -> BTreeMap<String, BlobDigest> {
+            v.iter().cloned().collect()
+        };
+        let (o, n) = (map(old), map(new));
+        self.blobs(&o, &n, |name, change| DirtyReason::MacroFileChanged {
+            name,
+            change,
+        });
+        if o == n && old != new {
+            let names = |v: &[(String, BlobDigest)]| {
+                v.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            self.field("macro file order", &names(old), &names(new));
+        }
+    }
+
     fn toolchain(&mut self, old: &crate::keys::ToolchainId, new: &crate::keys::ToolchainId) {
         if old != new {
-            let show = |t: &crate::keys::ToolchainId| format!("{} {}", t.name, short(&t.fingerprint));
+            let show =
+                |t: &crate::keys::ToolchainId| format!("{} {}", t.name, short(&t.fingerprint));
             self.0.push(DirtyReason::ToolchainChanged {
                 old: show(old),
                 new: show(new),
@@ -318,9 +339,7 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
             d.blobs(&o.files, &n.files, |name, change| {
                 DirtyReason::SourceChanged { name, change }
             });
-            d.blobs(&o.macro_files, &n.macro_files, |name, change| {
-                DirtyReason::MacroFileChanged { name, change }
-            });
+            d.macro_files(&o.macro_files, &n.macro_files);
             d.strings(&o.defines, &n.defines, |name, old, new| {
                 DirtyReason::DefineChanged { name, old, new }
             });
@@ -330,9 +349,7 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
         (KeyInputs::RpmBuild(o), KeyInputs::RpmBuild(n)) => {
             d.field("package name", &o.name, &n.name);
             d.spec((&o.spec, &o.evr), (&n.spec, &n.evr));
-            d.blobs(&o.macro_files, &n.macro_files, |name, change| {
-                DirtyReason::MacroFileChanged { name, change }
-            });
+            d.macro_files(&o.macro_files, &n.macro_files);
             d.strings(&o.defines, &n.defines, |name, old, new| {
                 DirtyReason::DefineChanged { name, old, new }
             });

@@ -213,14 +213,16 @@ impl SourceFetchInputs {
     }
 }
 
-/// Inputs of a [`ActionKind::SrpmPack`] action. `VERSION` 2:
+/// Inputs of a [`ActionKind::SrpmPack`] action. `VERSION` 3:
 ///
 /// 1. `name` — the source package's name.
 /// 2. `evr` — its epoch, version and release as evaluated.
 /// 3. `spec` — the digest of the spec file.
 /// 4. `files` — sources and patches kept in the tree, by file name (fetched sources come
 ///    in as dependency outputs).
-/// 5. `macro_files` — the macro files the spec was evaluated with, by tree-relative name.
+/// 5. `macro_files` — the macro files the spec was evaluated with, by tree-relative name,
+///    in the order they are loaded (a later file's definitions win, so the order is an
+///    input: the reader, this key and rpmbuild all use this one list).
 /// 6. `defines` — the defines in effect (`dist`, `with_check`…).
 /// 7. `target_arch` — the architecture the package is built for.
 /// 8. `toolchain` — the build root rpmbuild packs the SRPM in (its macros and rpm's
@@ -232,7 +234,7 @@ pub struct SrpmPackInputs {
     pub evr: Evr,
     pub spec: BlobDigest,
     pub files: BTreeMap<String, BlobDigest>,
-    pub macro_files: BTreeMap<String, BlobDigest>,
+    pub macro_files: Vec<(String, BlobDigest)>,
     pub defines: BTreeMap<String, String>,
     pub target_arch: String,
     pub toolchain: ToolchainId,
@@ -240,14 +242,14 @@ pub struct SrpmPackInputs {
 }
 
 impl SrpmPackInputs {
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
         self.evr.hash_into(w);
         w.blob(&self.spec);
         w.blob_map(&self.files);
-        w.blob_map(&self.macro_files);
+        w.blob_list(&self.macro_files);
         w.str_map(&self.defines);
         w.str(&self.target_arch);
         w.str(&self.toolchain.name);
@@ -256,13 +258,13 @@ impl SrpmPackInputs {
     }
 }
 
-/// Inputs of a [`ActionKind::RpmBuild`] action. `VERSION` 2:
+/// Inputs of a [`ActionKind::RpmBuild`] action. `VERSION` 3:
 ///
 /// 1. `name` — the source package's name.
 /// 2. `evr` — its epoch, version and release as evaluated.
 /// 3. `spec` — the digest of the spec file (also inside the SRPM; hashed here too so that
 ///    an explanation can name the spec rather than "the SRPM changed").
-/// 4. `macro_files` — the macro files in effect, by tree-relative name.
+/// 4. `macro_files` — the macro files in effect, by tree-relative name, in load order.
 /// 5. `defines` — the defines in effect.
 /// 6. `target_arch` — the architecture built for.
 /// 7. `toolchain` — the build root (name and fingerprint).
@@ -275,7 +277,7 @@ pub struct RpmBuildInputs {
     pub name: String,
     pub evr: Evr,
     pub spec: BlobDigest,
-    pub macro_files: BTreeMap<String, BlobDigest>,
+    pub macro_files: Vec<(String, BlobDigest)>,
     pub defines: BTreeMap<String, String>,
     pub target_arch: String,
     pub toolchain: ToolchainId,
@@ -284,13 +286,13 @@ pub struct RpmBuildInputs {
 }
 
 impl RpmBuildInputs {
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
         self.evr.hash_into(w);
         w.blob(&self.spec);
-        w.blob_map(&self.macro_files);
+        w.blob_list(&self.macro_files);
         w.str_map(&self.defines);
         w.str(&self.target_arch);
         w.str(&self.toolchain.name);
@@ -525,6 +527,14 @@ impl KeyWriter {
     fn blob_map(&mut self, m: &BTreeMap<String, BlobDigest>) {
         self.u64(m.len() as u64);
         for (k, v) in m {
+            self.str(k);
+            self.blob(v);
+        }
+    }
+
+    fn blob_list(&mut self, l: &[(String, BlobDigest)]) {
+        self.u64(l.len() as u64);
+        for (k, v) in l {
             self.str(k);
             self.blob(v);
         }

@@ -83,11 +83,11 @@ impl TestExecutor {
             KeyInputs::SrpmPack(i) => {
                 sig(&mut i.spec);
                 i.files.values_mut().for_each(sig);
-                i.macro_files.values_mut().for_each(sig);
+                i.macro_files.iter_mut().map(|(_, d)| d).for_each(sig);
             }
             KeyInputs::RpmBuild(i) => {
                 sig(&mut i.spec);
-                i.macro_files.values_mut().for_each(sig);
+                i.macro_files.iter_mut().map(|(_, d)| d).for_each(sig);
                 sig(&mut i.toolchain.fingerprint);
             }
             KeyInputs::Image(i) => {
@@ -305,7 +305,7 @@ impl Distro {
 
         let mut g = crate::Graph::new();
         let macros = store.put_bytes(self.macros.text("%dist .azl3").as_bytes())?;
-        let macro_files: BTreeMap<String, BlobDigest> = [("macros.dist".to_owned(), macros)].into();
+        let macro_files: Vec<(String, BlobDigest)> = vec![("macros.dist".to_owned(), macros)];
         let defines: BTreeMap<String, String> = [
             ("dist".to_owned(), ".azl3".to_owned()),
             (

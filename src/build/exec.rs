@@ -110,10 +110,11 @@ impl RpmExecutor {
         req
     }
 
-    /// Materializes the macro files of a key into `dir`, in their order.
+    /// Materializes the macro files of a key into `dir`, in their order (the order the
+    /// reader loaded them in: rpmbuild loads them in the order given).
     fn macro_files(
         store: &Store,
-        files: &std::collections::BTreeMap<String, BlobDigest>,
+        files: &[(String, BlobDigest)],
         dir: &Path,
     ) -> Result<Vec<PathBuf>, ExecError> {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;

@@ -163,9 +163,9 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     let event_log = log_dir.join(format!("{stamp}.jsonl"));
     let uploads = match args.executor {
         ExecutorKind::Rpmbuild => build::remote::Uploads::Allowed,
-        ExecutorKind::Test => build::remote::Uploads::Never(
-            "--executor test makes stand-in results, not packages",
-        ),
+        ExecutorKind::Test => {
+            build::remote::Uploads::Never("--executor test makes stand-in results, not packages")
+        }
     };
     let remote = build::remote::open(tree, &args.remote, &store, ctx.jobs(), uploads)?;
     let config = Config {
@@ -230,6 +230,9 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             }
         }
         store.set_root(&format!("build:{}", tree.root.display()), &objects)?;
+        if args.executor == ExecutorKind::Rpmbuild {
+            build::save_learned(store.root(), &tree.root, graph, &report);
+        }
         let published = match &session {
             Some(s) => s.publish(&store, &report)?,
             None => Vec::new(),

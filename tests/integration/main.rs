@@ -5,6 +5,7 @@
 mod support;
 
 mod build;
+mod consistency;
 mod graph;
 mod image;
 mod incremental;

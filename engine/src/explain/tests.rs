@@ -123,7 +123,7 @@ fn source_changed_for_fetched_and_tree_sources() {
                     .iter()
                     .map(|(n, c)| ((*n).to_owned(), blob(c)))
                     .collect(),
-                macro_files: BTreeMap::new(),
+                macro_files: Vec::new(),
                 defines: BTreeMap::new(),
                 target_arch: "x86_64".into(),
                 toolchain: ToolchainId {
@@ -153,7 +153,7 @@ fn source_changed_for_fetched_and_tree_sources() {
 #[test]
 fn macro_file_changed() {
     let r = rpm_change(|i| {
-        i.macro_files.insert("macros.dist".into(), blob("m2"));
+        i.macro_files[0].1 = blob("m2");
     });
     assert_eq!(words(&r), ["macro file macros.dist changed"]);
     assert_eq!(

@@ -135,8 +135,14 @@ input_changes_key!(srpm_pack_4_files_renamed, srpm_pack, SrpmPack, |i| {
     i.files.insert("foo2.patch".into(), d);
 });
 input_changes_key!(srpm_pack_5_macro_files, srpm_pack, SrpmPack, |i| i
-    .macro_files
-    .insert("macros.dist".into(), blob("%dist .azl4")));
+    .macro_files[0]
+    .1 =
+    blob("%dist .azl4"));
+input_changes_key!(srpm_pack_5_macro_file_order, srpm_pack, SrpmPack, |i| {
+    i.macro_files
+        .push(("macros.local".into(), blob("%dist .local")));
+    i.macro_files.reverse();
+});
 input_changes_key!(srpm_pack_6_defines, srpm_pack, SrpmPack, |i| i
     .defines
     .insert("with_check".into(), "0".into()));
@@ -147,10 +153,12 @@ input_changes_key!(srpm_pack_8_toolchain_name, srpm_pack, SrpmPack, |i| i
     .toolchain
     .name =
     "azl4-x86_64".into());
-input_changes_key!(srpm_pack_8_toolchain_fingerprint, srpm_pack, SrpmPack, |i| i
-    .toolchain
-    .fingerprint =
-    blob("another toolchain"));
+input_changes_key!(
+    srpm_pack_8_toolchain_fingerprint,
+    srpm_pack,
+    SrpmPack,
+    |i| i.toolchain.fingerprint = blob("another toolchain")
+);
 input_changes_key!(srpm_pack_9_executor, srpm_pack, SrpmPack, |i| i.executor =
     ExecutorId::new("test", "none"));
 input_changes_key!(srpm_pack_9_isolation, srpm_pack, SrpmPack, |i| i
@@ -167,6 +175,11 @@ input_changes_key!(rpm_build_3_spec, rpm_build, RpmBuild, |i| i.spec =
 input_changes_key!(rpm_build_4_macro_files, rpm_build, RpmBuild, |i| i
     .macro_files
     .clear());
+input_changes_key!(rpm_build_4_macro_file_order, rpm_build, RpmBuild, |i| {
+    i.macro_files
+        .push(("macros.local".into(), blob("%dist .local")));
+    i.macro_files.reverse();
+});
 input_changes_key!(rpm_build_5_defines, rpm_build, RpmBuild, |i| i
     .defines
     .insert("with_check".into(), "0".into()));

@@ -378,7 +378,7 @@ fn checkout_path_mtime_and_jobs_do_not_change_keys() {
                     evr: crate::keys::Evr::new("1", "1"),
                     spec,
                     files: [("fix.patch".to_owned(), patch)].into(),
-                    macro_files: BTreeMap::new(),
+                    macro_files: Vec::new(),
                     defines: BTreeMap::new(),
                     target_arch: "x86_64".into(),
                     toolchain: crate::keys::ToolchainId {
