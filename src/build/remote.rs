@@ -71,6 +71,10 @@ pub struct RemoteSection {
     pub connect_timeout: Option<u64>,
     /// Bound on each request and on each read or write of a body, in seconds (default 30).
     pub timeout: Option<u64>,
+    /// Bound on one whole transfer (a request and all of its body), in seconds (default
+    /// 600): a server that trickles bytes just fast enough for `timeout` cannot hold a
+    /// build forever.
+    pub transfer_timeout: Option<u64>,
 }
 
 /// The command line's say over the remote cache (it wins over `keel.toml`).
@@ -231,20 +235,15 @@ pub fn open(
     }
     let tmp = store.root().join("tmp");
     std::fs::create_dir_all(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
-    let connect = Duration::from_secs(section.connect_timeout.unwrap_or(5));
-    let io = Duration::from_secs(section.timeout.unwrap_or(30));
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(section.connect_timeout.unwrap_or(5)),
+        io: Duration::from_secs(section.timeout.unwrap_or(30)),
+        transfer: Duration::from_secs(section.transfer_timeout.unwrap_or(600)),
+    };
     let map = Arc::new(DigestMap::default());
     let mut tiers: Vec<Arc<dyn Tier>> = Vec::new();
     for url in &urls {
-        match tier(
-            url,
-            section.instance.as_deref(),
-            mode,
-            connect,
-            io,
-            &tmp,
-            &map,
-        )? {
+        match tier(url, section.instance.as_deref(), mode, timeouts, &tmp, &map)? {
             Some(t) => tiers.push(t),
             None => continue,
         }
@@ -272,13 +271,24 @@ pub fn open(
     })))
 }
 
+/// The bounds on talking to a remote (see [`RemoteSection`]).
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    io: Duration,
+    transfer: Duration,
+}
+
 /// One tier for `url`; `None` (with a warning) when a gRPC server cannot be reached.
 fn tier(
     url: &str,
     instance: Option<&str>,
     mode: Mode,
-    connect: Duration,
-    io: Duration,
+    Timeouts {
+        connect,
+        io,
+        transfer,
+    }: Timeouts,
     tmp: &Path,
     map: &Arc<DigestMap>,
 ) -> anyhow::Result<Option<Arc<dyn Tier>>> {
@@ -290,6 +300,7 @@ fn tier(
             c.credentials = credentials(url)?;
             c.connect_timeout = connect;
             c.io_timeout = io;
+            c.transfer_timeout = transfer;
             c.read_only = mode == Mode::ReadOnly;
             c.temp_dir = tmp.to_owned();
             Ok(Some(Arc::new(HttpTier::new(c, map.clone())?)))

@@ -131,7 +131,8 @@ fn a_tree_cannot_make_a_build_upload() {
         .run()
         .success();
     assert!(
-        run.stderr().contains("remote.mode = \"read-write\" is ignored")
+        run.stderr()
+            .contains("remote.mode = \"read-write\" is ignored")
             && run.stderr().contains("--remote-read-write"),
         "{}",
         run.stderr()
@@ -190,7 +191,9 @@ install -D -m 0644 %{SOURCE0} %{buildroot}/usr/share/fetched/data.txt
 
 #[test]
 fn a_fetched_source_from_a_cache_must_match_its_signature() {
-    let p = project().file("mirror/data.txt", "the real source\n").build();
+    let p = project()
+        .file("mirror/data.txt", "the real source\n")
+        .build();
     let sha = keel_sources::sha256_file(&p.path("mirror/data.txt")).unwrap();
     let mirror = format!("file://{}", p.path("mirror").display());
     std::fs::create_dir_all(p.path("tree/SPECS/fetched")).unwrap();
@@ -215,7 +218,9 @@ fn a_fetched_source_from_a_cache_must_match_its_signature() {
             .unwrap()
             .expect("the fetch was recorded");
         let mut record = store.ac_get(&key).unwrap().unwrap();
-        let evil = store.put_bytes(b"not the source the tree signed\n").unwrap();
+        let evil = store
+            .put_bytes(b"not the source the tree signed\n")
+            .unwrap();
         record.outputs[0].object = keel_store::ObjectRef::Blob(evil);
         store.ac_put(&record).unwrap();
     }
@@ -230,4 +235,78 @@ fn a_fetched_source_from_a_cache_must_match_its_signature() {
         .code_is(1)
         .stderr_has("source data.txt (from source:fetched/data.txt) has SHA-256")
         .stderr_has(&sha);
+}
+
+/// An HTTP server that answers every request with a large body it sends one byte every
+/// 200 ms, forever: never silent long enough for a per-read timeout.
+struct Trickler {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Trickler {
+    fn start() -> Trickler {
+        use std::io::{Read as _, Write as _};
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let stopping = stopping.clone();
+                std::thread::spawn(move || {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match conn.read(&mut byte) {
+                            Ok(1) => head.push(byte[0]),
+                            _ => return,
+                        }
+                    }
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n");
+                    while !stopping.load(Ordering::Relaxed) && conn.write_all(b"x").is_ok() {
+                        std::thread::sleep(std::time::Duration::from_millis(200));
+                    }
+                });
+            }
+        });
+        Trickler { port, stop }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Trickler {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wake the accept loop so that it sees the flag.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+#[test]
+fn a_remote_that_trickles_bytes_forever_cannot_hold_a_build() {
+    let trickler = Trickler::start();
+    let p = one_spec_tree(&format!(
+        "\n[remote]\ncaches = [\"{}\"]\nconnect_timeout = 1\ntimeout = 2\ntransfer_timeout = 3\n",
+        trickler.url()
+    ));
+    let started = std::time::Instant::now();
+    let (run, status) = build_json(&p, &[]);
+    run.success();
+    let took = started.elapsed();
+    // Built here, and bounded by the transfer deadline (a few lookups, each retried
+    // twice before the breaker opens), not by the server's patience.
+    assert_eq!(status["rpm:fine"], "ran", "{status:?}");
+    assert!(
+        took < std::time::Duration::from_secs(90),
+        "the build took {took:?}"
+    );
 }
