@@ -192,8 +192,8 @@ impl RpmExecutor {
                     }
                 }
             };
-            let actual = keel_sources::sha256_file(&src.join(name))
-                .map_err(io("read", &src.join(name)))?;
+            let actual =
+                keel_sources::sha256_file(&src.join(name)).map_err(io("read", &src.join(name)))?;
             if actual != expected {
                 let from = from.map(|d| format!(" (from {d})")).unwrap_or_default();
                 return Err(failed(format!(
@@ -266,8 +266,7 @@ impl RpmExecutor {
             // Each RPM of a dependency becomes a layer of the build root, unpacked once.
             for (name, d) in rpm_outputs(rec) {
                 let path = rpms_dir.join(name);
-                let cached = self.layers.root().join(d.to_hex());
-                let layer = if cached.is_dir() {
+                let layer = if let Some(cached) = self.layers.complete_layer(d) {
                     cached
                 } else {
                     store.materialize_blob(d, &path, 0o644)?;

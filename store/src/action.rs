@@ -420,8 +420,8 @@ mod tests {
             "sub/dir.rpm",
             "nul\0byte",
         ] {
-            let err = ActionRecord::from_bytes(&record(bad).to_bytes(), "remote entry k")
-                .expect_err(bad);
+            let err =
+                ActionRecord::from_bytes(&record(bad).to_bytes(), "remote entry k").expect_err(bad);
             let msg = err.to_string();
             assert!(
                 msg.contains("remote entry k") && msg.contains("not a plain file name"),

@@ -6,6 +6,7 @@ mod support;
 
 mod build;
 mod consistency;
+mod durability;
 mod graph;
 mod image;
 mod incremental;
