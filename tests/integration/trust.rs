@@ -7,10 +7,8 @@ use std::path::PathBuf;
 use crate::build::{build_json, executed};
 use crate::support::*;
 
-// The nginx server keel-remote's own tests run against, shared rather than written twice.
-#[allow(dead_code, reason = "keel-remote's tests use more of it than these do")]
-#[path = "../../remote/tests/remote/support.rs"]
-mod servers;
+// The nginx server keel-remote's own tests run against.
+use crate::remote::servers;
 
 const FINE_SPEC: &str = "Name: fine
 Version: 1
