@@ -45,6 +45,7 @@ test_tools=(
   "flock util-linux util-linux"
   "script bsdutils util-linux"
   "man man-db man-db"
+  "strace strace strace"
 )
 
 if command -v apt-get >/dev/null; then pm=apt; col=1

@@ -93,6 +93,7 @@ fn independent(n: usize, salt: u64) -> Graph {
                 target_arch: "x86_64".into(),
                 indexer: format!("salt {salt}"),
                 options: Default::default(),
+                executor: keel_engine::ExecutorId::new("test", "none"),
             }),
             &[],
         )

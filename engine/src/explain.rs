@@ -244,6 +244,37 @@ impl Diff {
         }
     }
 
+    fn macro_files(&mut self, old: &[(String, BlobDigest)], new: &[(String, BlobDigest)]) {
+        let map = |v: &[(String, BlobDigest)]| -> BTreeMap<String, BlobDigest> {
+            v.iter().cloned().collect()
+        };
+        let (o, n) = (map(old), map(new));
+        self.blobs(&o, &n, |name, change| DirtyReason::MacroFileChanged {
+            name,
+            change,
+        });
+        if o == n && old != new {
+            let names = |v: &[(String, BlobDigest)]| {
+                v.iter()
+                    .map(|(n, _)| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            self.field("macro file order", &names(old), &names(new));
+        }
+    }
+
+    fn toolchain(&mut self, old: &crate::keys::ToolchainId, new: &crate::keys::ToolchainId) {
+        if old != new {
+            let show =
+                |t: &crate::keys::ToolchainId| format!("{} {}", t.name, short(&t.fingerprint));
+            self.0.push(DirtyReason::ToolchainChanged {
+                old: show(old),
+                new: show(new),
+            });
+        }
+    }
+
     fn spec(&mut self, old: (&BlobDigest, &Evr), new: (&BlobDigest, &Evr)) {
         let (o, n) = (old.1.clone(), new.1.clone());
         if old.0 != new.0 {
@@ -308,32 +339,22 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
             d.blobs(&o.files, &n.files, |name, change| {
                 DirtyReason::SourceChanged { name, change }
             });
-            d.blobs(&o.macro_files, &n.macro_files, |name, change| {
-                DirtyReason::MacroFileChanged { name, change }
-            });
+            d.macro_files(&o.macro_files, &n.macro_files);
             d.strings(&o.defines, &n.defines, |name, old, new| {
                 DirtyReason::DefineChanged { name, old, new }
             });
             d.field("target arch", &o.target_arch, &n.target_arch);
+            d.toolchain(&o.toolchain, &n.toolchain);
         }
         (KeyInputs::RpmBuild(o), KeyInputs::RpmBuild(n)) => {
             d.field("package name", &o.name, &n.name);
             d.spec((&o.spec, &o.evr), (&n.spec, &n.evr));
-            d.blobs(&o.macro_files, &n.macro_files, |name, change| {
-                DirtyReason::MacroFileChanged { name, change }
-            });
+            d.macro_files(&o.macro_files, &n.macro_files);
             d.strings(&o.defines, &n.defines, |name, old, new| {
                 DirtyReason::DefineChanged { name, old, new }
             });
             d.field("target arch", &o.target_arch, &n.target_arch);
-            if o.toolchain != n.toolchain {
-                let show =
-                    |t: &crate::keys::ToolchainId| format!("{} {}", t.name, short(&t.fingerprint));
-                d.0.push(DirtyReason::ToolchainChanged {
-                    old: show(&o.toolchain),
-                    new: show(&n.toolchain),
-                });
-            }
+            d.toolchain(&o.toolchain, &n.toolchain);
             d.strings(&o.env, &n.env, |name, old, new| DirtyReason::EnvChanged {
                 name,
                 old,
@@ -392,6 +413,14 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
         }
         _ => unreachable!("kinds compared equal above"),
     }
+    let executor = |i: &KeyInputs| match i {
+        KeyInputs::SourceFetch(i) => i.executor.to_string(),
+        KeyInputs::SrpmPack(i) => i.executor.to_string(),
+        KeyInputs::RpmBuild(i) => i.executor.to_string(),
+        KeyInputs::RepoIndex(i) => i.executor.to_string(),
+        KeyInputs::Image(i) => i.executor.to_string(),
+    };
+    d.field("executor", &executor(&old.inputs), &executor(&new.inputs));
     for (dep, change) in map_changes(&old.deps, &new.deps) {
         if pending.contains(&dep) {
             continue;

@@ -156,10 +156,43 @@ pub struct ToolchainId {
     pub fingerprint: BlobDigest,
 }
 
-/// Inputs of a [`ActionKind::SourceFetch`] action. `VERSION` 1:
+/// What runs an action, as every key names it: the executor (`rpmbuild`, or `test`, the
+/// stand-in whose outputs are fakes) and the isolation its builds run under (`sandboxed`,
+/// `unsandboxed`). A result made one way is never taken for one made another way: a
+/// stand-in's record must not satisfy a real build, and an unsandboxed build (which saw
+/// the whole machine) must not pass for a sandboxed one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ExecutorId {
+    pub name: String,
+    pub isolation: String,
+}
+
+impl ExecutorId {
+    /// The executor `name` under `isolation`.
+    pub fn new(name: &str, isolation: &str) -> ExecutorId {
+        ExecutorId {
+            name: name.to_owned(),
+            isolation: isolation.to_owned(),
+        }
+    }
+
+    fn hash_into(&self, w: &mut KeyWriter) {
+        w.str(&self.name);
+        w.str(&self.isolation);
+    }
+}
+
+impl fmt::Display for ExecutorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.name, self.isolation)
+    }
+}
+
+/// Inputs of a [`ActionKind::SourceFetch`] action. `VERSION` 2:
 ///
 /// 1. `file_name` — the source's file name as the spec names it (`foo-1.2.tar.gz`).
 /// 2. `sha256` — the expected SHA-256 from the package's `signatures.json`, lowercase hex.
+/// 3. `executor` — what runs the action (see [`ExecutorId`]).
 ///
 /// The URL and the mirror are not inputs: the checksum fixes the content, wherever it is
 /// fetched from.
@@ -167,63 +200,76 @@ pub struct ToolchainId {
 pub struct SourceFetchInputs {
     pub file_name: String,
     pub sha256: String,
+    pub executor: ExecutorId,
 }
 
 impl SourceFetchInputs {
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 2;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.file_name);
         w.str(&self.sha256);
+        self.executor.hash_into(w);
     }
 }
 
-/// Inputs of a [`ActionKind::SrpmPack`] action. `VERSION` 1:
+/// Inputs of a [`ActionKind::SrpmPack`] action. `VERSION` 3:
 ///
 /// 1. `name` — the source package's name.
 /// 2. `evr` — its epoch, version and release as evaluated.
 /// 3. `spec` — the digest of the spec file.
 /// 4. `files` — sources and patches kept in the tree, by file name (fetched sources come
 ///    in as dependency outputs).
-/// 5. `macro_files` — the macro files the spec was evaluated with, by tree-relative name.
+/// 5. `macro_files` — the macro files the spec was evaluated with, by tree-relative name,
+///    in the order they are loaded (a later file's definitions win, so the order is an
+///    input: the reader, this key and rpmbuild all use this one list).
 /// 6. `defines` — the defines in effect (`dist`, `with_check`…).
 /// 7. `target_arch` — the architecture the package is built for.
+/// 8. `toolchain` — the build root rpmbuild packs the SRPM in (its macros and rpm's
+///    version shape the SRPM's header).
+/// 9. `executor` — what runs the action (see [`ExecutorId`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SrpmPackInputs {
     pub name: String,
     pub evr: Evr,
     pub spec: BlobDigest,
     pub files: BTreeMap<String, BlobDigest>,
-    pub macro_files: BTreeMap<String, BlobDigest>,
+    pub macro_files: Vec<(String, BlobDigest)>,
     pub defines: BTreeMap<String, String>,
     pub target_arch: String,
+    pub toolchain: ToolchainId,
+    pub executor: ExecutorId,
 }
 
 impl SrpmPackInputs {
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 3;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
         self.evr.hash_into(w);
         w.blob(&self.spec);
         w.blob_map(&self.files);
-        w.blob_map(&self.macro_files);
+        w.blob_list(&self.macro_files);
         w.str_map(&self.defines);
         w.str(&self.target_arch);
+        w.str(&self.toolchain.name);
+        w.blob(&self.toolchain.fingerprint);
+        self.executor.hash_into(w);
     }
 }
 
-/// Inputs of a [`ActionKind::RpmBuild`] action. `VERSION` 1:
+/// Inputs of a [`ActionKind::RpmBuild`] action. `VERSION` 3:
 ///
 /// 1. `name` — the source package's name.
 /// 2. `evr` — its epoch, version and release as evaluated.
 /// 3. `spec` — the digest of the spec file (also inside the SRPM; hashed here too so that
 ///    an explanation can name the spec rather than "the SRPM changed").
-/// 4. `macro_files` — the macro files in effect, by tree-relative name.
+/// 4. `macro_files` — the macro files in effect, by tree-relative name, in load order.
 /// 5. `defines` — the defines in effect.
 /// 6. `target_arch` — the architecture built for.
 /// 7. `toolchain` — the build root (name and fingerprint).
 /// 8. `env` — the allowlisted environment given to the build (`SOURCE_DATE_EPOCH`…).
+/// 9. `executor` — what runs the action (see [`ExecutorId`]).
 ///
 /// The SRPM and the RPMs providing the build requirements are dependency outputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -231,35 +277,38 @@ pub struct RpmBuildInputs {
     pub name: String,
     pub evr: Evr,
     pub spec: BlobDigest,
-    pub macro_files: BTreeMap<String, BlobDigest>,
+    pub macro_files: Vec<(String, BlobDigest)>,
     pub defines: BTreeMap<String, String>,
     pub target_arch: String,
     pub toolchain: ToolchainId,
     pub env: BTreeMap<String, String>,
+    pub executor: ExecutorId,
 }
 
 impl RpmBuildInputs {
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 3;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
         self.evr.hash_into(w);
         w.blob(&self.spec);
-        w.blob_map(&self.macro_files);
+        w.blob_list(&self.macro_files);
         w.str_map(&self.defines);
         w.str(&self.target_arch);
         w.str(&self.toolchain.name);
         w.blob(&self.toolchain.fingerprint);
         w.str_map(&self.env);
+        self.executor.hash_into(w);
     }
 }
 
-/// Inputs of a [`ActionKind::RepoIndex`] action. `VERSION` 1:
+/// Inputs of a [`ActionKind::RepoIndex`] action. `VERSION` 2:
 ///
 /// 1. `name` — the repository's name.
 /// 2. `target_arch` — the architecture indexed.
 /// 3. `indexer` — the identity of the indexing tool (`createrepo_c 1.1.2`).
 /// 4. `options` — the indexer's options (compression, checksum type…).
+/// 5. `executor` — what runs the action (see [`ExecutorId`]).
 ///
 /// The RPMs indexed are dependency outputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,20 +317,22 @@ pub struct RepoIndexInputs {
     pub target_arch: String,
     pub indexer: String,
     pub options: BTreeMap<String, String>,
+    pub executor: ExecutorId,
 }
 
 impl RepoIndexInputs {
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 2;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
         w.str(&self.target_arch);
         w.str(&self.indexer);
         w.str_map(&self.options);
+        self.executor.hash_into(w);
     }
 }
 
-/// Inputs of a [`ActionKind::Image`] action. `VERSION` 2:
+/// Inputs of a [`ActionKind::Image`] action. `VERSION` 4:
 ///
 /// 1. `name` — the image's name (its config file's stem; it also seeds the disk's ids).
 /// 2. `config` — the digest of the image configuration file.
@@ -293,6 +344,8 @@ impl RepoIndexInputs {
 /// 7. `system` — which of the config's `SystemConfigs` is installed.
 /// 8. `scripts` — the post-install scripts, by the name the config gives them.
 /// 9. `env` — the allowlisted environment of the assembly (`SOURCE_DATE_EPOCH`).
+/// 10. `external` — the prebuilt RPMs of the configured external repositories.
+/// 11. `executor` — what runs the action (see [`ExecutorId`]).
 ///
 /// The RPMs it installs from are dependency outputs (the `rpm:` actions of the specs its
 /// runtime closure comes from).
@@ -311,10 +364,11 @@ pub struct ImageInputs {
     /// image may take when the tree provides nothing.
     #[serde(default)]
     pub external: BTreeMap<String, BlobDigest>,
+    pub executor: ExecutorId,
 }
 
 impl ImageInputs {
-    pub const VERSION: u32 = 3;
+    pub const VERSION: u32 = 4;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
@@ -327,6 +381,7 @@ impl ImageInputs {
         w.blob_map(&self.scripts);
         w.str_map(&self.env);
         w.blob_map(&self.external);
+        self.executor.hash_into(w);
     }
 }
 
@@ -472,6 +527,14 @@ impl KeyWriter {
     fn blob_map(&mut self, m: &BTreeMap<String, BlobDigest>) {
         self.u64(m.len() as u64);
         for (k, v) in m {
+            self.str(k);
+            self.blob(v);
+        }
+    }
+
+    fn blob_list(&mut self, l: &[(String, BlobDigest)]) {
+        self.u64(l.len() as u64);
+        for (k, v) in l {
             self.str(k);
             self.blob(v);
         }

@@ -43,6 +43,7 @@
 //!     target_arch: "x86_64".into(),
 //!     indexer: "createrepo_c 1.1.2".into(),
 //!     options: Default::default(),
+//!     executor: keel_engine::ExecutorId::new("test", "none"),
 //! }), &[]).unwrap();
 //! let engine = Engine::new(&store);
 //! let exec = TestExecutor::new();
@@ -77,7 +78,7 @@ pub use explain::{
 };
 pub use graph::{Action, ActionId, Graph};
 pub use keys::{
-    ActionKind, Evr, ImageInputs, KeyInputs, KeyRecord, OutputDigest, RepoIndexInputs,
+    ActionKind, Evr, ExecutorId, ImageInputs, KeyInputs, KeyRecord, OutputDigest, RepoIndexInputs,
     RpmBuildInputs, SUMMARY_OUTPUT, SourceFetchInputs, SrpmPackInputs, ToolchainId,
 };
 pub use remote::{RemoteCache, RemoteHit};

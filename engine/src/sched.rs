@@ -128,6 +128,7 @@ mod tests {
             target_arch: String::new(),
             indexer: String::new(),
             options: Default::default(),
+            executor: crate::keys::ExecutorId::new("test", "none"),
         });
         g.add(name, inputs, deps).unwrap()
     }

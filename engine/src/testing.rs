@@ -83,11 +83,11 @@ impl TestExecutor {
             KeyInputs::SrpmPack(i) => {
                 sig(&mut i.spec);
                 i.files.values_mut().for_each(sig);
-                i.macro_files.values_mut().for_each(sig);
+                i.macro_files.iter_mut().map(|(_, d)| d).for_each(sig);
             }
             KeyInputs::RpmBuild(i) => {
                 sig(&mut i.spec);
-                i.macro_files.values_mut().for_each(sig);
+                i.macro_files.iter_mut().map(|(_, d)| d).for_each(sig);
                 sig(&mut i.toolchain.fingerprint);
             }
             KeyInputs::Image(i) => {
@@ -305,7 +305,7 @@ impl Distro {
 
         let mut g = crate::Graph::new();
         let macros = store.put_bytes(self.macros.text("%dist .azl3").as_bytes())?;
-        let macro_files: BTreeMap<String, BlobDigest> = [("macros.dist".to_owned(), macros)].into();
+        let macro_files: Vec<(String, BlobDigest)> = vec![("macros.dist".to_owned(), macros)];
         let defines: BTreeMap<String, String> = [
             ("dist".to_owned(), ".azl3".to_owned()),
             (
@@ -319,6 +319,7 @@ impl Distro {
             fingerprint: store.put_bytes(self.toolchain.text("gcc glibc binutils").as_bytes())?,
         };
         let arch = "x86_64".to_owned();
+        let executor = crate::keys::ExecutorId::new("test", "none");
         let mut rpms = Vec::with_capacity(self.packages.len());
         for p in &self.packages {
             let evr = Evr::new("1.0", &p.release.to_string());
@@ -333,6 +334,7 @@ impl Distro {
                     KeyInputs::SourceFetch(SourceFetchInputs {
                         sha256: BlobDigest::of_bytes(tarball.as_bytes()).to_hex(),
                         file_name: tarball,
+                        executor: executor.clone(),
                     }),
                     &[],
                 )
@@ -348,6 +350,8 @@ impl Distro {
                         macro_files: macro_files.clone(),
                         defines: defines.clone(),
                         target_arch: arch.clone(),
+                        toolchain: toolchain.clone(),
+                        executor: executor.clone(),
                     }),
                     &[source],
                 )
@@ -366,6 +370,7 @@ impl Distro {
                         target_arch: arch.clone(),
                         toolchain: toolchain.clone(),
                         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
+                        executor: executor.clone(),
                     }),
                     &deps,
                 )
@@ -380,6 +385,7 @@ impl Distro {
                     target_arch: arch.clone(),
                     indexer: "createrepo_c 1.1.2".into(),
                     options: BTreeMap::new(),
+                    executor: executor.clone(),
                 }),
                 &rpms,
             )
@@ -398,6 +404,7 @@ impl Distro {
                 scripts: BTreeMap::new(),
                 env: BTreeMap::new(),
                 external: BTreeMap::new(),
+                executor,
             }),
             &[repo],
         )

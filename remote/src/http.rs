@@ -22,7 +22,9 @@
 //!
 //! # Faults
 //!
-//! Every request has a connect timeout and a per-read/per-write timeout. Connection errors,
+//! Every request has a connect timeout, a per-read/per-write timeout and an overall
+//! deadline for the whole transfer (`transfer_timeout`: a server that trickles a byte
+//! just before each read would time out never cuts the transfer off). Connection errors,
 //! timeouts, cut-off bodies, 408, 429 and 5xx are retried `retries` times with exponential
 //! backoff. After `breaker_threshold` consecutive failed operations the tier is disabled for
 //! the rest of the process with one warning, and every later call fails at once with
@@ -234,6 +236,9 @@ pub struct HttpConfig {
     pub connect_timeout: Duration,
     /// Bound on waiting for a response and on each read or write of a body.
     pub io_timeout: Duration,
+    /// Bound on one whole transfer, from connecting to the body's last byte (each retry
+    /// has its own).
+    pub transfer_timeout: Duration,
     /// Retries after the first attempt.
     pub retries: u32,
     /// The first backoff; doubled after each retry.
@@ -257,6 +262,7 @@ impl HttpConfig {
             credentials: Credentials::None,
             connect_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(30),
+            transfer_timeout: Duration::from_secs(600),
             retries: 2,
             backoff: Duration::from_millis(200),
             breaker_threshold: 3,
@@ -412,6 +418,7 @@ impl HttpTier {
             .timeout_recv_response(Some(config.io_timeout))
             .timeout_per_read(Some(config.io_timeout))
             .timeout_per_write(Some(config.io_timeout))
+            .timeout_global(Some(config.transfer_timeout))
             .user_agent(concat!("keel/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();

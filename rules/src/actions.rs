@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use crate::{PackageGraph, SpecId};
 use anyhow::Context as _;
 use keel_engine::{
-    ActionId, Evr, Graph, KeyInputs, RepoIndexInputs, RpmBuildInputs, SourceFetchInputs,
-    SrpmPackInputs, ToolchainId,
+    ActionId, Evr, ExecutorId, Graph, KeyInputs, RepoIndexInputs, RpmBuildInputs,
+    SourceFetchInputs, SrpmPackInputs, ToolchainId,
 };
 use keel_specs::Spec;
 use keel_store::{BlobDigest, Store};
@@ -40,6 +40,8 @@ pub struct ActionConfig {
     pub toolchain: ToolchainId,
     /// The indexing tool's identity (`createrepo_c 1.1.2`).
     pub indexer: String,
+    /// What runs the actions, named by every key.
+    pub executor: ExecutorId,
 }
 
 /// The action graph of a tree, with the way back to its specs.
@@ -234,6 +236,7 @@ pub fn action_graph(
                 target_arch: cfg.target_arch.clone(),
                 indexer: cfg.indexer.clone(),
                 options: BTreeMap::new(),
+                executor: cfg.executor.clone(),
             }),
             &deps,
         )?)
@@ -248,15 +251,16 @@ pub fn action_graph(
     })
 }
 
-/// The tree's macro files by name (relative to the root), stored.
+/// The tree's macro files by name (relative to the root), stored, in `cfg.macro_files`'
+/// order: the order the reader loaded them in, which rpmbuild must load them in too.
 pub fn macro_digests(
     store: &Store,
     cfg: &ActionConfig,
-) -> anyhow::Result<BTreeMap<String, BlobDigest>> {
-    let mut macro_files = BTreeMap::new();
+) -> anyhow::Result<Vec<(String, BlobDigest)>> {
+    let mut macro_files = Vec::with_capacity(cfg.macro_files.len());
     for f in &cfg.macro_files {
         let name = f.strip_prefix(&cfg.root).unwrap_or(f);
-        macro_files.insert(name.to_string_lossy().into_owned(), stored_file(store, f)?);
+        macro_files.push((name.to_string_lossy().into_owned(), stored_file(store, f)?));
     }
     Ok(macro_files)
 }
@@ -277,7 +281,7 @@ pub fn spec_actions(
     store: &Store,
     name: &str,
     spec: &Spec,
-    macro_files: &BTreeMap<String, BlobDigest>,
+    macro_files: &[(String, BlobDigest)],
     cfg: &ActionConfig,
 ) -> anyhow::Result<SpecActions> {
     let files = spec_files(store, spec)?;
@@ -291,6 +295,7 @@ pub fn spec_actions(
                 KeyInputs::SourceFetch(SourceFetchInputs {
                     file_name: file.clone(),
                     sha256: sha256.clone(),
+                    executor: cfg.executor.clone(),
                 }),
             )
         })
@@ -300,9 +305,11 @@ pub fn spec_actions(
         evr: evr.clone(),
         spec: files.spec,
         files: files.local,
-        macro_files: macro_files.clone(),
+        macro_files: macro_files.to_vec(),
         defines: cfg.defines.clone(),
         target_arch: cfg.target_arch.clone(),
+        toolchain: cfg.toolchain.clone(),
+        executor: cfg.executor.clone(),
     });
     let mut env = BTreeMap::new();
     env.insert(
@@ -313,11 +320,12 @@ pub fn spec_actions(
         name: name.to_owned(),
         evr,
         spec: files.spec,
-        macro_files: macro_files.clone(),
+        macro_files: macro_files.to_vec(),
         defines: cfg.defines.clone(),
         target_arch: cfg.target_arch.clone(),
         toolchain: cfg.toolchain.clone(),
         env,
+        executor: cfg.executor.clone(),
     });
     Ok(SpecActions {
         sources,

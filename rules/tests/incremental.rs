@@ -257,6 +257,7 @@ fn actions(root: &Path, store: &Store, cache: &mut SpecCache, d: &Distro) -> Gra
             fingerprint: manifest,
         },
         indexer: "test".into(),
+        executor: keel_engine::ExecutorId::new("test", "none"),
     };
     let wanted = wanted_specs(&pg, &[]).unwrap();
     action_graph(store, &pg, &specs, &wanted, &cfg, true)

@@ -136,10 +136,11 @@ impl RpmExecutor {
         req
     }
 
-    /// Materializes the macro files of a key into `dir`, in their order.
+    /// Materializes the macro files of a key into `dir`, in their order (the order the
+    /// reader loaded them in: rpmbuild loads them in the order given).
     fn macro_files(
         store: &Store,
-        files: &std::collections::BTreeMap<String, BlobDigest>,
+        files: &[(String, BlobDigest)],
         dir: &Path,
     ) -> Result<Vec<PathBuf>, ExecError> {
         std::fs::create_dir_all(dir).map_err(io("create", dir))?;
@@ -170,36 +171,65 @@ impl RpmExecutor {
         for (name, d) in &i.files {
             store.materialize_blob(d, &src.join(name), 0o644)?;
         }
-        for (_, rec) in &ctx.deps {
+        // Fetched sources, by file name, with the action they came from.
+        let mut fetched: Vec<(&str, &str)> = Vec::new();
+        for (dep, rec) in &ctx.deps {
             for o in &rec.outputs {
                 if let ObjectRef::Blob(d) = &o.object {
                     store.materialize_blob(d, &src.join(&o.name), 0o644)?;
+                    fetched.push((o.name.as_str(), *dep));
                 }
             }
         }
-        // Sources kept beside the spec must match the signatures file kept with them, as
-        // fetched ones were checked when they were fetched.
-        if let Some((sig_name, _)) = i
+        // Every source must match the signatures file kept with them: those kept beside
+        // the spec, and fetched ones too, whose record may have come from a remote cache
+        // (verified against its signer and its digests, not against this tree).
+        let sig_name = i
             .files
-            .iter()
-            .find(|(n, _)| n.ends_with(".signatures.json"))
-        {
-            let sig_path = src.join(sig_name);
-            let sigs = keel_sources::Signatures::load(&sig_path)
-                .map_err(|e| failed(format!("{}: {e}", i.name)))?;
-            for name in i.files.keys().filter(|n| *n != sig_name) {
-                let Some(expected) = sigs.get(name) else {
-                    continue;
-                };
-                let actual = keel_sources::sha256_file(&src.join(name))
-                    .map_err(io("read", &src.join(name)))?;
-                if actual != expected {
-                    return Err(failed(format!(
-                        "{}: source {name} has SHA-256 {actual}, but {sig_name} expects {expected}",
-                        i.name
-                    )));
+            .keys()
+            .find(|n| n.ends_with(".signatures.json"))
+            .cloned();
+        let sigs = match &sig_name {
+            Some(sig_name) => Some(
+                keel_sources::Signatures::load(&src.join(sig_name))
+                    .map_err(|e| failed(format!("{}: {e}", i.name)))?,
+            ),
+            None => None,
+        };
+        let sig_shown = sig_name.as_deref().unwrap_or("no signatures file");
+        let local = i
+            .files
+            .keys()
+            .filter(|n| Some(*n) != sig_name.as_ref())
+            .map(|n| (n.as_str(), None));
+        let remote = fetched.iter().map(|(n, dep)| (*n, Some(*dep)));
+        for (name, from) in local.chain(remote) {
+            let expected = sigs.as_ref().and_then(|s| s.get(name));
+            let Some(expected) = expected else {
+                // Kept beside the spec, a file the signatures file does not list is the
+                // tree's own; fetched, it must be listed.
+                match from {
+                    None => continue,
+                    Some(dep) => {
+                        return Err(failed(format!(
+                            "{}: source {name} (from {dep}) is not listed in {sig_shown}",
+                            i.name
+                        )));
+                    }
                 }
+            };
+            let actual =
+                keel_sources::sha256_file(&src.join(name)).map_err(io("read", &src.join(name)))?;
+            if actual != expected {
+                let from = from.map(|d| format!(" (from {d})")).unwrap_or_default();
+                return Err(failed(format!(
+                    "{}: source {name}{from} has SHA-256 {actual}, but {sig_shown} expects {expected}",
+                    i.name
+                )));
             }
+        }
+        if let Some(sig_name) = &sig_name {
+            let sig_path = src.join(sig_name);
             std::fs::remove_file(&sig_path).map_err(io("remove", &sig_path))?;
         }
         let spec = src.join(format!("{}.spec", i.name));
@@ -263,8 +293,7 @@ impl RpmExecutor {
             // Each RPM of a dependency becomes a layer of the build root, unpacked once.
             for (name, d) in rpm_outputs(rec) {
                 let path = rpms_dir.join(name);
-                let cached = self.layers.root().join(d.to_hex());
-                let layer = if cached.is_dir() {
+                let layer = if let Some(cached) = self.layers.complete_layer(d) {
                     cached
                 } else {
                     store.materialize_blob(d, &path, 0o644)?;

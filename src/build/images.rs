@@ -50,6 +50,7 @@ pub fn plan(
     tree: &Tree,
     store: &Store,
     loaded: &crate::tree::LoadedTree,
+    executor: &keel_engine::ExecutorId,
 ) -> anyhow::Result<Vec<PlannedImage>> {
     let section = &tree.config.images;
     let mut out: Vec<PlannedImage> = Vec::new();
@@ -150,6 +151,7 @@ pub fn plan(
                         .iter()
                         .map(|r| (r.file.clone(), r.digest))
                         .collect(),
+                    executor: executor.clone(),
                 },
             },
             closure,

@@ -36,6 +36,19 @@ impl ExecutorKind {
             ExecutorKind::Test => "test",
         }
     }
+
+    /// What every key of a build names as its executor: this kind and the isolation
+    /// its builds run under. Results of the stand-in or of an unsandboxed build then never
+    /// satisfy a sandboxed rpmbuild's lookup.
+    pub fn id(self, unsandboxed: bool) -> keel_engine::ExecutorId {
+        match self {
+            ExecutorKind::Test => keel_engine::ExecutorId::new("test", "none"),
+            ExecutorKind::Rpmbuild if unsandboxed => {
+                keel_engine::ExecutorId::new("rpmbuild", "unsandboxed")
+            }
+            ExecutorKind::Rpmbuild => keel_engine::ExecutorId::new("rpmbuild", "sandboxed"),
+        }
+    }
 }
 
 /// What the build stamp compares to tell whether the toolchain changed (see
@@ -144,7 +157,7 @@ impl Session {
     ) -> anyhow::Result<Session> {
         let mut loaded = crate::tree::load_with(tree, Some(store))?;
         if kind == ExecutorKind::Rpmbuild {
-            learn_from_builds(store, &mut loaded.graph);
+            learn_from_builds(store, &tree.root, &mut loaded.graph);
         }
         if !loaded.failures.is_empty() {
             let mut msg = format!("{} spec(s) could not be read:", loaded.failures.len());
@@ -170,7 +183,7 @@ impl Session {
         };
         let mut planned = Vec::new();
         if targets.is_empty() || !targets.iter().all(|t| names_package(t)) {
-            planned = images::plan(tree, store, &loaded)?;
+            planned = images::plan(tree, store, &loaded, &kind.id(opts.unsandboxed))?;
             if !targets.is_empty() {
                 planned.retain(|i| targets.iter().any(|t| *t == i.action || t == i.name()));
             }
@@ -237,6 +250,7 @@ impl Session {
             defines: tree.config.specs.defines.clone(),
             toolchain: toolchain_id(tree, store, kind, &resolved)?,
             indexer,
+            executor: kind.id(opts.unsandboxed),
         };
         let mut actions =
             actions::action_graph(store, pg, &loaded.specs, &wanted, &cfg, targets.is_empty())?;
@@ -490,18 +504,76 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
     h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))
 }
 
+/// Where the keys of a tree's last `rpm:` results are kept for [`learn_from_builds`]: one
+/// file per tree (by its root), in the store's `builds/`.
+fn learned_path(store_root: &std::path::Path, tree_root: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::ffi::OsStrExt as _;
+    // `-C tree` gives a relative root: the same tree by any path is one tree.
+    let root = std::fs::canonicalize(tree_root).unwrap_or_else(|_| tree_root.to_owned());
+    let h = BlobDigest::of_bytes(root.as_os_str().as_bytes());
+    store_root
+        .join("builds")
+        .join(format!("learned-{}", &h.to_hex()[..16]))
+}
+
+fn load_learned(path: &std::path::Path) -> BTreeMap<String, keel_store::ActionKey> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Keeps the key of every `rpm:` action this build of the tree at `tree_root` ended
+/// with, for the next graph of this tree to learn from (see [`learn_from_builds`]). A
+/// failure to save is a warning: the next graph then learns from older builds.
+pub fn save_learned(
+    store_root: &std::path::Path,
+    tree_root: &std::path::Path,
+    graph: &keel_engine::Graph,
+    report: &BuildReport,
+) {
+    let path = learned_path(store_root, tree_root);
+    let mut keys = load_learned(&path);
+    for (id, action) in graph.iter() {
+        if action.kind() != keel_engine::ActionKind::RpmBuild {
+            continue;
+        }
+        if let Some(key) = report.get(id).and_then(|r| r.key) {
+            keys.insert(action.name.clone(), key);
+        }
+    }
+    let tmp = path.with_extension("tmp");
+    let saved = path
+        .parent()
+        .is_some_and(|d| std::fs::create_dir_all(d).is_ok())
+        && serde_json::to_vec(&keys)
+            .ok()
+            .is_some_and(|b| std::fs::write(&tmp, b).is_ok())
+        && std::fs::rename(&tmp, &path).is_ok();
+    if !saved {
+        tracing::warn!(
+            "could not save what this build learned to {}: the next graph learns from older builds",
+            path.display()
+        );
+    }
+}
+
 /// Teaches the graph what the packages' last builds really provided (sonames, pkgconfig,
 /// language provides, files), so that dependencies only built RPMs satisfy resolve.
-fn learn_from_builds(store: &Store, pg: &mut keel_rules::PackageGraph) {
+///
+/// Only this tree's builds count: the results are found through the keys its own last
+/// builds ended with ([`save_learned`]), never by action name across the store, where
+/// another tree's package of the same name would change this tree's graph.
+fn learn_from_builds(
+    store: &Store,
+    tree_root: &std::path::Path,
+    pg: &mut keel_rules::PackageGraph,
+) {
+    let keys = load_learned(&learned_path(store.root(), tree_root));
     let mut learned_any = false;
     for i in 0..pg.specs.len() {
         let name = format!("rpm:{}", pg.specs[i].name);
-        let Some(rec) = store
-            .target_get(&name)
-            .ok()
-            .flatten()
-            .and_then(|k| store.ac_get(&k).ok().flatten())
-        else {
+        let Some(rec) = keys.get(&name).and_then(|k| store.ac_get(k).ok().flatten()) else {
             continue;
         };
         let Some(blob) = rec.outputs.iter().find_map(|o| match &o.object {

@@ -58,7 +58,9 @@ pub struct RemoteSection {
     pub caches: Vec<String>,
     /// An instance name: a path prefix for HTTP caches, the instance for gRPC ones.
     pub instance: Option<String>,
-    /// `read-only` (the default: pull requests, developers) or `read-write` (trusted CI).
+    /// `read-only`, the only mode a tree can ask for. `read-write` is refused with a
+    /// warning: a pull request can edit the tree, so writing is the command line's say
+    /// alone (`--remote-read-write`, given by trusted CI).
     pub mode: Option<String>,
     /// Public keys (hex or base64) whose signed entries are accepted.
     #[serde(default)]
@@ -69,6 +71,10 @@ pub struct RemoteSection {
     pub connect_timeout: Option<u64>,
     /// Bound on each request and on each read or write of a body, in seconds (default 30).
     pub timeout: Option<u64>,
+    /// Bound on one whole transfer (a request and all of its body), in seconds (default
+    /// 600): a server that trickles bytes just fast enough for `timeout` cannot hold a
+    /// build forever.
+    pub transfer_timeout: Option<u64>,
 }
 
 /// The command line's say over the remote cache (it wins over `keel.toml`).
@@ -91,6 +97,15 @@ pub struct RemoteArgs {
     /// Build without any remote cache, whatever keel.toml says
     #[arg(long, conflicts_with = "caches")]
     pub no_remote: bool,
+}
+
+/// Whether a build's results may be shared through a remote cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Uploads {
+    /// Real builds: a read-write build uploads them.
+    Allowed,
+    /// Never, for the reason given (the test executor's results are stand-ins).
+    Never(&'static str),
 }
 
 /// The remote tiers of one build.
@@ -120,11 +135,18 @@ struct Pending {
 /// Opens the remote cache the tree and the command line ask for; `None` when there is
 /// none. A tier that cannot be reached at all is left out with a warning; a configuration
 /// mistake (a bad URL, a missing key file) is an error.
+///
+/// Writing comes from the command line only (`--remote-read-write`), never from the tree,
+/// and the signing key is read only then: a pull request that edits `keel.toml`, built by
+/// CI with `KEEL_REMOTE_SIGNING_KEY` set, can make nothing signed. `uploads` is whether
+/// this build's results may be shared at all (the test executor's fakes may not): a
+/// read-write build that may not upload is refused.
 pub fn open(
     tree: &TreeConfigFile,
     args: &RemoteArgs,
     store: &Store,
     jobs: usize,
+    uploads: Uploads,
 ) -> anyhow::Result<Option<Arc<SharedCache>>> {
     let section = &tree.config.remote;
     let urls = if args.no_remote {
@@ -137,13 +159,24 @@ pub fn open(
     if urls.is_empty() {
         return Ok(None);
     }
-    let mode = match (args.remote_read_write, section.mode.as_deref()) {
-        (true, _) | (false, Some("read-write")) => Mode::ReadWrite,
-        (false, None | Some("read-only")) => Mode::ReadOnly,
-        (false, Some(other)) => anyhow::bail!(
-            "{}: remote.mode must be \"read-only\" or \"read-write\", not {other:?}",
-            tree.root.join(crate::config::FILE_NAME).display()
+    let toml = tree.root.join(crate::config::FILE_NAME);
+    match section.mode.as_deref() {
+        None | Some("read-only") => {}
+        Some("read-write") => tracing::warn!(
+            "{}: remote.mode = \"read-write\" is ignored (the cache is read-only): a tree \
+             cannot make a build upload, since a pull request can edit it; trusted CI passes \
+             --remote-read-write",
+            toml.display()
         ),
+        Some(other) => anyhow::bail!(
+            "{}: remote.mode must be \"read-only\" or \"read-write\", not {other:?}",
+            toml.display()
+        ),
+    }
+    let mode = if args.remote_read_write {
+        Mode::ReadWrite
+    } else {
+        Mode::ReadOnly
     };
     let mut trusted: Vec<PublicKey> = Vec::new();
     for k in &section.trusted_keys {
@@ -165,10 +198,14 @@ pub fn open(
             .with_context(|| format!("failed to read trusted keys {}", f.display()))?;
         trusted.extend_from_slice(keys.keys());
     }
-    let signing_path = args
-        .remote_signing_key
-        .clone()
-        .or_else(|| std::env::var_os(ENV_SIGNING_KEY).map(PathBuf::from));
+    // A read-only build never loads a signing key, whatever the environment holds.
+    let signing_path = match mode {
+        Mode::ReadWrite => args
+            .remote_signing_key
+            .clone()
+            .or_else(|| std::env::var_os(ENV_SIGNING_KEY).map(PathBuf::from)),
+        Mode::ReadOnly => None,
+    };
     let signer = match (&signing_path, mode) {
         (Some(p), _) => Some(
             SigningKeyPair::load(p)
@@ -180,6 +217,12 @@ pub fn open(
         ),
         (None, Mode::ReadOnly) => None,
     };
+    if let (Mode::ReadWrite, Uploads::Never(why)) = (mode, uploads) {
+        anyhow::bail!(
+            "--remote-read-write: {why}, so nothing of this build may go to a remote cache \
+             (drop --remote-read-write, or build with --no-remote)"
+        );
+    }
     if let Some(s) = &signer {
         // A writer trusts itself: it reads back what it wrote.
         trusted.push(s.public());
@@ -192,20 +235,15 @@ pub fn open(
     }
     let tmp = store.root().join("tmp");
     std::fs::create_dir_all(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
-    let connect = Duration::from_secs(section.connect_timeout.unwrap_or(5));
-    let io = Duration::from_secs(section.timeout.unwrap_or(30));
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(section.connect_timeout.unwrap_or(5)),
+        io: Duration::from_secs(section.timeout.unwrap_or(30)),
+        transfer: Duration::from_secs(section.transfer_timeout.unwrap_or(600)),
+    };
     let map = Arc::new(DigestMap::default());
     let mut tiers: Vec<Arc<dyn Tier>> = Vec::new();
     for url in &urls {
-        match tier(
-            url,
-            section.instance.as_deref(),
-            mode,
-            connect,
-            io,
-            &tmp,
-            &map,
-        )? {
+        match tier(url, section.instance.as_deref(), mode, timeouts, &tmp, &map)? {
             Some(t) => tiers.push(t),
             None => continue,
         }
@@ -233,13 +271,24 @@ pub fn open(
     })))
 }
 
+/// The bounds on talking to a remote (see [`RemoteSection`]).
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    connect: Duration,
+    io: Duration,
+    transfer: Duration,
+}
+
 /// One tier for `url`; `None` (with a warning) when a gRPC server cannot be reached.
 fn tier(
     url: &str,
     instance: Option<&str>,
     mode: Mode,
-    connect: Duration,
-    io: Duration,
+    Timeouts {
+        connect,
+        io,
+        transfer,
+    }: Timeouts,
     tmp: &Path,
     map: &Arc<DigestMap>,
 ) -> anyhow::Result<Option<Arc<dyn Tier>>> {
@@ -251,6 +300,7 @@ fn tier(
             c.credentials = credentials(url)?;
             c.connect_timeout = connect;
             c.io_timeout = io;
+            c.transfer_timeout = transfer;
             c.read_only = mode == Mode::ReadOnly;
             c.temp_dir = tmp.to_owned();
             Ok(Some(Arc::new(HttpTier::new(c, map.clone())?)))
@@ -544,6 +594,21 @@ impl SharedCache {
     }
 }
 
+/// The envelope and action record of a signed entry's record bytes for `key`, or why
+/// they are refused: not a keel envelope, a record that does not decode (an output name
+/// that would become a path outside its directory among them), or a record answering
+/// another key.
+fn decode_entry(bytes: &[u8], key: &ActionKey) -> Result<(Envelope, ActionRecord), String> {
+    let env = Envelope::decode(bytes)
+        .ok_or_else(|| format!("it is signed but not a keel record ({key})"))?;
+    let record = ActionRecord::from_bytes(&env.record, &format!("remote entry {key}"))
+        .map_err(|e| e.to_string())?;
+    if record.key != *key {
+        return Err(format!("it answers another key ({})", record.key));
+    }
+    Ok((env, record))
+}
+
 impl RemoteCache for SharedCache {
     fn lookup(&self, store: &Store, action: &Action, key: &ActionKey) -> Option<RemoteHit> {
         if self
@@ -555,28 +620,13 @@ impl RemoteCache for SharedCache {
             return None;
         }
         let entry = self.remote.get_action(key)?;
-        let Some(env) = Envelope::decode(&entry.record) else {
-            tracing::warn!(
-                "remote entry for {} ({key}) is signed but not a keel record; ignoring it",
-                action.name
-            );
-            return None;
-        };
-        let record = match ActionRecord::from_bytes(&env.record, &format!("remote entry {key}")) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("remote entry for {} refused: {e}", action.name);
+        let (env, record) = match decode_entry(&entry.record, key) {
+            Ok(decoded) => decoded,
+            Err(why) => {
+                tracing::warn!("remote entry for {} refused: {why}", action.name);
                 return None;
             }
         };
-        if record.key != *key {
-            tracing::warn!(
-                "remote entry for {} answers another key ({}); ignoring it",
-                action.name,
-                record.key
-            );
-            return None;
-        }
         // Outputs already here (another build's, or the same bytes from elsewhere): the
         // hit is local at once.
         let local = record.objects().all(|o| match o {
@@ -845,6 +895,53 @@ mod tests {
             without_credentials("ftp://cache.example/a@b"),
             "ftp://cache.example/a@b"
         );
+    }
+
+    /// A record for `key` with one output named `name`, enveloped and signed by `writer`
+    /// as a read-write build would upload it.
+    fn signed_entry(writer: &SigningKeyPair, key: ActionKey, name: &str) -> Vec<u8> {
+        let blob = BlobDigest::of_bytes(b"#!/bin/sh\necho owned\n");
+        let record = ActionRecord::new(
+            key,
+            vec![keel_store::ActionOutput {
+                name: name.into(),
+                object: ObjectRef::Blob(blob),
+            }],
+            "{}".into(),
+        );
+        let env = Envelope {
+            record: record.to_bytes(),
+            trees: Vec::new(),
+        };
+        writer.sign(&keel_remote::signing::Entry {
+            key,
+            record: env.encode(),
+            blobs: vec![(blob, [7; 32])],
+        })
+    }
+
+    #[test]
+    fn signed_entries_with_output_names_outside_their_directory_are_refused() {
+        let writer = SigningKeyPair::from_seed([9; 32]);
+        let trusted = TrustedKeys::new(vec![writer.public()]);
+        let key = ActionKey::from_parts([5; 32], 64);
+        for bad in ["/etc/cron.d/keel", "../../.bashrc", "RPMS/../../x.rpm", ""] {
+            let bytes = signed_entry(&writer, key, bad);
+            // The signature is good: only the name gives the entry away.
+            let keel_remote::signing::Verdict::Valid(entry) = trusted.verify(&key, &bytes) else {
+                panic!("the crafted entry for {bad:?} is not validly signed");
+            };
+            let why = decode_entry(&entry.record, &key).expect_err(bad);
+            assert!(why.contains("not a plain file name"), "{bad:?}: {why}");
+            assert!(why.contains(&format!("{bad:?}")), "{bad:?}: {why}");
+        }
+        let bytes = signed_entry(&writer, key, "hello-1.0-1.x86_64.rpm");
+        let keel_remote::signing::Verdict::Valid(entry) = trusted.verify(&key, &bytes) else {
+            panic!("the crafted entry is not validly signed");
+        };
+        let (_, record) = decode_entry(&entry.record, &key).unwrap();
+        assert_eq!(record.outputs[0].name, "hello-1.0-1.x86_64.rpm");
+        assert!(decode_entry(&entry.record, &ActionKey::from_parts([6; 32], 64)).is_err());
     }
 
     #[test]

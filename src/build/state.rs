@@ -41,7 +41,7 @@ use super::ExecutorKind;
 use super::stamp::{self, Meta, RACY_NS};
 use crate::config::Tree;
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// The state file beside the stamp at `stamp_path` (named like it, so that `keel store
 /// gc` removes both).
@@ -203,6 +203,7 @@ struct KeptConfig {
     defines: BTreeMap<String, String>,
     toolchain: ToolchainId,
     indexer: String,
+    executor: keel_engine::ExecutorId,
 }
 
 /// What the last successful build of a tree knew (see the module docs).
@@ -378,6 +379,7 @@ impl State {
                 defines: cfg.defines.clone(),
                 toolchain: cfg.toolchain.clone(),
                 indexer: cfg.indexer.clone(),
+                executor: cfg.executor.clone(),
             },
             warnings,
         }
@@ -493,6 +495,7 @@ impl State {
                 defines: self.config.defines.clone(),
                 toolchain: self.config.toolchain.clone(),
                 indexer: self.config.indexer.clone(),
+                executor: self.config.executor.clone(),
             };
             let macro_files = actions::macro_digests(store, &cfg).ok()?;
             for i in changed {

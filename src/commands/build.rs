@@ -49,7 +49,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     let stamp_path = stamp::path(
         &ctx.store_dir()?,
         &tree.root,
-        args.executor.name(),
+        &args.executor.id(args.unsandboxed).to_string(),
         &args.targets,
     );
     if !args.dry_run
@@ -166,7 +166,13 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         .map(|d| d.as_millis())
         .unwrap_or(0);
     let event_log = log_dir.join(format!("{stamp}.jsonl"));
-    let remote = build::remote::open(tree, &args.remote, &store, ctx.jobs())?;
+    let uploads = match args.executor {
+        ExecutorKind::Rpmbuild => build::remote::Uploads::Allowed,
+        ExecutorKind::Test => {
+            build::remote::Uploads::Never("--executor test makes stand-in results, not packages")
+        }
+    };
+    let remote = build::remote::open(tree, &args.remote, &store, ctx.jobs(), uploads)?;
     let config = Config {
         jobs: ctx.jobs(),
         keep_going: args.keep_going,
@@ -229,6 +235,9 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             }
         }
         store.set_root(&format!("build:{}", tree.root.display()), &objects)?;
+        if args.executor == ExecutorKind::Rpmbuild {
+            build::save_learned(store.root(), &tree.root, graph, &report);
+        }
         let published = match &session {
             Some(s) => s.publish(&store, &report)?,
             None => Vec::new(),

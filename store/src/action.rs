@@ -98,9 +98,23 @@ impl ActionRecord {
         };
         match bytes.split_first() {
             Some((&RECORD_FORMAT, rest)) => {
-                bincode::serde::decode_from_slice(rest, bincode::config::standard())
-                    .map(|(r, _)| r)
-                    .map_err(|e| bad(e.to_string()))
+                let record: ActionRecord =
+                    bincode::serde::decode_from_slice(rest, bincode::config::standard())
+                        .map(|(r, _)| r)
+                        .map_err(|e| bad(e.to_string()))?;
+                // Records come from other machines: a name is checked before anything
+                // can make it a path.
+                if let Some(o) = record
+                    .outputs
+                    .iter()
+                    .find(|o| !crate::tree::is_safe_output_name(&o.name))
+                {
+                    return Err(bad(format!(
+                        "output name {:?} is not a plain file name (absolute, `..`, `/` or empty)",
+                        o.name
+                    )));
+                }
+                Ok(record)
             }
             Some((v, _)) => Err(bad(format!("unknown record format {v}"))),
             None => Err(bad("empty record".into())),
@@ -137,6 +151,16 @@ impl Store {
     /// Records the result of an action. Every object it names must already be stored (a
     /// remote tier uploads in the same order: objects first, then the record).
     pub fn ac_put(&self, record: &ActionRecord) -> Result<RecordDigest> {
+        if let Some(o) = record
+            .outputs
+            .iter()
+            .find(|o| !crate::tree::is_safe_output_name(&o.name))
+        {
+            return Err(StoreError::Invalid(format!(
+                "action record for {} has output name {:?}, which is not a plain file name",
+                record.key, o.name
+            )));
+        }
         for obj in record.objects() {
             let present = match obj {
                 ObjectRef::Blob(d) => self.has_object(ObjectKind::Blob, &d),
@@ -372,6 +396,47 @@ mod tests {
         assert!(err.to_string().contains("http://cache/ac/x"), "{err}");
         let err = ActionRecord::from_bytes(b"\x09", "there").unwrap_err();
         assert!(err.to_string().contains("unknown record format 9"), "{err}");
+    }
+
+    #[test]
+    fn records_whose_output_names_leave_their_directory_are_refused() {
+        let record = |name: &str| {
+            ActionRecord::new(
+                key(3),
+                vec![ActionOutput {
+                    name: name.into(),
+                    object: ObjectRef::Blob(BlobDigest::of_bytes(b"payload")),
+                }],
+                "{}".into(),
+            )
+        };
+        for bad in [
+            "/etc/cron.d/evil",
+            "../evil.rpm",
+            "..",
+            ".",
+            "",
+            "RPMS/../../evil",
+            "sub/dir.rpm",
+            "nul\0byte",
+        ] {
+            let err =
+                ActionRecord::from_bytes(&record(bad).to_bytes(), "remote entry k").expect_err(bad);
+            let msg = err.to_string();
+            assert!(
+                msg.contains("remote entry k") && msg.contains("not a plain file name"),
+                "{bad:?}: {msg}"
+            );
+        }
+        for good in ["hello-1.0-1.x86_64.rpm", "keel:summary", "repodata", "a..b"] {
+            let r = record(good);
+            assert_eq!(ActionRecord::from_bytes(&r.to_bytes(), "x").unwrap(), r);
+        }
+        // A record already in the store with such a name is no hit either.
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("s")).unwrap();
+        store.put_bytes(b"payload").unwrap();
+        assert!(store.ac_put(&record("../evil")).is_err());
     }
 
     #[test]

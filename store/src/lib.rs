@@ -46,4 +46,4 @@ pub use statcache::{RACY_WINDOW_NS, StatLookup};
 pub use store::{
     BlobIngest, OnBlocked, STORE_FORMAT, Store, StoreOptions, read_up_to, write_sparse,
 };
-pub use tree::{Node, Tree, TreeEntry};
+pub use tree::{Node, Tree, TreeEntry, is_safe_output_name};

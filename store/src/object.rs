@@ -456,19 +456,45 @@ fn write_at(file: &File, bytes: &[u8], offset: u64) -> io::Result<()> {
 }
 
 /// Moves a finished temporary object to `dest` unless an object is already there (objects
-/// are immutable: the first writer wins, and an identical digest means identical bytes).
-/// Returns whether this call created it.
+/// are immutable: the first writer wins, and an identical digest means identical bytes;
+/// the caller replaces a damaged one first, see `Store::commit`). The directory is
+/// fsynced after the rename, so that an object whose record was written survives a
+/// crash: the file's own fsync does not make its name durable. Returns whether this call
+/// created it.
 pub(crate) fn persist(tmp: tempfile::TempPath, dest: &Path) -> io::Result<bool> {
     if dest.exists() {
         return Ok(false);
     }
-    if let Some(parent) = dest.parent() {
+    let parent = dest.parent();
+    if let Some(parent) = parent {
         fs::create_dir_all(parent)?;
     }
     match tmp.persist_noclobber(dest) {
-        Ok(()) => Ok(true),
+        Ok(()) => {
+            if let Some(parent) = parent {
+                sync_dir(parent)?;
+            }
+            Ok(true)
+        }
         Err(e) if e.error.kind() == io::ErrorKind::AlreadyExists => Ok(false),
         Err(e) => Err(e.error),
+    }
+}
+
+/// Makes the entries of `dir` (a rename into it) durable.
+pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Whether the object at `path` reads back as `digest` (its whole content hashed).
+pub(crate) fn is_intact<K: DigestKind>(
+    path: &Path,
+    kind: ObjectKind,
+    digest: crate::digest::Digest<K>,
+) -> bool {
+    match VerifyingReader::open(path, kind, digest) {
+        Ok(mut r) => io::copy(&mut r, &mut io::sink()).is_ok(),
+        Err(_) => false,
     }
 }
 

@@ -352,6 +352,16 @@ impl Store {
             return Ok(digest);
         }
         let dest = self.path_of(kind, &digest);
+        // An object already there is kept only if it is intact: a damaged one (a torn or
+        // flipped copy) is replaced by the good bytes just written, not left to be found
+        // on the next read.
+        if dest.exists() && !object::is_intact(&dest, kind, digest) {
+            tracing::warn!(path = %dest.display(), "damaged object replaced by a good copy");
+            self.counters
+                .damaged_on_read
+                .fetch_add(1, Ordering::Relaxed);
+            self.quarantine(kind, &digest.to_hex(), &dest);
+        }
         let created = object::persist(tmp, &dest)
             .map_err(StoreError::io("move object into place at", &dest))?;
         if kind == ObjectKind::Blob {
@@ -877,6 +887,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_put_replaces_a_damaged_copy_of_the_same_object() {
+        let (_dir, store) = store();
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let d = store.put_bytes(&bytes).unwrap();
+        let path = store.path_of(ObjectKind::Blob, &d);
+        // Damage the stored copy behind the store's back (a torn write, a bad sector).
+        let mut on_disk = fs::read(&path).unwrap();
+        let last = on_disk.len() - 1;
+        on_disk[last] ^= 0xff;
+        fs::write(&path, &on_disk).unwrap();
+        // Writing the same bytes again must leave a good copy, not keep the damaged one.
+        let put = || store.put_reader(&bytes[..], CompressHint::Auto).unwrap();
+        assert_eq!(put(), d);
+        assert!(object::is_intact(&path, ObjectKind::Blob, d));
+        assert_eq!(store.read_blob(&d).unwrap(), bytes);
+        // And an intact object is left as it is (the same file, not rewritten).
+        let inode = fs::metadata(&path).unwrap().ino();
+        assert_eq!(put(), d);
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
     }
 
     #[test]

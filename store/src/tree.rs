@@ -108,8 +108,18 @@ impl Tree {
 /// components. Manifests can come from other machines, so this is checked on every use.
 fn safe_relative(path: &[u8]) -> Option<&Path> {
     let p = Path::new(OsStr::from_bytes(path));
-    let ok = !path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+    let ok = !path.is_empty()
+        && !path.contains(&0)
+        && p.components().all(|c| matches!(c, Component::Normal(_)));
     ok.then_some(p)
+}
+
+/// Whether `name` may name an action's output: what [`safe_relative`] accepts of a
+/// manifest path, in one component. Outputs are written as `dir.join(name)` (published,
+/// unpacked into work directories) on every machine that reads the record, so a name
+/// that is absolute, holds `..` or a `/` would write or delete outside that directory.
+pub fn is_safe_output_name(name: &str) -> bool {
+    safe_relative(name.as_bytes()).is_some_and(|p| p.components().count() == 1)
 }
 
 impl Store {

@@ -6,6 +6,8 @@ mod support;
 
 mod build;
 mod cli;
+mod consistency;
+mod durability;
 mod graph;
 mod image;
 mod incremental;
@@ -13,3 +15,4 @@ mod newcomer;
 mod remote;
 mod spec_corpus;
 mod store;
+mod trust;

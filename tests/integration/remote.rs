@@ -14,7 +14,7 @@ use crate::support::*;
 // faults), shared rather than written twice.
 #[allow(dead_code, reason = "keel-remote's tests use more of it than these do")]
 #[path = "../../remote/tests/remote/support.rs"]
-mod servers;
+pub(crate) mod servers;
 
 /// A writer's key pair made by `keel cache keygen`: (secret key file, trusted keys file).
 fn keys(p: &Project) -> (PathBuf, PathBuf) {

@@ -859,8 +859,11 @@ fn hex(bytes: &[u8]) -> String {
 
 /// Unpacked layers kept under one directory, one per RPM, named by the BLAKE3 of the RPM's
 /// bytes (its [`keel_store::BlobDigest`]): `<root>/<hex>/`. Each RPM is unpacked at most
-/// once: into a temporary directory beside the final one, then renamed into place, so a
-/// layer directory that exists is complete.
+/// once: into a temporary directory beside the final one, its files flushed to disk, then
+/// a completion marker `<root>/<hex>.complete` written and made durable, and only then the
+/// directory renamed into place. A layer is used only when both exist: a directory without
+/// its marker (a crash lost part of it, or an older keel made it) is made again, since its
+/// name alone says nothing about whether its files are all there.
 ///
 /// Also keeps *merged* layers (`<root>/merged/<hex>/`), hard-link farms of an ordered list
 /// of layers that the sandbox uses when a build root has too many layers for one overlay
@@ -901,6 +904,12 @@ impl LayerCache {
         Ok((digest, path))
     }
 
+    /// The layer of the RPM whose BLAKE3 is `digest`, if it was made completely before.
+    pub fn complete_layer(&self, digest: &keel_store::BlobDigest) -> Option<PathBuf> {
+        let dir = self.root.join(digest.to_hex());
+        is_complete(&dir).then_some(dir)
+    }
+
     /// The layer of `rpm` whose BLAKE3 is already known (as the store gave it).
     pub fn layer_for_digest(
         &self,
@@ -908,9 +917,10 @@ impl LayerCache {
         digest: &keel_store::BlobDigest,
     ) -> Result<PathBuf, Error> {
         let final_dir = self.root.join(digest.to_hex());
-        if final_dir.is_dir() {
+        if is_complete(&final_dir) {
             return Ok(final_dir);
         }
+        discard_incomplete(&final_dir);
         fs::create_dir_all(&self.root).map_err(Error::io("create directory", &self.root))?;
         let tmp = tempfile::Builder::new()
             .prefix(".unpack-")
@@ -934,9 +944,10 @@ impl LayerCache {
         }
         let dir = self.root.join("merged");
         let final_dir = dir.join(h.finalize().to_hex().as_str());
-        if final_dir.is_dir() {
+        if is_complete(&final_dir) {
             return Ok(final_dir);
         }
+        discard_incomplete(&final_dir);
         fs::create_dir_all(&dir).map_err(Error::io("create directory", &dir))?;
         let tmp = tempfile::Builder::new()
             .prefix(".merge-")
@@ -949,9 +960,58 @@ impl LayerCache {
     }
 }
 
-/// Renames a finished staging directory into place; losing a race to another process that
-/// made the same layer is fine.
+/// The completion marker of the layer directory `dir` (see [`LayerCache`]).
+fn completion_marker(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_owned();
+    name.push(".complete");
+    dir.with_file_name(name)
+}
+
+/// Whether the layer directory `dir` was made whole: it and its marker exist.
+fn is_complete(dir: &Path) -> bool {
+    dir.is_dir() && completion_marker(dir).is_file()
+}
+
+/// Moves a layer directory without its marker out of the way (renamed first, so that the
+/// name is free at once) and removes it.
+fn discard_incomplete(dir: &Path) {
+    if fs::symlink_metadata(dir).is_err() {
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let aside = dir.with_file_name(format!(".incomplete-{}-{nanos}", std::process::id()));
+    if fs::rename(dir, &aside).is_ok() {
+        let _ = fs::remove_dir_all(&aside);
+    }
+}
+
+/// Flushes the filesystem holding `path` to disk.
+fn sync_filesystem(path: &Path) -> Result<(), Error> {
+    let dir = fs::File::open(path).map_err(Error::io("open", path))?;
+    // SAFETY: `dir` is an open descriptor for the whole call.
+    if unsafe { libc::syncfs(dir.as_raw_fd()) } < 0 {
+        return Err(Error::io("flush to disk", path)(io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Makes a finished staging directory the layer `final_dir`: its files flushed, then its
+/// completion marker written and made durable, then the directory renamed into place (so
+/// a layer directory that has its marker, even after a crash, has all its files). Losing
+/// a race to another process that made the same layer is fine.
 fn publish(staging: &Path, final_dir: &Path) -> Result<(), Error> {
+    sync_filesystem(staging)?;
+    let marker = completion_marker(final_dir);
+    fs::File::create(&marker)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("write", &marker))?;
+    if let Some(parent) = final_dir.parent() {
+        fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(Error::io("flush", parent))?;
+    }
     match fs::rename(staging, final_dir) {
         Ok(()) => Ok(()),
         Err(_) if final_dir.is_dir() => Ok(()),
@@ -1388,5 +1448,29 @@ mod tests {
         let other_order = cache.merged(&[lb, la]).unwrap();
         assert_ne!(merged, other_order);
         assert_eq!(fs::read(other_order.join("usr/share/f")).unwrap(), b"lower");
+    }
+
+    #[test]
+    fn an_interrupted_layer_is_made_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(&dir.path().join("layers"));
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(b"whole".to_vec(), FileOptions::new("/usr/share/w"))
+                .unwrap();
+        });
+        let digest = keel_store::hash_file(&rpm).unwrap();
+        // What an unpacking cut short leaves: the layer's directory, under its final
+        // name, without its files.
+        let half = dir.path().join("layers").join(digest.to_hex());
+        fs::create_dir_all(half.join("usr")).unwrap();
+        assert_eq!(cache.complete_layer(&digest), None);
+        let (_, layer) = cache.layer(&rpm).unwrap();
+        assert_eq!(layer, half);
+        assert_eq!(fs::read(layer.join("usr/share/w")).unwrap(), b"whole");
+        assert_eq!(cache.complete_layer(&digest), Some(layer.clone()));
+        // Made whole, it is reused as it is.
+        fs::write(layer.join("kept"), b"").unwrap();
+        let (_, again) = cache.layer(&rpm).unwrap();
+        assert!(again.join("kept").exists());
     }
 }

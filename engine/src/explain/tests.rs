@@ -26,6 +26,7 @@ fn rpm() -> RpmBuildInputs {
             fingerprint: blob("t1"),
         },
         env: BTreeMap::new(),
+        executor: ExecutorId::new("rpmbuild", "sandboxed"),
     }
 }
 
@@ -104,6 +105,7 @@ fn source_changed_for_fetched_and_tree_sources() {
             KeyInputs::SourceFetch(SourceFetchInputs {
                 file_name: "foo-1.2.tar.gz".into(),
                 sha256: sha.into(),
+                executor: ExecutorId::new("rpmbuild", "sandboxed"),
             }),
             &[],
         )
@@ -121,9 +123,14 @@ fn source_changed_for_fetched_and_tree_sources() {
                     .iter()
                     .map(|(n, c)| ((*n).to_owned(), blob(c)))
                     .collect(),
-                macro_files: BTreeMap::new(),
+                macro_files: Vec::new(),
                 defines: BTreeMap::new(),
                 target_arch: "x86_64".into(),
+                toolchain: ToolchainId {
+                    name: "azl3".into(),
+                    fingerprint: blob("t1"),
+                },
+                executor: ExecutorId::new("rpmbuild", "sandboxed"),
             }),
             &[],
         )
@@ -146,7 +153,7 @@ fn source_changed_for_fetched_and_tree_sources() {
 #[test]
 fn macro_file_changed() {
     let r = rpm_change(|i| {
-        i.macro_files.insert("macros.dist".into(), blob("m2"));
+        i.macro_files[0].1 = blob("m2");
     });
     assert_eq!(words(&r), ["macro file macros.dist changed"]);
     assert_eq!(
@@ -206,6 +213,7 @@ fn other_inputs_changed_by_field_name() {
                 target_arch: "x86_64".into(),
                 indexer: indexer.into(),
                 options: BTreeMap::new(),
+                executor: ExecutorId::new("rpmbuild", "sandboxed"),
             }),
             &[],
         )
@@ -239,6 +247,7 @@ fn image_inputs_changed_by_field_name() {
                 scripts: BTreeMap::new(),
                 env: BTreeMap::new(),
                 external: BTreeMap::new(),
+                executor: ExecutorId::new("rpmbuild", "sandboxed"),
             }),
             &[],
         )

@@ -7,10 +7,15 @@ fn blob(s: &str) -> BlobDigest {
     BlobDigest::of_bytes(s.as_bytes())
 }
 
+fn executor() -> ExecutorId {
+    ExecutorId::new("rpmbuild", "sandboxed")
+}
+
 fn source_fetch() -> SourceFetchInputs {
     SourceFetchInputs {
         file_name: "foo-1.2.tar.gz".into(),
         sha256: "ab".repeat(32),
+        executor: executor(),
     }
 }
 
@@ -23,6 +28,11 @@ fn srpm_pack() -> SrpmPackInputs {
         macro_files: [("macros.dist".to_owned(), blob("%dist .azl3"))].into(),
         defines: [("dist".to_owned(), ".azl3".to_owned())].into(),
         target_arch: "x86_64".into(),
+        toolchain: ToolchainId {
+            name: "azl3-x86_64".into(),
+            fingerprint: blob("toolchain manifest"),
+        },
+        executor: executor(),
     }
 }
 
@@ -39,6 +49,7 @@ fn rpm_build() -> RpmBuildInputs {
             fingerprint: blob("toolchain manifest"),
         },
         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
+        executor: executor(),
     }
 }
 
@@ -48,6 +59,7 @@ fn repo_index() -> RepoIndexInputs {
         target_arch: "x86_64".into(),
         indexer: "createrepo_c 1.1.2".into(),
         options: [("compress".to_owned(), "zstd".to_owned())].into(),
+        executor: executor(),
     }
 }
 
@@ -63,6 +75,7 @@ fn image() -> ImageInputs {
         scripts: [("scripts/cleanup.sh".to_owned(), blob("rm -rf /tmp/*"))].into(),
         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
         external: BTreeMap::new(),
+        executor: executor(),
     }
 }
 
@@ -91,6 +104,9 @@ input_changes_key!(source_fetch_1_file_name, source_fetch, SourceFetch, |i| i
 input_changes_key!(source_fetch_2_sha256, source_fetch, SourceFetch, |i| i
     .sha256 =
     "cd".repeat(32));
+input_changes_key!(source_fetch_3_executor, source_fetch, SourceFetch, |i| i
+    .executor =
+    ExecutorId::new("test", "none"));
 
 input_changes_key!(srpm_pack_1_name, srpm_pack, SrpmPack, |i| i.name =
     "bar".into());
@@ -119,14 +135,36 @@ input_changes_key!(srpm_pack_4_files_renamed, srpm_pack, SrpmPack, |i| {
     i.files.insert("foo2.patch".into(), d);
 });
 input_changes_key!(srpm_pack_5_macro_files, srpm_pack, SrpmPack, |i| i
-    .macro_files
-    .insert("macros.dist".into(), blob("%dist .azl4")));
+    .macro_files[0]
+    .1 =
+    blob("%dist .azl4"));
+input_changes_key!(srpm_pack_5_macro_file_order, srpm_pack, SrpmPack, |i| {
+    i.macro_files
+        .push(("macros.local".into(), blob("%dist .local")));
+    i.macro_files.reverse();
+});
 input_changes_key!(srpm_pack_6_defines, srpm_pack, SrpmPack, |i| i
     .defines
     .insert("with_check".into(), "0".into()));
 input_changes_key!(srpm_pack_7_target_arch, srpm_pack, SrpmPack, |i| i
     .target_arch =
     "aarch64".into());
+input_changes_key!(srpm_pack_8_toolchain_name, srpm_pack, SrpmPack, |i| i
+    .toolchain
+    .name =
+    "azl4-x86_64".into());
+input_changes_key!(
+    srpm_pack_8_toolchain_fingerprint,
+    srpm_pack,
+    SrpmPack,
+    |i| i.toolchain.fingerprint = blob("another toolchain")
+);
+input_changes_key!(srpm_pack_9_executor, srpm_pack, SrpmPack, |i| i.executor =
+    ExecutorId::new("test", "none"));
+input_changes_key!(srpm_pack_9_isolation, srpm_pack, SrpmPack, |i| i
+    .executor
+    .isolation =
+    "unsandboxed".into());
 
 input_changes_key!(rpm_build_1_name, rpm_build, RpmBuild, |i| i.name =
     "bar".into());
@@ -137,6 +175,11 @@ input_changes_key!(rpm_build_3_spec, rpm_build, RpmBuild, |i| i.spec =
 input_changes_key!(rpm_build_4_macro_files, rpm_build, RpmBuild, |i| i
     .macro_files
     .clear());
+input_changes_key!(rpm_build_4_macro_file_order, rpm_build, RpmBuild, |i| {
+    i.macro_files
+        .push(("macros.local".into(), blob("%dist .local")));
+    i.macro_files.reverse();
+});
 input_changes_key!(rpm_build_5_defines, rpm_build, RpmBuild, |i| i
     .defines
     .insert("with_check".into(), "0".into()));
@@ -156,6 +199,12 @@ input_changes_key!(
 input_changes_key!(rpm_build_8_env, rpm_build, RpmBuild, |i| i
     .env
     .insert("SOURCE_DATE_EPOCH".into(), "1".into()));
+input_changes_key!(rpm_build_9_executor, rpm_build, RpmBuild, |i| i.executor =
+    ExecutorId::new("test", "none"));
+input_changes_key!(rpm_build_9_isolation, rpm_build, RpmBuild, |i| i
+    .executor
+    .isolation =
+    "unsandboxed".into());
 
 input_changes_key!(repo_index_1_name, repo_index, RepoIndex, |i| i.name =
     "extra".into());
@@ -167,6 +216,9 @@ input_changes_key!(repo_index_3_indexer, repo_index, RepoIndex, |i| i.indexer =
 input_changes_key!(repo_index_4_options, repo_index, RepoIndex, |i| i
     .options
     .insert("compress".into(), "xz".into()));
+input_changes_key!(repo_index_5_executor, repo_index, RepoIndex, |i| i
+    .executor =
+    ExecutorId::new("test", "none"));
 
 input_changes_key!(image_1_name, image, Image, |i| i.name = "full".into());
 input_changes_key!(image_2_config, image, Image, |i| i.config =
@@ -189,6 +241,10 @@ input_changes_key!(image_9_env, image, Image, |i| i
 input_changes_key!(image_10_external, image, Image, |i| i
     .external
     .insert("glibc-2.38-1.x86_64.rpm".into(), blob("glibc")));
+input_changes_key!(image_11_executor, image, Image, |i| i.executor =
+    ExecutorId::new("test", "none"));
+input_changes_key!(image_11_isolation, image, Image, |i| i.executor.isolation =
+    "unsandboxed".into());
 
 fn out(s: &str) -> OutputDigest {
     OutputDigest::of_bytes(s.as_bytes())
@@ -229,10 +285,12 @@ fn kind_and_version_are_part_of_the_key() {
         target_arch: "x86_64".into(),
         indexer: String::new(),
         options: BTreeMap::new(),
+        executor: executor(),
     };
     let s = SourceFetchInputs {
         file_name: "x".into(),
         sha256: "x86_64".into(),
+        executor: executor(),
     };
     assert_ne!(
         key_of(KeyInputs::RepoIndex(r)),

@@ -277,6 +277,7 @@ fn critical_path_goes_first() {
             target_arch: "x86_64".into(),
             indexer: String::new(),
             options: Default::default(),
+            executor: crate::keys::ExecutorId::new("test", "none"),
         })
     };
     // Two independent chains; `long` heads the longer one, so it goes first, and then its
@@ -377,9 +378,14 @@ fn checkout_path_mtime_and_jobs_do_not_change_keys() {
                     evr: crate::keys::Evr::new("1", "1"),
                     spec,
                     files: [("fix.patch".to_owned(), patch)].into(),
-                    macro_files: BTreeMap::new(),
+                    macro_files: Vec::new(),
                     defines: BTreeMap::new(),
                     target_arch: "x86_64".into(),
+                    toolchain: crate::keys::ToolchainId {
+                        name: "host".into(),
+                        fingerprint: spec,
+                    },
+                    executor: crate::keys::ExecutorId::new("test", "none"),
                 }),
                 &[],
             )
