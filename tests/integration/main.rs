@@ -9,5 +9,6 @@ mod graph;
 mod image;
 mod incremental;
 mod remote;
+mod sandbox_probe;
 mod spec_corpus;
 mod store;
