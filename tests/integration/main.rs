@@ -5,6 +5,7 @@
 mod support;
 
 mod build;
+mod contained_specs;
 mod graph;
 mod image;
 mod incremental;
