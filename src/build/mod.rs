@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod images;
+pub mod preflight;
 pub mod progress;
 pub mod remote;
 pub mod repro;
@@ -75,6 +76,8 @@ pub struct Session {
     /// Where results are published (`<tree>/out`).
     pub out_dir: std::path::PathBuf,
     toolchain: keel_toolchain::Toolchain,
+    /// The package names of the toolchain manifest (what the build root promises).
+    toolchain_packages: Vec<String>,
     /// Files the toolchain was made from (a tarball, RPMs), for the build stamp.
     pub toolchain_inputs: Vec<std::path::PathBuf>,
     /// How the actions were made (kept by [`state`]).
@@ -222,6 +225,13 @@ impl Session {
             tracing::warn!("{w}");
         }
         let resolved = toolchains::resolve(tree, store)?;
+        let toolchain_packages: Vec<String> = match &tree.config.toolchain.manifest {
+            Some(m) => keel_rules::parse_manifest(&tree.root.join(m))?
+                .into_iter()
+                .map(|r| r.name)
+                .collect(),
+            None => Vec::new(),
+        };
         let (stamp_fingerprint, indexer) = tools();
         let toolchain = resolved.toolchain.clone();
         let cfg = ActionConfig {
@@ -250,6 +260,7 @@ impl Session {
             kind,
             out_dir: tree.root.join("out"),
             toolchain,
+            toolchain_packages,
             toolchain_inputs: resolved.inputs,
             action_config: cfg,
             warnings,
@@ -290,6 +301,7 @@ impl Session {
                     jobs_per_build: u32::try_from(self.jobs).unwrap_or(1).max(1),
                     timeout: std::time::Duration::from_secs(3600),
                     log_dir: self.store_root.join("logs"),
+                    needs: preflight::base_needs(&self.toolchain_packages),
                 });
                 Ok(Box::new(images::ImageExecutor { inner: rpm, remote }))
             }

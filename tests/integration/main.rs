@@ -9,6 +9,7 @@ mod contained_specs;
 mod graph;
 mod image;
 mod incremental;
+mod preflight;
 mod remote;
 mod sandbox_probe;
 mod spec_corpus;
