@@ -69,12 +69,27 @@ pub fn reader_config(tree: &Tree, shell_cache: Option<PathBuf>) -> anyhow::Resul
         cli,
     };
     let mut ecfg = EngineConfig::default();
-    if let Some(sh) = &sc.shell {
-        ecfg.shell = Arc::new(ShellRunner::new(
-            vec![sh.clone(), "-c".into()],
-            Duration::from_secs(60),
-        ));
+    // A tree's `%(shell)` runs contained, in the host build root's view (what a build on
+    // the host toolchain sees, read-only), with the spec's directory, no network and an
+    // environment without keel's variables; its results are keyed on that root's
+    // fingerprint and the spec directory's stamp (see keel_specs::ShellRunner).
+    let view = keel_toolchain::sandbox::host_view_args()
+        .context("failed to prepare the view %(shell) runs in")?;
+    let mut shell = ShellRunner::contained_in(
+        &view,
+        sc.shell.as_deref().unwrap_or("/bin/sh"),
+        Duration::from_secs(60),
+        2 << 20,
+    );
+    if let Some(dir) = &shell_cache
+        && let Some(store_root) = dir.parent()
+    {
+        let (name, digest) = keel_toolchain::Toolchain::Host
+            .fingerprint_cached(store_root)
+            .context("failed to fingerprint the host toolchain")?;
+        shell.identity = format!("{name} {}", digest.to_hex());
     }
+    ecfg.shell = Arc::new(shell);
     if let Some(lp) = &sc.lua_path {
         ecfg.lua_path = lp.clone();
     }
@@ -97,7 +112,8 @@ pub fn load(tree: &Tree) -> anyhow::Result<LoadedTree> {
 }
 
 /// Everything a spec's evaluation depends on besides its own directory: keel itself,
-/// keel.toml, the tree's macro files and (when read) the host's, the Lua modules.
+/// keel.toml, the tree's macro files and (when read) the host's, the Lua modules, and the
+/// host build root `%(shell)` runs in.
 fn setup_digest(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<keel_store::BlobDigest> {
     let mut text = String::new();
     let exe = std::env::current_exe().ok();
@@ -114,6 +130,11 @@ fn setup_digest(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<keel_s
         let d = store.file_digest(f).map(|d| d.to_hex()).unwrap_or_default();
         text.push_str(&format!("{} {d}\n", f.display()));
     }
+    // `%(shell)` sees the host build root (see `reader_config`).
+    let (name, digest) = keel_toolchain::Toolchain::Host
+        .fingerprint_cached(store.root())
+        .context("failed to fingerprint the host toolchain")?;
+    text.push_str(&format!("shell view {name} {}\n", digest.to_hex()));
     Ok(keel_store::BlobDigest::of_bytes(text.as_bytes()))
 }
 

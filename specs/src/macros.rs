@@ -434,7 +434,20 @@ pub struct ShellRunner {
     pub wrapper: Vec<String>,
     /// Pass the command in `$KEEL_SHELL_CMD` instead of as the last argument.
     pub pass_in_env: bool,
+    /// The command's whole environment; `None` passes keel's own (rpm's behaviour). A
+    /// contained runner sets it so no `KEEL_*` variable (a remote token) reaches a spec.
+    pub env: Option<Vec<(String, String)>>,
+    /// With a wrapper: bind the calling spec's directory read-only at its own path and run
+    /// the command there (the rest of the view is the wrapper's).
+    pub bind_scope: bool,
+    /// What else the command can see that the key must cover: the build root's identity
+    /// (a toolchain fingerprint). Part of the persistent cache's context.
+    pub identity: String,
+    /// Results by [`ShellRunner::key`] (the command, and the stamp of the directory it
+    /// can read).
     cache: Mutex<HashMap<String, String>>,
+    /// Directory stamps computed by this runner (a tree does not change during a read).
+    stamps: Mutex<HashMap<PathBuf, String>>,
     /// The cache file in use, once a caller passed a directory (see [`crate::shell_cache`]).
     disk: Mutex<Option<DiskCache>>,
     /// Commands started (cache misses), for tests and reports.
@@ -455,7 +468,11 @@ impl ShellRunner {
             timeout,
             wrapper: Vec::new(),
             pass_in_env: false,
+            env: None,
+            bind_scope: false,
+            identity: String::new(),
             cache: Mutex::new(HashMap::new()),
+            stamps: Mutex::new(HashMap::new()),
             disk: Mutex::new(None),
             spawned: AtomicUsize::new(0),
         }
@@ -477,15 +494,32 @@ impl ShellRunner {
     /// runs nothing it has seen (see [`crate::shell_cache`]). A damaged or unreadable cache
     /// file is a warning and a miss; a failed write is a warning.
     pub fn run_cached(&self, cmd: &str, cache_dir: Option<&Path>) -> Result<String, String> {
+        self.run_scoped(cmd, cache_dir, None)
+    }
+
+    /// Like [`ShellRunner::run_cached`] for a command a spec in `scope` runs: the result
+    /// is keyed on the command and on a stamp of every file under `scope` (path, type,
+    /// size, modification and change times, inode), so a command reading a file beside
+    /// its spec runs again when that file changes.
+    pub fn run_scoped(
+        &self,
+        cmd: &str,
+        cache_dir: Option<&Path>,
+        scope: Option<&Path>,
+    ) -> Result<String, String> {
         if let Some(dir) = cache_dir {
             self.attach(dir);
         }
-        if let Some(v) = self.cache.lock().map_err(|e| e.to_string())?.get(cmd) {
+        let key = match scope {
+            Some(dir) => format!("{}\0{cmd}", self.stamp(dir)),
+            None => cmd.to_owned(),
+        };
+        if let Some(v) = self.cache.lock().map_err(|e| e.to_string())?.get(&key) {
             return Ok(v.clone());
         }
-        let out = self.spawn(cmd)?;
+        let out = self.spawn(cmd, scope)?;
         if let Ok(mut mem) = self.cache.lock() {
-            mem.insert(cmd.to_string(), out.clone());
+            mem.insert(key, out.clone());
         }
         // lock order: disk, then cache (as in `attach`)
         if let Ok(disk) = self.disk.lock()
@@ -510,7 +544,13 @@ impl ShellRunner {
         if disk.as_ref().is_some_and(|d| d.dir == dir) {
             return;
         }
-        let context = crate::shell_cache::context(&self.argv, &self.wrapper, self.pass_in_env);
+        let context = crate::shell_cache::context(
+            &self.argv,
+            &self.wrapper,
+            self.pass_in_env,
+            self.env.as_deref(),
+            &self.identity,
+        );
         let file = crate::shell_cache::file_for(dir, &context);
         match crate::shell_cache::load(&file, &context) {
             Ok(entries) => {
@@ -529,14 +569,53 @@ impl ShellRunner {
         });
     }
 
-    fn spawn(&self, cmd: &str) -> Result<String, String> {
+    /// The stamp of everything under `dir`, computed once per runner.
+    fn stamp(&self, dir: &Path) -> String {
+        if let Ok(stamps) = self.stamps.lock()
+            && let Some(s) = stamps.get(dir)
+        {
+            return s.clone();
+        }
+        let s = dir_stamp(dir);
+        if let Ok(mut stamps) = self.stamps.lock() {
+            stamps.insert(dir.to_owned(), s.clone());
+        }
+        s
+    }
+
+    fn spawn(&self, cmd: &str, scope: Option<&Path>) -> Result<String, String> {
         self.spawned.fetch_add(1, Ordering::Relaxed);
         let mut argv: Vec<String> = self.wrapper.clone();
+        if self.bind_scope
+            && let Some(dir) = scope
+            && argv.last().is_some_and(|a| a == "--")
+        {
+            // At the path the spec names it by (`%{_sourcedir}`), relative to keel's cwd
+            // or not.
+            let real = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
+            let seen = std::path::absolute(dir).unwrap_or_else(|_| real.clone());
+            let (real, seen) = (
+                real.to_string_lossy().into_owned(),
+                seen.to_string_lossy().into_owned(),
+            );
+            argv.pop();
+            argv.extend([
+                "--ro-bind".into(),
+                real,
+                seen.clone(),
+                "--chdir".into(),
+                seen,
+                "--".into(),
+            ]);
+        }
         argv.extend(self.argv.iter().cloned());
         if !self.pass_in_env {
             argv.push(cmd.to_string());
         }
         let mut c = std::process::Command::new(&argv[0]);
+        if let Some(env) = &self.env {
+            c.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
         if self.pass_in_env {
             c.env("KEEL_SHELL_CMD", cmd);
         }
@@ -577,6 +656,53 @@ impl ShellRunner {
         }
         Ok(s)
     }
+}
+
+/// A stamp of every entry under `dir` (sorted relative path, type, size, modification
+/// and change times in nanoseconds, inode): any write, replacement, addition or removal
+/// changes it. An unreadable directory stamps as such.
+pub fn dir_stamp(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            out.push(format!("unreadable {}", dir.display()));
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let rel = p
+                .strip_prefix(root)
+                .unwrap_or(&p)
+                .to_string_lossy()
+                .into_owned();
+            out.push(format!(
+                "{rel}\0{:o} {} {}.{} {}.{} {}",
+                m.mode(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino()
+            ));
+            if m.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    walk(dir, dir, &mut lines);
+    lines.sort();
+    let mut s = format!("{}\n", dir.display());
+    for l in lines {
+        s.push_str(&l);
+        s.push('\n');
+    }
+    // The stamp is part of every key; a hash keeps keys short.
+    format!("{:016x}", crate::shell_cache::hash64(s.as_bytes()))
 }
 
 fn kill_group(pid: u32) {
@@ -628,40 +754,71 @@ impl Containment {
     }
 }
 
+/// The environment of a contained `%(shell)`: the one keel's build sandbox gives a build
+/// (rpm adds nothing of its own), so a command sees here what it sees under rpmbuild.
+pub const CONTAINED_ENV: [(&str, &str); 4] = [
+    ("PATH", "/usr/bin:/bin:/usr/sbin:/sbin"),
+    ("HOME", "/tmp"),
+    ("LANG", "C.UTF-8"),
+    ("TZ", "UTC"),
+];
+
 impl ShellRunner {
     /// A runner that executes every command inside bubblewrap with no network, a read-only
     /// view of the filesystem, a private scratch `/tmp`, and `mem_kib` of address space.
     pub fn contained(timeout: Duration, mem_kib: u64) -> Self {
+        let view = ["--ro-bind", "/", "/"].map(String::from);
+        Self::contained_in(&view, "/bin/sh", timeout, mem_kib)
+    }
+
+    /// A runner whose commands see only `view` (bubblewrap arguments that build the root,
+    /// read-only), a private `/tmp` and `/var/tmp`, and the spec's own directory (bound
+    /// read-only, the working directory): no network, no capability whoever runs keel
+    /// (`--cap-drop ALL` in a user namespace), [`CONTAINED_ENV`] as the whole environment,
+    /// `mem_kib` of address space, killed with keel.
+    pub fn contained_in(view: &[String], shell: &str, timeout: Duration, mem_kib: u64) -> Self {
         let mut r = ShellRunner::new(
             vec![
-                "/bin/sh".into(),
+                shell.into(),
                 "-c".into(),
-                format!("ulimit -v {mem_kib} 2>/dev/null; eval \"$KEEL_SHELL_CMD\""),
+                // The command arrives in the environment (no quoting to get wrong) and
+                // leaves it before it runs: `%(env)` shows only what rpm would.
+                format!(
+                    "__keel_cmd=\"$KEEL_SHELL_CMD\"; unset KEEL_SHELL_CMD; ulimit -v {mem_kib} 2>/dev/null; eval \"$__keel_cmd\""
+                ),
             ],
             timeout,
         );
-        r.wrapper = [
-            "bwrap",
-            "--ro-bind",
-            "/",
-            "/",
-            "--dev",
-            "/dev",
-            "--proc",
-            "/proc",
-            "--tmpfs",
-            "/tmp",
-            "--tmpfs",
-            "/var/tmp",
-            "--unshare-all",
-            "--die-with-parent",
-            "--new-session",
-            "--",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut wrapper: Vec<String> = vec!["bwrap".into()];
+        wrapper.extend(view.iter().cloned());
+        wrapper.extend(
+            [
+                "--dev",
+                "/dev",
+                "--proc",
+                "/proc",
+                "--tmpfs",
+                "/tmp",
+                "--tmpfs",
+                "/var/tmp",
+                "--unshare-all",
+                "--cap-drop",
+                "ALL",
+                "--die-with-parent",
+                "--new-session",
+                "--",
+            ]
+            .map(String::from),
+        );
+        r.wrapper = wrapper;
         r.pass_in_env = true;
+        r.bind_scope = true;
+        r.env = Some(
+            CONTAINED_ENV
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        );
         r
     }
 }
@@ -714,6 +871,9 @@ pub struct Engine {
     pub(crate) pending_sources: Vec<(bool, String, u32)>,
     /// Extra macro files loaded with `%{load:}`.
     pub loaded: Vec<PathBuf>,
+    /// The directory of the spec being read: what its `%(shell)` may read, and part of
+    /// each result's cache key (see [`ShellRunner::run_scoped`]).
+    pub shell_scope: Option<PathBuf>,
 }
 
 impl Engine {
@@ -731,6 +891,7 @@ impl Engine {
             lua: None,
             pending_sources: Vec::new(),
             loaded: Vec::new(),
+            shell_scope: None,
         }
     }
 
@@ -1386,10 +1547,11 @@ impl Engine {
         if failed {
             return;
         }
+        let scope = self.shell_scope.clone();
         match self
             .cfg
             .shell
-            .run_cached(&c, self.cfg.shell_cache_dir.as_deref())
+            .run_scoped(&c, self.cfg.shell_cache_dir.as_deref(), scope.as_deref())
         {
             Ok(s) => out.push_str(&s),
             Err(e) => self.err(e),

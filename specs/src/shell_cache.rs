@@ -9,9 +9,11 @@
 //! in the file and compared on load, so the 64-bit hash that names the file only picks the
 //! file; it never decides a hit.
 //!
-//! What the key cannot see: files and programs a command reads (`%(cat VERSION)`) and the
-//! clock (`%(date)`). A command whose output changes for those reasons keeps its first
-//! output until the cache file is removed, exactly as it already did within one process.
+//! A command run for a spec is keyed on a stamp of the spec's directory too
+//! ([`ShellRunner::run_scoped`](crate::ShellRunner::run_scoped)), and a contained runner's
+//! context names the build root it sees (its `identity`), so `%(cat VERSION)` beside the
+//! spec runs again when `VERSION` changes. What the key still cannot see: the clock
+//! (`%(date)`), and, for an uncontained runner, files elsewhere on the machine.
 //!
 //! Format (all lengths are decimal byte counts, so any bytes can be stored):
 //!
@@ -38,7 +40,7 @@ const MAGIC: &str = "keel-shell-cache 1\n";
 
 /// A stable 64-bit hash (SipHash with fixed keys; a change between Rust releases only
 /// renames the files, and hits are decided on full text anyway).
-fn hash64(bytes: &[u8]) -> u64 {
+pub(crate) fn hash64(bytes: &[u8]) -> u64 {
     #[expect(deprecated, reason = "SipHasher is the stable fixed-key hasher in std")]
     let mut h = std::hash::SipHasher::new();
     bytes.hash(&mut h);
@@ -46,7 +48,16 @@ fn hash64(bytes: &[u8]) -> u64 {
 }
 
 /// Everything besides the command text that the cache key covers, as text.
-pub(crate) fn context(argv: &[String], wrapper: &[String], pass_in_env: bool) -> String {
+/// `env` is the command's own environment when the runner sets one (then keel's is not
+/// part of the context, and never written to the cache file); `identity` what else the
+/// command can see (the build root's fingerprint).
+pub(crate) fn context(
+    argv: &[String],
+    wrapper: &[String],
+    pass_in_env: bool,
+    env: Option<&[(String, String)]>,
+    identity: &str,
+) -> String {
     let mut s = String::new();
     for (what, list) in [("shell", argv), ("wrapper", wrapper)] {
         s.push_str(what);
@@ -62,14 +73,20 @@ pub(crate) fn context(argv: &[String], wrapper: &[String], pass_in_env: bool) ->
         s.push_str(&d.to_string_lossy());
     }
     s.push('\n');
-    let mut env: Vec<(String, String)> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
-        .collect();
+    s.push_str("identity\0");
+    s.push_str(identity);
+    s.push('\n');
+    let mut env: Vec<(String, String)> = match env {
+        Some(env) => env.to_vec(),
+        None => std::env::vars_os()
+            .map(|(k, v)| {
+                (
+                    k.to_string_lossy().into_owned(),
+                    v.to_string_lossy().into_owned(),
+                )
+            })
+            .collect(),
+    };
     env.sort();
     for (k, v) in env {
         s.push_str("env\0");

@@ -2292,6 +2292,9 @@ fn read_once(
         } else {
             dir
         };
+        // Absolute, as rpmbuild's is: a contained `%(cat %{_sourcedir}/f)` runs in the
+        // spec's directory, not in keel's working directory.
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
         table.push(
             "_sourcedir",
             None,
@@ -2301,8 +2304,13 @@ fn read_once(
     }
     table.push("_docdir", None, "%{_defaultdocdir}", LEVEL_SPEC);
     table.push("_licensedir", None, "%{_defaultlicensedir}", LEVEL_SPEC);
-    let eng = Engine::new(table, cfg.engine.clone());
+    let mut eng = Engine::new(table, cfg.engine.clone());
     let spec_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    eng.shell_scope = Some(if spec_dir.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        spec_dir.clone()
+    });
     let mut r = Reader {
         cfg,
         eng,

@@ -40,6 +40,9 @@ pub struct RpmExecutor {
     /// Each source package's spec directory, where its sources were looked for when the
     /// graph was made: a source found nowhere names it among the places tried.
     pub spec_dirs: std::collections::HashMap<String, PathBuf>,
+    /// What every build root must have (see [`super::preflight`]); each package's own
+    /// needs are added from its spec before it builds.
+    pub needs: Vec<super::preflight::Need>,
 }
 
 fn failed(msg: impl Into<String>) -> ExecError {
@@ -159,6 +162,22 @@ impl RpmExecutor {
         Ok(out)
     }
 
+    /// Fails the package's first action, before rpmbuild runs, when its build root lacks
+    /// a program it needs (see [`super::preflight`]).
+    fn preflight(&self, name: &str, spec: &Path) -> Result<(), ExecError> {
+        let text = std::fs::read_to_string(spec).map_err(io("read", spec))?;
+        let mut needs = self.needs.clone();
+        needs.extend(super::preflight::spec_needs(&format!("{name}.spec"), &text));
+        let root = match (&self.toolchain, self.isolation) {
+            (Toolchain::Dir(d), Isolation::Sandboxed) => d.clone(),
+            _ => PathBuf::from("/"),
+        };
+        match super::preflight::check(&root, &needs) {
+            None => Ok(()),
+            Some(msg) => Err(failed(format!("{name}: {msg}"))),
+        }
+    }
+
     fn srpm(
         &self,
         ctx: &ExecContext<'_>,
@@ -234,6 +253,7 @@ impl RpmExecutor {
         }
         let spec = src.join(format!("{}.spec", i.name));
         store.materialize_blob(&i.spec, &spec, 0o644)?;
+        self.preflight(&i.name, &spec)?;
         // rpm records each file's mtime in the SRPM: fix them, or two packings of the same
         // inputs differ by when the files were written out.
         for e in std::fs::read_dir(&src).map_err(io("list", &src))?.flatten() {

@@ -3,6 +3,7 @@
 
 pub mod exec;
 pub mod images;
+pub mod preflight;
 pub mod progress;
 pub mod remote;
 pub mod repro;
@@ -88,6 +89,8 @@ pub struct Session {
     /// Where results are published (`<tree>/out`).
     pub out_dir: std::path::PathBuf,
     toolchain: keel_toolchain::Toolchain,
+    /// The package names of the toolchain manifest (what the build root promises).
+    toolchain_packages: Vec<String>,
     /// Files the toolchain was made from (a tarball, RPMs), for the build stamp.
     pub toolchain_inputs: Vec<std::path::PathBuf>,
     /// How the actions were made (kept by [`state`]).
@@ -241,6 +244,13 @@ impl Session {
             tracing::warn!("{w}");
         }
         let resolved = toolchains::resolve(tree, store)?;
+        let toolchain_packages: Vec<String> = match &tree.config.toolchain.manifest {
+            Some(m) => keel_rules::parse_manifest(&tree.root.join(m))?
+                .into_iter()
+                .map(|r| r.name)
+                .collect(),
+            None => Vec::new(),
+        };
         let (stamp_fingerprint, indexer) = tools();
         let toolchain = resolved.toolchain.clone();
         let cfg = ActionConfig {
@@ -270,6 +280,7 @@ impl Session {
             kind,
             out_dir: tree.root.join("out"),
             toolchain,
+            toolchain_packages,
             toolchain_inputs: resolved.inputs,
             action_config: cfg,
             warnings,
@@ -320,6 +331,7 @@ impl Session {
                             (n.name.clone(), dir.to_owned())
                         })
                         .collect(),
+                    needs: preflight::base_needs(&self.toolchain_packages),
                 });
                 // The external RPMs are the `.rpm` files among the images' inputs.
                 let external = self

@@ -3,8 +3,11 @@
 //! # The root
 //!
 //! The sandbox's `/` is made of the toolchain's top-level directories (for
-//! [`Toolchain::Host`]: `/usr`, `/etc`, `/opt`, `/var` and the `/bin`, `/sbin`, `/lib*`
-//! symlinks or directories; for [`Toolchain::Dir`] every top-level entry of the directory
+//! [`Toolchain::Host`]: `/usr` without `/usr/local` (a tmpfs hides it), the `/bin`,
+//! `/sbin`, `/lib*` symlinks or directories, an `/etc` staged from exactly the entries
+//! [`HOST_ETC`] names plus keel's own `passwd`, `group` and `hosts`, and a `/var` that
+//! holds only `tmp`; never the host's `/opt`, `/home`, `/root`, shadow files or keys.
+//! For [`Toolchain::Dir`] every top-level entry of the directory
 //! but `proc`, `sys`, `dev`, `tmp` and `build`), each with the build's layers stacked over
 //! it in an overlay whose upper layer is a scratch tmpfs: a build can write anywhere, and
 //! nothing it writes outside `/build` survives it or reaches the host. A layer directory
@@ -29,7 +32,13 @@
 //! namespace of the `bwrap` process, between `fork` and `exec`; `bwrap` then binds them
 //! into its root. As root that is a plain mount namespace; as any other user keel first
 //! makes a user namespace mapping the caller to root (files written to `/build` belong to
-//! the caller), which needs unprivileged user namespaces and Linux ≥ 5.11. When neither
+//! the caller), which needs unprivileged user namespaces and Linux ≥ 5.11.
+//!
+//! Either way the command runs as uid 0 of a user namespace (as root bwrap makes it, root
+//! mapped to root) with every capability dropped (`--cap-drop ALL`, bwrap's no-new-privs):
+//! it cannot mount, make device nodes, or act on anything outside its namespaces, and it
+//! is the same whoever started keel. Only an image's scripts in a [`SandboxSpec::writable_root`]
+//! keep root's capabilities, over that root. When neither
 //! works [`run`] fails with [`Error::SandboxUnavailable`] saying what failed and how to fix
 //! it.
 //!
@@ -67,10 +76,128 @@ const MAX_LOWERDIR_LEN: usize = 3000;
 /// The `PATH` inside the sandbox.
 pub const SANDBOX_PATH: &str = "/usr/bin:/bin:/usr/sbin:/sbin";
 
-/// Top-level host directories that make up a [`Toolchain::Host`] root.
-const HOST_ROOT: [&str; 10] = [
-    "usr", "etc", "opt", "var", "bin", "sbin", "lib", "lib32", "lib64", "libx32",
+/// Top-level host directories that make up a [`Toolchain::Host`] root as they are.
+/// `/etc` and `/var` are staged (see [`HOST_ETC`]); `/opt`, `/home`, `/root`, `/srv`… are
+/// not part of a build root at all.
+const HOST_ROOT: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32"];
+
+/// The entries of the host's `/etc` a build on [`Toolchain::Host`] sees, copied as they
+/// are (missing ones are skipped): the loader's cache and configuration, Debian's
+/// alternatives (`/usr/bin/awk` points there), rpm's and popt's configuration, the
+/// name-service switch, Perl's and Python's configuration (`@INC` and `sitecustomize`
+/// point there on Debian), libmagic's and the XML catalogs, locale and time-zone data,
+/// and the static network tables. Nothing else: never `shadow`, `gshadow`, `ssh/`,
+/// `ssl/private`, credentials or the host's own users. `passwd`, `group` and `hosts` are
+/// written by keel ([`HOST_ETC_GENERATED`]).
+pub const HOST_ETC: [&str; 25] = [
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "rpm",
+    "rpmrc",
+    "popt",
+    "popt.d",
+    "nsswitch.conf",
+    "perl",
+    "python3",
+    "magic",
+    "magic.mime",
+    "mime.types",
+    "xml",
+    "sgml",
+    "xattr.conf",
+    "locale.alias",
+    "locale.conf",
+    "localtime",
+    "os-release",
+    "shells",
+    "services",
+    "protocols",
+    "mtab",
 ];
+
+/// The files keel writes into a [`Toolchain::Host`] build root's `/etc`: the users and
+/// groups a build may name (root, the usual system ids, mock's `mockbuild`/`mock`, nobody)
+/// and a loopback-only `hosts`. The same on every machine, so no host account leaks in
+/// and none changes a build.
+pub const HOST_ETC_GENERATED: [(&str, &str); 3] = [
+    (
+        "passwd",
+        "root:x:0:0:root:/root:/bin/sh\n\
+         bin:x:1:1:bin:/bin:/sbin/nologin\n\
+         daemon:x:2:2:daemon:/sbin:/sbin/nologin\n\
+         mockbuild:x:1000:135::/build:/bin/sh\n\
+         nobody:x:65534:65534:nobody:/:/sbin/nologin\n",
+    ),
+    (
+        "group",
+        "root:x:0:\nbin:x:1:\ndaemon:x:2:\nsys:x:3:\nadm:x:4:\ntty:x:5:\ndisk:x:6:\n\
+         wheel:x:10:\nmock:x:135:mockbuild\nnobody:x:65534:\nnogroup:x:65534:\n",
+    ),
+    ("hosts", "127.0.0.1 localhost\n::1 localhost\n"),
+];
+
+/// The host entries under `/etc` that [`HOST_ETC`] names and that exist, with their paths
+/// on the host, in [`HOST_ETC`]'s order (symlinks are not followed).
+pub fn host_etc_entries() -> Vec<(&'static str, PathBuf)> {
+    HOST_ETC
+        .iter()
+        .map(|n| (*n, Path::new("/etc").join(n)))
+        .filter(|(_, p)| fs::symlink_metadata(p).is_ok())
+        .collect()
+}
+
+/// Copies `src` (a file, symlink or directory, recursively) to `dest`. Entries the caller
+/// cannot read are skipped: what keel cannot read, a build could not either.
+fn copy_entry(src: &Path, dest: &Path) -> Result<(), Error> {
+    let Ok(meta) = fs::symlink_metadata(src) else {
+        return Ok(());
+    };
+    let ft = meta.file_type();
+    if ft.is_symlink() {
+        let target = fs::read_link(src).map_err(Error::io("read symlink", src))?;
+        std::os::unix::fs::symlink(&target, dest).map_err(Error::io("create symlink", dest))?;
+    } else if ft.is_dir() {
+        fs::create_dir(dest).map_err(Error::io("create directory", dest))?;
+        let Ok(rd) = fs::read_dir(src) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            copy_entry(&e.path(), &dest.join(e.file_name()))?;
+        }
+    } else if ft.is_file() {
+        match fs::copy(src, dest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {}
+            Err(e) => return Err(Error::io("copy", src)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Makes the `/etc` and `/var` a [`Toolchain::Host`] build root starts from, under `stage`:
+/// [`HOST_ETC`] copied from the host plus [`HOST_ETC_GENERATED`], and a `/var` holding only
+/// an empty, sticky `tmp` (rpmbuild's `%_tmppath`).
+fn stage_host(stage: &Path) -> Result<(), Error> {
+    let etc = stage.join("etc");
+    let var = stage.join("var");
+    for d in [&etc, &var] {
+        fs::create_dir_all(d).map_err(Error::io("create directory", d))?;
+    }
+    for (name, src) in host_etc_entries() {
+        copy_entry(&src, &etc.join(name))?;
+    }
+    for (name, text) in HOST_ETC_GENERATED {
+        let p = etc.join(name);
+        fs::write(&p, text).map_err(Error::io("write", &p))?;
+    }
+    let tmp = var.join("tmp");
+    fs::create_dir(&tmp).map_err(Error::io("create directory", &tmp))?;
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
+        .map_err(Error::io("set permissions of", &tmp))?;
+    Ok(())
+}
 
 /// Top-level entries of a [`Toolchain::Dir`] that the sandbox provides itself.
 const PROVIDED: [&str; 5] = ["proc", "sys", "dev", "tmp", "build"];
@@ -192,23 +319,75 @@ fn check_overlay_path(p: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// bubblewrap arguments that show the [`Toolchain::Host`] build root read-only, as a build
+/// sees it without layers: the host's `/usr` (without `/usr/local`), `/bin`, `/sbin` and
+/// `/lib*`, and the staged `/etc` and `/var` (see [`HOST_ETC`]). Reading a tree runs
+/// `%(shell)` in this view. The staged directories are made once per process.
+pub fn host_view_args() -> Result<Vec<String>, Error> {
+    static STAGE: std::sync::OnceLock<Result<tempfile::TempDir, String>> =
+        std::sync::OnceLock::new();
+    let stage = STAGE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("keel-host-view-")
+            .tempdir()
+            .map_err(|e| format!("failed to create a temporary directory: {e}"))?;
+        stage_host(dir.path()).map_err(|e| e.to_string())?;
+        Ok(dir)
+    });
+    let stage = stage
+        .as_ref()
+        .map_err(|e| Error::SandboxConfig(e.clone()))?;
+    let mut args: Vec<String> = Vec::new();
+    for name in HOST_ROOT {
+        let p = Path::new("/").join(name);
+        let Ok(m) = fs::symlink_metadata(&p) else {
+            continue;
+        };
+        let dest = format!("/{name}");
+        if m.file_type().is_symlink() {
+            let target = fs::read_link(&p).map_err(Error::io("read symlink", &p))?;
+            args.extend([
+                "--symlink".into(),
+                target.to_string_lossy().into_owned(),
+                dest,
+            ]);
+        } else if m.is_dir() {
+            args.extend(["--ro-bind".into(), dest.clone(), dest]);
+        }
+    }
+    for name in ["etc", "var"] {
+        args.extend([
+            "--ro-bind".into(),
+            stage.path().join(name).to_string_lossy().into_owned(),
+            format!("/{name}"),
+        ]);
+    }
+    if Path::new("/usr/local").is_dir() {
+        args.extend(["--tmpfs".into(), "/usr/local".into()]);
+    }
+    Ok(args)
+}
+
 /// Decides the root's shape from the toolchain and the (already merged) layers.
-fn plan(toolchain: &Toolchain, layers: &[PathBuf]) -> Result<Plan, Error> {
-    let (base, names): (PathBuf, Vec<String>) = match toolchain {
-        Toolchain::Host => (
-            PathBuf::from("/"),
-            HOST_ROOT.iter().map(|s| (*s).to_owned()).collect(),
-        ),
+/// `host_stage` holds the staged `/etc` and `/var` of a [`Toolchain::Host`] root.
+fn plan(toolchain: &Toolchain, layers: &[PathBuf], host_stage: &Path) -> Result<Plan, Error> {
+    // name -> where the toolchain's top-level entry of that name is.
+    let bases: BTreeMap<String, PathBuf> = match toolchain {
+        Toolchain::Host => HOST_ROOT
+            .iter()
+            .map(|s| ((*s).to_owned(), Path::new("/").join(s)))
+            .chain(["etc", "var"].map(|s| (s.to_owned(), host_stage.join(s))))
+            .collect(),
         Toolchain::Dir(d) => {
-            let mut names = Vec::new();
+            let mut names = BTreeMap::new();
             for e in fs::read_dir(d).map_err(Error::io("read toolchain directory", d))? {
                 let e = e.map_err(Error::io("read toolchain directory", d))?;
                 let n = e.file_name().to_string_lossy().into_owned();
                 if !PROVIDED.contains(&n.as_str()) {
-                    names.push(n);
+                    names.insert(n, e.path());
                 }
             }
-            (d.clone(), names)
+            names
         }
     };
     // name -> layer subdirectories, bottom to top.
@@ -232,14 +411,14 @@ fn plan(toolchain: &Toolchain, layers: &[PathBuf]) -> Result<Plan, Error> {
             from_layers.entry(n).or_default().push(e.path());
         }
     }
-    let mut all: Vec<String> = names.clone();
+    let mut all: Vec<String> = bases.keys().cloned().collect();
     all.extend(from_layers.keys().cloned());
     all.sort();
     all.dedup();
     let mut p = Plan::default();
     for name in all {
-        let base_path = base.join(&name);
-        let meta = fs::symlink_metadata(&base_path).ok();
+        let base_path = bases.get(&name).cloned().unwrap_or_default();
+        let meta = bases.get(&name).and_then(|b| fs::symlink_metadata(b).ok());
         let from = from_layers.remove(&name).unwrap_or_default();
         match meta {
             Some(m) if m.file_type().is_symlink() => {
@@ -468,7 +647,11 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
             std::env::temp_dir(),
         ))?;
     let layers = effective_layers(spec, scratch.path())?;
-    let root_plan = plan(&spec.toolchain, &layers)?;
+    let stage = scratch.path().join("stage");
+    if spec.toolchain == Toolchain::Host {
+        stage_host(&stage)?;
+    }
+    let root_plan = plan(&spec.toolchain, &layers, &stage)?;
 
     let mnt = scratch.path().join("mnt");
     fs::create_dir(&mnt).map_err(Error::io("create directory", &mnt))?;
@@ -486,6 +669,18 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
     ]);
     if !spec.network {
         bwrap.arg("--unshare-net");
+    }
+    // A build holds no capability, whoever runs keel: as root bwrap makes the user
+    // namespace itself (root inside is root outside, without any capability), as
+    // another user keel made it before (see `mount_in_child`). An image's scripts in a
+    // writable root keep root's rights over that root: they chown and set modes there.
+    // SAFETY: a getter without preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if !spec.writable_root {
+        if euid == 0 {
+            bwrap.args(["--unshare-user", "--uid", "0", "--gid", "0"]);
+        }
+        bwrap.args(["--cap-drop", "ALL"]);
     }
     if spec.writable_root && (!layers.is_empty() || spec.toolchain == Toolchain::Host) {
         return Err(Error::SandboxConfig(
@@ -521,6 +716,10 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
     for (target, dest) in &root_plan.symlinks {
         bwrap.args(["--symlink", target, dest]);
     }
+    // The host's /usr/local is the machine's own, not part of any build root.
+    if spec.toolchain == Toolchain::Host && Path::new("/usr/local").is_dir() {
+        bwrap.args(["--tmpfs", "/usr/local"]);
+    }
     bwrap.args(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
     bwrap.arg("--bind").arg(&spec.build_dir).arg(BUILD_DIR);
     bwrap.args(["--chdir", BUILD_DIR, "--json-status-fd", "3", "--"]);
@@ -537,7 +736,7 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
         source,
     })?;
     // SAFETY: getters without preconditions.
-    let (uid, gid, euid) = unsafe { (libc::getuid(), libc::getgid(), libc::geteuid()) };
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let user_maps = (euid != 0).then(|| {
         (
             CString::new(format!("0 {uid} 1")).expect("no NUL"),
@@ -978,6 +1177,40 @@ mod tests {
             log.lines().any(|l| l == "usr") && log.lines().any(|l| l == "build"),
             "{log}"
         );
+    }
+
+    #[test]
+    fn a_host_root_has_no_capabilities_secrets_or_host_only_directories() {
+        let f = fixture();
+        let (o, log) = f.bash(
+            "grep CapEff /proc/self/status; mkdir -p /build/m; \
+             mount -t tmpfs none /build/m 2>/dev/null && echo mounted; \
+             mknod /build/null c 1 3 2>/dev/null && echo mknod; \
+             ls /etc | tr '\\n' ' '; echo; ls -A /var; ls -A /usr/local | wc -l; \
+             test -e /opt && echo opt; cat /etc/passwd | cut -d: -f1 | tr '\\n' ' '",
+        );
+        assert!(o.success(), "{log}");
+        let mut lines = log.lines();
+        assert_eq!(lines.next(), Some("CapEff:\t0000000000000000"), "{log}");
+        let etc: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+        for name in &etc {
+            assert!(
+                HOST_ETC.contains(name) || HOST_ETC_GENERATED.iter().any(|(n, _)| n == name),
+                "/etc/{name} is not one a build may see: {log}"
+            );
+        }
+        for (name, _) in HOST_ETC_GENERATED {
+            assert!(etc.contains(&name), "{log}");
+        }
+        assert!(!etc.contains(&"shadow") && !etc.contains(&"ssh"), "{log}");
+        assert_eq!(lines.next(), Some("tmp"), "{log}");
+        assert_eq!(lines.next(), Some("0"), "/usr/local is visible: {log}");
+        assert_eq!(
+            lines.next(),
+            Some("root bin daemon mockbuild nobody "),
+            "{log}"
+        );
+        assert_eq!(lines.next(), None, "{log}");
     }
 
     #[test]

@@ -5,11 +5,17 @@
 //! fingerprint is part of every build's key, so upgrading the compiler rebuilds everything
 //! it built.
 //!
-//! - **Host**: the BLAKE3 of a canonical text listing the installed packages
-//!   (`dpkg-query` on Debian-like hosts, `rpm -qa` on rpm hosts, sorted) and the first line
-//!   of `rpmbuild --version`, `gcc --version` and `ld --version` (a missing tool is
-//!   recorded as absent, not an error). [`fingerprint_cached`] keeps it on disk keyed by
-//!   the modification times of the package database and of those tools, so a no-op build
+//! - **Host**: the BLAKE3 of a canonical text in parts, one digest each, covering what a
+//!   build on the host sees (see [`crate::sandbox`]): the installed packages (`dpkg-query`
+//!   on Debian-like hosts, `rpm -qa` on rpm hosts, sorted; dpkg's removed-but-configured
+//!   entries leave nothing in the build root and are not part of it), rpm's configuration
+//!   directories by content ([`HOST_RPM_CONFIG`]: macros, `macros.d`, rpmrc, platform and
+//!   Lua files), the staged `/etc` by content, and the first line of `rpmbuild --version`,
+//!   `gcc --version` and `ld --version` (a missing tool is recorded as absent, not an
+//!   error). `/usr/local`, `/opt` and the rest of `/etc` are not in the build root, so not
+//!   in the key. [`changed_parts`] names the parts two descriptions differ in.
+//!   [`Toolchain::fingerprint_cached`] keeps it on disk keyed by the modification times of
+//!   the package database, of those directories and of those tools, so a no-op build
 //!   forks nothing.
 //! - **Dir**: the BLAKE3 of a manifest of the whole tree: every path, type, mode, size,
 //!   symlink target and the BLAKE3 of every file. Slow on a big chroot, so it is computed
@@ -176,6 +182,26 @@ fn host_stamp() -> String {
     for db in PACKAGE_DBS {
         stamp_of(&mut s, Path::new(db));
     }
+    // rpm's configuration and the rest of the /etc a build sees: a file added, removed or
+    // replaced changes its directory's listing; one edited in place its own entry.
+    for dir in HOST_RPM_CONFIG {
+        let dir = Path::new("/").join(dir);
+        stamp_of(&mut s, &dir);
+        if let Ok(rd) = fs::read_dir(&dir) {
+            let mut subdirs: Vec<PathBuf> = rd
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            subdirs.sort();
+            for d in subdirs {
+                stamp_of(&mut s, &d);
+            }
+        }
+    }
+    for (_, p) in crate::sandbox::host_etc_entries() {
+        stamp_of(&mut s, &p);
+    }
     for (tool, _) in HOST_TOOLS {
         match find_in_path(tool) {
             Some(p) => {
@@ -210,6 +236,86 @@ pub fn describe(toolchain: &Toolchain) -> Result<String, Error> {
 }
 
 fn describe_host() -> String {
+    describe_host_at(Path::new("/"))
+}
+
+/// Directories of rpm's configuration a build on the host reads (macros, `macros.d`,
+/// rpmrc, platform files, Lua, scripts), each hashed by content.
+pub const HOST_RPM_CONFIG: [&str; 2] = ["usr/lib/rpm", "etc/rpm"];
+
+/// The BLAKE3 of everything under `dir`: each entry's relative path, type, mode, and the
+/// content of a file or the target of a symlink. `absent` when there is no `dir`.
+fn tree_digest(dir: &Path) -> String {
+    if fs::symlink_metadata(dir).is_err() {
+        return "absent".into();
+    }
+    let mut h = blake3::Hasher::new();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+    {
+        let rel = entry.path().strip_prefix(dir).unwrap_or(entry.path());
+        let ft = entry.file_type();
+        let mode = entry.metadata().map(|m| m.mode()).unwrap_or(0);
+        let detail = if ft.is_symlink() {
+            fs::read_link(entry.path())
+                .map(|t| t.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        } else if ft.is_file() {
+            keel_store::hash_file(entry.path())
+                .map(|d| d.to_hex())
+                .unwrap_or_else(|_| "unreadable".into())
+        } else {
+            String::new()
+        };
+        h.update(format!("{}\0{mode:o}\0{detail}\n", rel.display()).as_bytes());
+    }
+    h.finalize().to_hex().to_string()
+}
+
+/// The host's installed packages, sorted: those whose files are on disk (dpkg's
+/// `config-files` and `not-installed` entries leave nothing a build sees).
+fn host_packages(root: &Path) -> Option<Vec<String>> {
+    let admindir = root.join("var/lib/dpkg");
+    let out = if admindir.join("status").exists() {
+        Command::new("dpkg-query")
+            .arg(format!("--admindir={}", admindir.display()))
+            .args([
+                "-W",
+                "-f",
+                "${db:Status-Abbrev}|${Package} ${Version} ${Architecture}\n",
+            ])
+            .stderr(std::process::Stdio::null())
+            .output()
+    } else {
+        Command::new("rpm")
+            .arg("--root")
+            .arg(root)
+            .args([
+                "-qa",
+                "--qf",
+                "ii |%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\\n",
+            ])
+            .output()
+    };
+    let out = out.ok().filter(|o| o.status.success())?;
+    let list = String::from_utf8_lossy(&out.stdout);
+    let mut lines: Vec<String> = list
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .filter(|(status, _)| !matches!(status.as_bytes().get(1), Some(b'n' | b'c')))
+        .map(|(_, pkg)| pkg.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    lines.sort_unstable();
+    Some(lines)
+}
+
+/// The host build root under `root` (`/` but in tests), in parts: one `part NAME DIGEST`
+/// line each, so a change can be named ([`changed_parts`]), then the details.
+fn describe_host_at(root: &Path) -> String {
     // Each tool's version is a process of its own: asked side by side, a fresh store's
     // first build waits for the slowest one rather than for all of them in turn.
     let (versions, packages) = std::thread::scope(|s| {
@@ -217,43 +323,66 @@ fn describe_host() -> String {
             .iter()
             .map(|(tool, args)| s.spawn(move || first_line_of(tool, args)))
             .collect();
-        let packages = if Path::new("/var/lib/dpkg/status").exists() {
-            Command::new("dpkg-query")
-                .args(["-W", "-f", "${Package} ${Version} ${Architecture}\\n"])
-                .output()
-        } else {
-            Command::new("rpm")
-                .args([
-                    "-qa",
-                    "--qf",
-                    "%{NAME} %{EPOCHNUM}:%{VERSION}-%{RELEASE} %{ARCH}\\n",
-                ])
-                .output()
-        };
+        let packages = host_packages(root);
         let versions: Vec<String> = probes
             .into_iter()
             .map(|p| p.join().unwrap_or_else(|_| "unknown".to_owned()))
             .collect();
         (versions, packages)
     });
-    let mut text = String::from("keel host toolchain v1\n");
-    match packages {
-        Ok(out) if out.status.success() => {
-            let list = String::from_utf8_lossy(&out.stdout);
-            let mut lines: Vec<&str> = list.lines().filter(|l| !l.trim().is_empty()).collect();
-            lines.sort_unstable();
-            text.push_str("packages:\n");
-            for l in lines {
-                text.push_str(l);
-                text.push('\n');
-            }
-        }
-        _ => text.push_str("packages: unknown\n"),
+    let mut text = String::from("keel host toolchain v2\n");
+    let package_text = match &packages {
+        Some(list) => list.join("\n"),
+        None => "unknown".into(),
+    };
+    let _ = writeln!(
+        text,
+        "part packages {}",
+        blake3::hash(package_text.as_bytes()).to_hex()
+    );
+    for dir in HOST_RPM_CONFIG {
+        let _ = writeln!(text, "part /{dir} {}", tree_digest(&root.join(dir)));
     }
-    for ((tool, _), version) in HOST_TOOLS.iter().zip(versions) {
+    // The rest of /etc a build sees (see crate::sandbox::HOST_ETC).
+    let mut etc = blake3::Hasher::new();
+    for name in crate::sandbox::HOST_ETC {
+        if name == "rpm" {
+            continue;
+        }
+        etc.update(format!("{name}\0{}\n", tree_digest(&root.join("etc").join(name))).as_bytes());
+    }
+    for (name, content) in crate::sandbox::HOST_ETC_GENERATED {
+        etc.update(format!("{name}\0{content}\n").as_bytes());
+    }
+    let _ = writeln!(text, "part /etc {}", etc.finalize().to_hex());
+    for ((tool, _), version) in HOST_TOOLS.iter().zip(&versions) {
+        let _ = writeln!(text, "part {tool} {version}");
+    }
+    for ((tool, _), version) in HOST_TOOLS.iter().zip(&versions) {
         let _ = writeln!(text, "{tool}: {version}");
     }
+    text.push_str("packages:\n");
+    text.push_str(&package_text);
+    text.push('\n');
     text
+}
+
+/// The parts of two host descriptions ([`describe`]) that differ, by name (`packages`,
+/// `/usr/lib/rpm`, `/etc`, `gcc`…): what a "toolchain changed" can say beyond two digests.
+pub fn changed_parts(old: &str, new: &str) -> Vec<String> {
+    let parts = |t: &str| -> std::collections::BTreeMap<String, String> {
+        t.lines()
+            .filter_map(|l| l.strip_prefix("part "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    };
+    let (a, b) = (parts(old), parts(new));
+    let mut names: Vec<String> = a.keys().chain(b.keys()).cloned().collect();
+    names.sort();
+    names.dedup();
+    names.retain(|n| a.get(n) != b.get(n));
+    names
 }
 
 fn describe_dir(dir: &Path) -> Result<String, Error> {
@@ -311,6 +440,74 @@ mod tests {
         assert!(text.contains("\nld: GNU ld"), "{text}");
         // dpkg on Debian, rpm elsewhere: either way bash is installed.
         assert!(text.lines().any(|l| l.starts_with("bash ")), "{text}");
+    }
+
+    /// A fake host root: one installed package and rpm's configuration.
+    fn fake_host(root: &Path) {
+        fs::create_dir_all(root.join("var/lib/dpkg/updates")).unwrap();
+        fs::write(
+            root.join("var/lib/dpkg/status"),
+            "Package: rpm\nStatus: install ok installed\nArchitecture: amd64\nVersion: 4.18\n\n",
+        )
+        .unwrap();
+        fs::create_dir_all(root.join("usr/lib/rpm/macros.d")).unwrap();
+        fs::write(root.join("usr/lib/rpm/macros"), "%_topdir /build\n").unwrap();
+        fs::create_dir_all(root.join("etc")).unwrap();
+    }
+
+    #[test]
+    fn host_key_covers_rpm_configuration_and_names_the_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_host(root);
+        let before = describe_host_at(root);
+        assert!(before.contains("\nrpm 4.18 amd64\n"), "{before}");
+        fs::write(root.join("usr/lib/rpm/macros.d/macros.extra"), "%x 1\n").unwrap();
+        let added = describe_host_at(root);
+        assert_ne!(before, added);
+        assert_eq!(changed_parts(&before, &added), ["/usr/lib/rpm"]);
+        fs::create_dir_all(root.join("etc/rpm")).unwrap();
+        fs::write(root.join("etc/rpm/macros.dist"), "%dist .x\n").unwrap();
+        let etc_rpm = describe_host_at(root);
+        assert_eq!(changed_parts(&added, &etc_rpm), ["/etc/rpm"]);
+        fs::write(root.join("etc/ld.so.conf"), "/opt/lib\n").unwrap();
+        assert_eq!(changed_parts(&etc_rpm, &describe_host_at(root)), ["/etc"]);
+    }
+
+    #[test]
+    fn host_key_ignores_what_the_build_root_does_not_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fake_host(root);
+        let before = describe_host_at(root);
+        // A package removed with its configuration kept (`dpkg -r`): no file in the root.
+        let mut status = fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap();
+        status.push_str(
+            "Package: nginx\nStatus: deinstall ok config-files\nArchitecture: amd64\nVersion: 1.22\n\n",
+        );
+        fs::write(root.join("var/lib/dpkg/status"), &status).unwrap();
+        // Host-only places: /usr/local, /opt, an /etc file no build sees.
+        for f in [
+            "usr/local/lib/rpm/macros",
+            "opt/tool/bin/x",
+            "etc/nginx/nginx.conf",
+            "etc/shadow",
+        ] {
+            let p = root.join(f);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, "x").unwrap();
+        }
+        assert_eq!(before, describe_host_at(root));
+        // The same package installed is part of the key, and named.
+        fs::write(
+            root.join("var/lib/dpkg/status"),
+            status.replace("deinstall ok config-files", "install ok installed"),
+        )
+        .unwrap();
+        assert_eq!(
+            changed_parts(&before, &describe_host_at(root)),
+            ["packages"]
+        );
     }
 
     #[test]
