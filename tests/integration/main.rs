@@ -5,6 +5,7 @@
 mod support;
 
 mod build;
+mod cutoff;
 mod graph;
 mod image;
 mod incremental;
