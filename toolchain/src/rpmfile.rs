@@ -285,6 +285,25 @@ fn field(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.push(b'\n');
 }
 
+/// A file's (device, inode) in the header: members of a hard-link set share it.
+type LinkIdentity = (u32, u32);
+
+/// One payload entry, as the summary sees it.
+struct PayloadFile {
+    path: String,
+    /// Its hard-link identity (regular, non-ghost files only).
+    identity: Option<LinkIdentity>,
+    /// The BLAKE3 of its bytes, when this entry carries the bytes.
+    content: Option<String>,
+}
+
+/// The members of one hard-link set and the content the payload carries for it.
+#[derive(Default)]
+struct LinkSet<'a> {
+    members: Vec<&'a str>,
+    content: Option<&'a str>,
+}
+
 /// Appends one header entry's value: its rpm type, then each element length-prefixed.
 fn encode_entry(data: &IndexData) -> Vec<u8> {
     let mut v = Vec::new();
@@ -366,8 +385,7 @@ pub fn semantic_summary(path: &Path) -> Result<Vec<u8>, Error> {
         Err(rpm::Error::TagNotFound(_)) => None,
         Err(e) => return Err(Error::rpm(path)(e)),
     };
-    // (path, link identity, content hash when this entry carries bytes)
-    let mut files: Vec<(String, Option<(u32, u32)>, Option<String>)> = Vec::new();
+    let mut files: Vec<PayloadFile> = Vec::new();
     let entries_paths: Vec<String> = match pkg.metadata.get_file_paths() {
         Ok(v) => v
             .into_iter()
@@ -395,30 +413,34 @@ pub fn semantic_summary(path: &Path) -> Result<Vec<u8>, Error> {
             Some(bytes) if regular => Some(blake3::hash(bytes).to_hex().to_string()),
             _ => None,
         };
-        files.push((p, identity, content));
+        files.push(PayloadFile {
+            path: p,
+            identity,
+            content,
+        });
     }
     // Members per identity, and the content of the set (from the member that carries it).
-    let mut sets: BTreeMap<(u32, u32), (Vec<&str>, Option<&str>)> = BTreeMap::new();
-    for (p, identity, content) in &files {
-        if let Some(id) = identity {
-            let set = sets.entry(*id).or_default();
-            set.0.push(p);
-            if content.is_some() {
-                set.1 = content.as_deref();
+    let mut sets: BTreeMap<LinkIdentity, LinkSet<'_>> = BTreeMap::new();
+    for f in &files {
+        if let Some(id) = f.identity {
+            let set = sets.entry(id).or_default();
+            set.members.push(&f.path);
+            if f.content.is_some() {
+                set.content = f.content.as_deref();
             }
         }
     }
     let mut lines: Vec<String> = files
         .iter()
-        .map(|(p, identity, content)| {
-            let (group, bytes) = match identity.and_then(|id| sets.get(&id)) {
-                Some((members, set_content)) if members.len() > 1 => (
-                    members.iter().min().copied().unwrap_or_default(),
-                    set_content.unwrap_or_default(),
+        .map(|f| {
+            let (group, bytes) = match f.identity.and_then(|id| sets.get(&id)) {
+                Some(set) if set.members.len() > 1 => (
+                    set.members.iter().min().copied().unwrap_or_default(),
+                    set.content.unwrap_or_default(),
                 ),
-                _ => ("", content.as_deref().unwrap_or_default()),
+                _ => ("", f.content.as_deref().unwrap_or_default()),
             };
-            format!("{p}\0{bytes}\0{group}")
+            format!("{}\0{bytes}\0{group}", f.path)
         })
         .collect();
     lines.sort();

@@ -407,7 +407,6 @@ fn every_field_the_issue_named_changes_the_summary() {
             "transaction file trigger",
             with(|p| p.trans_file_trigger = Some(0)),
         ),
-        ("verify flags", with(|p| p.verify_b = true)),
         ("file language", with(|p| p.lang_a = true)),
         ("prefix", with(|p| p.prefix = true)),
         ("OrderWithRequires", with(|p| p.order = Some(0))),
