@@ -10,9 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::EngineError;
 use crate::graph::{ActionId, Graph};
-use crate::keys::{
-    ActionKind, Evr, KeyInputs, KeyRecord, OutputDigest, compute_key, compute_output_digest,
-};
+use crate::keys::{ActionKind, Evr, KeyInputs, KeyRecord, OutputDigests, compute_key};
 
 /// How a named input changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -449,10 +447,8 @@ pub(crate) struct Previous {
 }
 
 impl Previous {
-    pub fn output(&self) -> Option<OutputDigest> {
-        self.record
-            .as_ref()
-            .map(|r| compute_output_digest(&r.outputs))
+    pub fn output(&self) -> Option<OutputDigests> {
+        self.record.as_ref().map(|r| OutputDigests::of(&r.outputs))
     }
 }
 
@@ -587,9 +583,9 @@ pub fn plan(store: &Store, graph: &Graph, targets: &[ActionId]) -> Result<Plan, 
 /// (see [`plan_known`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Known {
-    /// The action's key and output digest in that build.
+    /// The action's key and output digests in that build.
     pub key: ActionKey,
-    pub output: OutputDigest,
+    pub output: OutputDigests,
     /// Whether the action's own inputs are those it had then (its dependencies' outputs
     /// may still differ).
     pub same_inputs: bool,
@@ -623,7 +619,7 @@ fn plan_with(
     let kept = |id: ActionId| known.and_then(|k| k[id.index()]);
     // Known output digests of actions that are up to date; `None` for those that will or
     // may run.
-    let mut outputs: Vec<Option<OutputDigest>> = vec![None; graph.len()];
+    let mut outputs: Vec<Option<OutputDigests>> = vec![None; graph.len()];
     let mut plan = Plan::default();
     for (id, action) in graph.iter() {
         if !mask[id.index()] {
@@ -649,11 +645,12 @@ fn plan_with(
         }
         let mut deps = BTreeMap::new();
         let mut pending = Vec::new();
+        let view = action.kind().dependency_view();
         for d in &action.deps {
             let dep = graph.action(*d);
             match outputs[d.index()] {
                 Some(o) => {
-                    deps.insert(dep.name.clone(), o);
+                    deps.insert(dep.name.clone(), o.view(view));
                 }
                 None => pending.push(dep.name.clone()),
             }
@@ -669,7 +666,7 @@ fn plan_with(
                     _ => store
                         .ac_get(&key)
                         .map_err(EngineError::store(format!("look up {}", action.name)))?
-                        .map(|r| compute_output_digest(&r.outputs)),
+                        .map(|r| OutputDigests::of(&r.outputs)),
                 },
             };
             match hit {

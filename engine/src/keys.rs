@@ -27,9 +27,23 @@
 //!
 //! The output digest is derived from the records' outputs (name, kind and digest of each,
 //! sorted by name). An executor whose raw outputs embed noise (build times in RPM headers)
-//! can instead store a *summary* blob — for RPMs, the payload and dependency metadata — as
-//! the output named [`SUMMARY_OUTPUT`]; the output digest then covers only that blob, and
-//! two builds that differ only in noise cut off.
+//! can also store a *summary* blob — for RPMs, what an installed root sees (see
+//! `keel_toolchain::rpmfile`) — as the output named [`SUMMARY_OUTPUT`].
+//!
+//! # Views: what a dependent reads decides what its key covers
+//!
+//! A summary is a claim about what some readers see, not about the bytes: two RPMs with
+//! equal summaries may differ in their changelog, and a repository index or an image's
+//! rpm database reads those bytes. So each action has two output digests
+//! ([`OutputDigests`]): `bytes` covers every output (the summary blob included), `summary`
+//! covers the summary blob alone (or is `bytes` when there is none). Which one enters a
+//! dependent's key is decided by the dependent's kind, [`ActionKind::dependency_view`]: an
+//! exhaustive match, so a new kind has to say what it reads, and the answer is
+//! [`View::Bytes`] unless the kind provably reads no more than summaries cover. Getting
+//! this wrong in the safe direction costs a rebuild; in the other it ships stale bytes.
+//!
+//! The view is part of what is hashed: the two digests hash under different prefixes, so
+//! a dependent can never confuse one for the other.
 //!
 //! # Why dependency names are hashed
 //!
@@ -59,7 +73,8 @@ impl DigestKind for OutputKind {
 pub type OutputDigest = Digest<OutputKind>;
 
 /// The output name under which an executor may store a summary blob: when present, the
-/// output digest covers that blob alone, so outputs differing only in noise cut off.
+/// [`View::Summary`] digest covers that blob alone, so dependents that read no more than
+/// it covers cut off on outputs that differ only in what they do not read.
 pub const SUMMARY_OUTPUT: &str = "keel:summary";
 
 /// Preamble of every key: the version of this module's scheme as a whole.
@@ -101,6 +116,40 @@ impl ActionKind {
             ActionKind::RpmBuild => RpmBuildInputs::VERSION,
             ActionKind::RepoIndex => RepoIndexInputs::VERSION,
             ActionKind::Image => ImageInputs::VERSION,
+        }
+    }
+}
+
+/// Which digest of a dependency's result enters a dependent's key (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum View {
+    /// Every output, byte for byte: for readers of the files themselves.
+    Bytes,
+    /// The [`SUMMARY_OUTPUT`] blob alone when the dependency stored one (its bytes
+    /// otherwise): for readers that see no more than the summary covers.
+    Summary,
+}
+
+impl ActionKind {
+    /// What an action of this kind reads of its dependencies' results, and so which of
+    /// their [`OutputDigests`] its key covers. [`View::Summary`] only where the executor
+    /// provably reads no more than a summary covers:
+    ///
+    /// - `rpm_build` unpacks each dependency RPM's *payload* as a layer of its build root
+    ///   (files, directories, symlinks, modes, contents; no ownership, no rpm database, no
+    ///   header: rpmbuild runs with `--nodeps`), and the RPM summary covers every one of
+    ///   those; the SRPM it reads has no summary, so it is read as bytes;
+    /// - `repo_index` hashes the RPM files themselves (`pkgid`, header ranges, changelog);
+    /// - `image` writes every header into the image's rpm database and ships the files;
+    /// - `srpm_pack` packs the fetched sources; `source_fetch` has no dependencies.
+    pub const fn dependency_view(self) -> View {
+        match self {
+            ActionKind::RpmBuild => View::Summary,
+            ActionKind::SourceFetch
+            | ActionKind::SrpmPack
+            | ActionKind::RepoIndex
+            | ActionKind::Image => View::Bytes,
         }
     }
 }
@@ -479,17 +528,40 @@ fn key_of(version: u32, inputs: &KeyInputs, deps: &BTreeMap<String, OutputDigest
     w.0.finalize()
 }
 
-/// The output digest of a set of outputs (pure): the summary blob alone if there is one,
-/// otherwise every output's name, kind and digest in name order.
-pub fn compute_output_digest(outputs: &[ActionOutput]) -> OutputDigest {
-    let mut h = DigestHasher::<OutputKind>::new();
-    if let Some(summary) = outputs.iter().find(|o| o.name == SUMMARY_OUTPUT) {
-        h.field(b"summary");
-        hash_object(&mut h, &summary.object);
-        return h.finalize();
+/// An action's output digests, one per [`View`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OutputDigests {
+    /// Every output ([`compute_output_digest`]).
+    pub bytes: OutputDigest,
+    /// The summary blob, or `bytes` without one ([`compute_summary_digest`]).
+    pub summary: OutputDigest,
+}
+
+impl OutputDigests {
+    /// Both digests of a set of outputs (pure).
+    pub fn of(outputs: &[ActionOutput]) -> OutputDigests {
+        let bytes = compute_output_digest(outputs);
+        OutputDigests {
+            bytes,
+            summary: summary_digest(outputs).unwrap_or(bytes),
+        }
     }
+
+    /// The digest a reader with this view sees.
+    pub fn view(&self, view: View) -> OutputDigest {
+        match view {
+            View::Bytes => self.bytes,
+            View::Summary => self.summary,
+        }
+    }
+}
+
+/// The [`View::Bytes`] digest of a set of outputs (pure): every output's name, kind and
+/// digest in name order, the summary blob included.
+pub fn compute_output_digest(outputs: &[ActionOutput]) -> OutputDigest {
     let mut sorted: Vec<&ActionOutput> = outputs.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut h = DigestHasher::<OutputKind>::new();
     h.field(b"outputs");
     h.field(&(sorted.len() as u64).to_le_bytes());
     for o in sorted {
@@ -497,6 +569,20 @@ pub fn compute_output_digest(outputs: &[ActionOutput]) -> OutputDigest {
         hash_object(&mut h, &o.object);
     }
     h.finalize()
+}
+
+/// The [`View::Summary`] digest of a set of outputs (pure): the summary blob alone if
+/// there is one, otherwise the same as [`compute_output_digest`].
+pub fn compute_summary_digest(outputs: &[ActionOutput]) -> OutputDigest {
+    summary_digest(outputs).unwrap_or_else(|| compute_output_digest(outputs))
+}
+
+fn summary_digest(outputs: &[ActionOutput]) -> Option<OutputDigest> {
+    let summary = outputs.iter().find(|o| o.name == SUMMARY_OUTPUT)?;
+    let mut h = DigestHasher::<OutputKind>::new();
+    h.field(b"summary");
+    hash_object(&mut h, &summary.object);
+    Some(h.finalize())
 }
 
 fn hash_object(h: &mut DigestHasher<OutputKind>, object: &ObjectRef) {

@@ -16,7 +16,9 @@
 //!   action cache; a hit is used as is (the store verifies every object it serves).
 //! - **Early cutoff**: because dependents hash their dependencies' output digests, a rerun
 //!   that produces the same output leaves every dependent's key unchanged. The cascade
-//!   stops by construction; [`Status::CutOff`] reports where it did.
+//!   stops by construction; [`Status::CutOff`] reports where it did. Each dependent hashes
+//!   the [`View`] of its dependencies it reads: bytes, or a summary only where its kind
+//!   provably reads no more than the summary covers ([`ActionKind::dependency_view`]).
 //! - **Recording**: a result is put in the action cache by the worker that produced it,
 //!   before anything else hears of it; a crash loses only what was in flight.
 //! - **Scheduling** ([`sched`]): up to `jobs` actions at once, the ready action with the
@@ -78,8 +80,9 @@ pub use explain::{
 };
 pub use graph::{Action, ActionId, Graph};
 pub use keys::{
-    ActionKind, Evr, ExecutorId, ImageInputs, KeyInputs, KeyRecord, OutputDigest, RepoIndexInputs,
-    RpmBuildInputs, SUMMARY_OUTPUT, SourceFetchInputs, SrpmPackInputs, ToolchainId,
+    ActionKind, Evr, ExecutorId, ImageInputs, KeyInputs, KeyRecord, OutputDigest, OutputDigests,
+    RepoIndexInputs, RpmBuildInputs, SUMMARY_OUTPUT, SourceFetchInputs, SrpmPackInputs,
+    ToolchainId, View,
 };
 pub use remote::{RemoteCache, RemoteHit};
 pub use run::{ActionReport, BuildReport, Config, Engine, Event, Status, Summary};

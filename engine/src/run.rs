@@ -27,7 +27,7 @@ use crate::explain::{
     self, DirtyReason, Explanation, Plan, Previous, load_all_previous, reasons_against,
 };
 use crate::graph::{ActionId, Graph};
-use crate::keys::{ActionKind, KeyRecord, OutputDigest, compute_key, compute_output_digest};
+use crate::keys::{ActionKind, KeyRecord, OutputDigest, OutputDigests, compute_key};
 use crate::remote::RemoteCache;
 use crate::sched::{ReadyQueue, compute_priorities};
 
@@ -71,8 +71,10 @@ pub enum Status {
     Remote,
     /// It ran and its output differs from the previous build's (or there was none).
     Ran,
-    /// It ran and produced the same output as the previous build: its dependents' keys are
-    /// unchanged (early cutoff).
+    /// It ran and produced the same output as the previous build, byte for byte: its
+    /// dependents' keys are unchanged (early cutoff). An action whose bytes changed but
+    /// whose summary did not is `Ran`; dependents reading only the summary are then
+    /// `Cached`.
     CutOff,
     Failed {
         error: String,
@@ -108,7 +110,11 @@ pub struct ActionReport {
     pub status: Status,
     /// Absent when the action was never reached.
     pub key: Option<ActionKey>,
+    /// Its [`View::Bytes`](crate::View::Bytes) output digest.
     pub output: Option<OutputDigest>,
+    /// Its [`View::Summary`](crate::View::Summary) output digest.
+    #[serde(default)]
+    pub summary_output: Option<OutputDigest>,
     /// Why it ran (empty when it did not).
     pub reasons: Vec<DirtyReason>,
     /// Milliseconds since the build started, when the action was handed to a worker.
@@ -118,6 +124,14 @@ pub struct ActionReport {
 }
 
 impl ActionReport {
+    /// Both output digests, when it has a result.
+    pub fn outputs(&self) -> Option<crate::OutputDigests> {
+        Some(crate::OutputDigests {
+            bytes: self.output?,
+            summary: self.summary_output?,
+        })
+    }
+
     /// Whether it ran because of its own inputs (a root) rather than only because a
     /// dependency's output changed (a cascade).
     pub fn is_root(&self) -> bool {
@@ -386,9 +400,10 @@ impl<'s> Engine<'s> {
                     let Some(id) = st.ready.pop() else { break };
                     let action = graph.action(id);
                     let mut deps = BTreeMap::new();
+                    let view = action.kind().dependency_view();
                     for d in &action.deps {
                         let out = st.outputs[d.index()].expect("a ready action's deps are done");
-                        deps.insert(graph.action(*d).name.clone(), out);
+                        deps.insert(graph.action(*d).name.clone(), out.view(view));
                     }
                     let key = compute_key(&action.inputs, &deps);
                     let prev = &mut previous[id.index()];
@@ -498,6 +513,7 @@ impl<'s> Engine<'s> {
                 status,
                 key: None,
                 output: None,
+                summary_output: None,
                 reasons: Vec::new(),
                 start_ms: 0,
                 duration_ms: 0,
@@ -524,7 +540,7 @@ struct BuildState<'g> {
     remaining: Vec<usize>,
     ready: ReadyQueue,
     records: Vec<Option<Arc<ActionRecord>>>,
-    outputs: Vec<Option<OutputDigest>>,
+    outputs: Vec<Option<OutputDigests>>,
     reports: Vec<Option<ActionReport>>,
     /// No new work is started (a failure without keep-going, or cancellation).
     stopping: bool,
@@ -543,6 +559,7 @@ impl BuildState<'_> {
             status: Status::Cancelled,
             key: Some(key),
             output: None,
+            summary_output: None,
             reasons: Vec::new(),
             start_ms: self.started.elapsed().as_millis() as u64,
             duration_ms: 0,
@@ -588,8 +605,9 @@ impl BuildState<'_> {
             }
         };
         if let Some(record) = record {
-            let out = compute_output_digest(&record.outputs);
-            report.output = Some(out);
+            let out = OutputDigests::of(&record.outputs);
+            report.output = Some(out.bytes);
+            report.summary_output = Some(out.summary);
             self.outputs[id.index()] = Some(out);
             self.records[id.index()] = Some(Arc::new(record));
             for d in self.graph.dependents(id) {
@@ -706,8 +724,9 @@ fn work(
                     r.publish(store, action, &record);
                 }
             }
-            let output = compute_output_digest(&record.outputs);
-            let cut_off = previous.and_then(Previous::output) == Some(output);
+            // The bytes digest covers the summary too: equal bytes, every dependent cut off.
+            let output = OutputDigests::of(&record.outputs).bytes;
+            let cut_off = previous.and_then(Previous::output).map(|o| o.bytes) == Some(output);
             tracing::info!(%output, cut_off, "finished");
             Outcome::Ran { record, cut_off }
         }

@@ -376,8 +376,10 @@ impl RpmExecutor {
                     .put_bytes(&serde_json::to_vec(&learned).map_err(|e| failed(e.to_string()))?)?,
             ),
         });
-        // The summary alone is what dependents see: RPMs whose payload and dependencies
-        // come out the same cut the rebuild off, build time and host notwithstanding.
+        // What dependent builds read of these RPMs (their payloads, as layers) is covered
+        // by the summary, so an `rpm:` dependent is keyed on it and cuts off when only
+        // the changelog, build time or host changed. The repository and images read the
+        // bytes and are keyed on them (`ActionKind::dependency_view`).
         outputs.push(ActionOutput {
             name: SUMMARY_OUTPUT.to_owned(),
             object: ObjectRef::Blob(store.put_bytes(&summary)?),

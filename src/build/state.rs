@@ -30,7 +30,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use keel_engine::{BuildReport, Graph, KeyInputs, Known, OutputDigest, ToolchainId};
+use keel_engine::{BuildReport, Graph, KeyInputs, Known, OutputDigests, ToolchainId};
 use keel_rules::actions::{self, ActionConfig, SpecActions};
 use keel_specs::Spec;
 use keel_store::{ActionKey, BlobDigest, Store};
@@ -41,7 +41,9 @@ use super::ExecutorKind;
 use super::stamp::{self, Meta, RACY_NS};
 use crate::config::Tree;
 
-const VERSION: u32 = 2;
+// 3: each action keeps both output digests (bytes and summary); states are kept per
+// executor and isolation.
+const VERSION: u32 = 3;
 
 /// The state file beside the stamp at `stamp_path` (named like it, so that `keel store
 /// gc` removes both).
@@ -189,9 +191,9 @@ struct KeptAction {
     name: String,
     inputs: Inputs,
     deps: Vec<u32>,
-    /// The key and output in the build that saved the state.
+    /// The key and output digests in the build that saved the state.
     key: Option<ActionKey>,
-    output: Option<OutputDigest>,
+    output: Option<OutputDigests>,
 }
 
 /// What [`ActionConfig`] held, but the macro files' digests (global files, unchanged).
@@ -404,7 +406,7 @@ impl State {
                 let _ = std::fs::remove_file(path);
                 return;
             };
-            let (Some(key), Some(output)) = (r.key, r.output) else {
+            let (Some(key), Some(output)) = (r.key, r.outputs()) else {
                 let _ = std::fs::remove_file(path);
                 return;
             };

@@ -8,6 +8,7 @@ mod build;
 mod cli;
 mod consistency;
 mod contained_specs;
+mod cutoff;
 mod durability;
 mod graph;
 mod image;

@@ -1,24 +1,76 @@
 //! Reading built RPMs: their identity, dependencies and files ([`read_rpm`]), and their
 //! *semantic summary* ([`semantic_summary`], [`semantic_digest`]).
 //!
-//! The semantic summary is what keel uses as a package's output digest for early cutoff:
-//! two RPMs with the same summary install the same thing, so a dependent build need not
-//! run again. It is computed exactly, in the spirit of OBS's build-compare: it covers the
-//! package's identity (name, epoch, version, release, arch), its descriptive text
-//! (summary, description, license, URL, group), every dependency list (provides,
-//! requires, conflicts, obsoletes and the weak ones, with their sense flags and EVRs),
-//! the scriptlets, and per file: path, mode, owner, group, symlink target, flags (config,
-//! doc, ghost, …), capabilities and the BLAKE3 of its bytes as found in the payload.
+//! # What the summary is
 //!
-//! It deliberately leaves out everything that changes between two builds of the same
-//! inputs without changing what gets installed: build time and host, the cookie,
-//! signatures and header digests, payload compression, file mtimes, the source RPM's file
-//! name and the changelog (which in practice never changes without a release change).
-//! Dependency lists are sorted, so their order in the header does not matter either.
+//! The semantic summary of an RPM is **everything that can change what an installed root
+//! or a dependent build sees**: two RPMs with equal summaries, installed with `rpm -i`,
+//! lay down the same files (paths, types, contents, modes, owners, link targets, hard-link
+//! sets, capabilities, device numbers) and leave the same record of how rpm installs,
+//! orders, verifies, upgrades and removes them — every field of the header but the
+//! excluded ones below. A dependent build that unpacks the payload as a layer sees a
+//! subset of that. It is an `rpm:` action's summary output, which dependents that read
+//! no more than it covers (`keel_engine::ActionKind::dependency_view`) hash instead of the
+//! RPM's bytes, so a rebuild that changes only what they do not see cuts off. The property
+//! test `equal_summaries_install_equal_roots` holds it: equal summaries only for packages
+//! whose installed roots and header metadata are identical.
+//!
+//! # How it is computed
+//!
+//! The summary is the main header, entry by entry in tag order (tag number, rpm type and
+//! each value length-prefixed), **minus an explicit exclusion list**, followed by one line
+//! per file computed from the payload itself. Including by default is the safe direction:
+//! a header tag a future rpm adds is covered until someone decides, with a reason, that it
+//! cannot change what is installed. Covered therefore, among others: name, epoch,
+//! version, release, arch, os; summary, description, license, URL, group, vendor,
+//! packager, distribution, bug URL, source RPM name and the rpm version and flags that
+//! built it; every dependency list with its flags and EVRs (provides, requires including
+//! `rpmlib()`, conflicts, obsoletes, recommends, suggests, supplements, enhances,
+//! `OrderWithRequires`); every scriptlet with its interpreter and flags (`%pre`, `%post`,
+//! `%preun`, `%postun`, `%pretrans`, `%posttrans`, `%preuntrans`, `%postuntrans`,
+//! `%verifyscript`); triggers, file triggers and transaction file triggers with their
+//! conditions, priorities, interpreters and scripts; prefixes (relocation);
+//! per file: path (basenames, dirnames, dir indexes), size, mode, owner, group, rdev,
+//! link target, flags (config, doc, ghost, …), verify flags, language, capabilities,
+//! colors and classes, file dependencies, SELinux contexts, IMA signatures, and rpm's own
+//! file digests with their algorithm; the installed size.
+//!
+//! Excluded, each because it records how or when the package was made rather than what
+//! it installs, or because another line of the summary stands for it:
+//!
+//! - `BUILDTIME`, `BUILDHOST`, `COOKIE` (host and time): provenance, different on every
+//!   build of the same inputs;
+//! - `CHANGELOGTIME`, `CHANGELOGNAME`, `CHANGELOGTEXT`: history, shown by `rpm -q
+//!   --changelog` and nothing else, edited without any change to the package;
+//! - `FILEMTIMES`: a dependent build's layer stamps every file with one fixed time, and
+//!   readers that see real mtimes (repositories, images) read the RPM's bytes;
+//! - `FILEINODES`, `FILEDEVICES`: numbers rpmbuild makes up; what they mean (which files
+//!   are one hard-link set) is in the file lines instead;
+//! - `ARCHIVESIZE`, `PAYLOADFORMAT`, `PAYLOADCOMPRESSOR`, `PAYLOADFLAGS`, the payload's
+//!   digests (`PAYLOADDIGEST`, `PAYLOADDIGESTALGO`, `PAYLOADDIGESTALT` and rpm 6's
+//!   SHA-512 and SHA3-256 ones) and sizes (`PAYLOADSIZE`, `PAYLOADSIZEALT`): how the
+//!   payload is encoded and compressed (its digests cover mtimes and inodes); its decoded
+//!   content is in the file lines;
+//! - `PACKAGEDIGESTS`, `PACKAGEDIGESTALGOS`: digests of the encoded package;
+//! - `HEADERIMAGE`, `HEADERSIGNATURES`, `HEADERIMMUTABLE` (region markers, whose values
+//!   are offsets into the header blob) and the whole signature header (signatures,
+//!   header and payload digests, sizes of the encoding).
+//!
+//! Each file line holds the path, the BLAKE3 of the bytes the installed file has (for a
+//! hard-link set, whose content the payload carries once, the content of the set for
+//! every member) and the set it belongs to (named by its smallest path; empty for a file
+//! alone), so moving a name from one set to another changes the summary even when sizes
+//! and digests of every path stayed the same.
+//!
+//! [`SUMMARY_FORMAT`] is in the summary: a change to what it covers changes every summary.
 
 use std::path::Path;
 
-use rpm::{Dependency, DependencyFlags, FileType, Package, PackageMetadata};
+use std::collections::{BTreeMap, HashMap};
+
+use rpm::{
+    Dependency, DependencyFlags, FileFlags, FileType, IndexData, IndexTag, Package, PackageMetadata,
+};
 
 use crate::Error;
 
@@ -169,7 +221,41 @@ fn info_from_metadata(path: &Path, meta: &PackageMetadata) -> Result<RpmInfo, Er
 }
 
 /// The BLAKE3 derive-key context of [`SemanticDigest`].
-pub const SEMANTIC_CONTEXT: &str = "keel-toolchain 2026-11-27 rpm semantic summary v1";
+pub const SEMANTIC_CONTEXT: &str = "keel-toolchain 2026-12-04 rpm semantic summary v2";
+
+/// The first line of every summary: bumped with any change to what the summary covers.
+pub const SUMMARY_FORMAT: &str = "keel rpm semantic summary 2";
+
+/// Header tags left out of the summary (see the module docs for why each one is).
+pub const EXCLUDED_TAGS: &[IndexTag] = &[
+    IndexTag::RPMTAG_HEADERIMAGE,
+    IndexTag::RPMTAG_HEADERSIGNATURES,
+    IndexTag::RPMTAG_HEADERIMMUTABLE,
+    IndexTag::RPMTAG_BUILDTIME,
+    IndexTag::RPMTAG_BUILDHOST,
+    IndexTag::RPMTAG_COOKIE,
+    IndexTag::RPMTAG_CHANGELOGTIME,
+    IndexTag::RPMTAG_CHANGELOGNAME,
+    IndexTag::RPMTAG_CHANGELOGTEXT,
+    IndexTag::RPMTAG_FILEMTIMES,
+    IndexTag::RPMTAG_FILEINODES,
+    IndexTag::RPMTAG_FILEDEVICES,
+    IndexTag::RPMTAG_ARCHIVESIZE,
+    IndexTag::RPMTAG_PAYLOADFORMAT,
+    IndexTag::RPMTAG_PAYLOADCOMPRESSOR,
+    IndexTag::RPMTAG_PAYLOADFLAGS,
+    IndexTag::RPMTAG_PAYLOADSHA256,
+    IndexTag::RPMTAG_PAYLOADSHA256ALGO,
+    IndexTag::RPMTAG_PAYLOADSHA256ALT,
+    IndexTag::RPMTAG_PAYLOAD_SHA512,
+    IndexTag::RPMTAG_PAYLOAD_SHA512_ALT,
+    IndexTag::RPMTAG_PAYLOAD_SHA3_256,
+    IndexTag::RPMTAG_PAYLOAD_SHA3_256_ALT,
+    IndexTag::RPMTAG_PAYLOADSIZE,
+    IndexTag::RPMTAG_PAYLOADSIZEALT,
+    IndexTag::RPMTAG_PACKAGEDIGESTS,
+    IndexTag::RPMTAG_PACKAGEDIGESTALGOS,
+];
 
 /// The kind of a [`SemanticDigest`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -199,125 +285,173 @@ fn field(out: &mut Vec<u8>, key: &str, value: &[u8]) {
     out.push(b'\n');
 }
 
-/// The canonical bytes that describe what a package installs and declares (see the module
-/// docs for what is in and what is deliberately out). Decompresses the payload to hash
-/// every file's content.
+/// A file's (device, inode) in the header: members of a hard-link set share it.
+type LinkIdentity = (u32, u32);
+
+/// One payload entry, as the summary sees it.
+struct PayloadFile {
+    path: String,
+    /// Its hard-link identity (regular, non-ghost files only).
+    identity: Option<LinkIdentity>,
+    /// The BLAKE3 of its bytes, when this entry carries the bytes.
+    content: Option<String>,
+}
+
+/// The members of one hard-link set and the content the payload carries for it.
+#[derive(Default)]
+struct LinkSet<'a> {
+    members: Vec<&'a str>,
+    content: Option<&'a str>,
+}
+
+/// Appends one header entry's value: its rpm type, then each element length-prefixed.
+fn encode_entry(data: &IndexData) -> Vec<u8> {
+    let mut v = Vec::new();
+    let mut put = |x: &[u8]| {
+        v.extend_from_slice(&(x.len() as u64).to_le_bytes());
+        v.extend_from_slice(x);
+    };
+    match data {
+        IndexData::Null => put(b"null"),
+        IndexData::Char(b) => {
+            put(b"char");
+            put(b);
+        }
+        IndexData::Int8(b) => {
+            put(b"int8");
+            put(b);
+        }
+        IndexData::Int16(n) => {
+            put(b"int16");
+            n.iter().for_each(|x| put(&x.to_le_bytes()));
+        }
+        IndexData::Int32(n) => {
+            put(b"int32");
+            n.iter().for_each(|x| put(&x.to_le_bytes()));
+        }
+        IndexData::Int64(n) => {
+            put(b"int64");
+            n.iter().for_each(|x| put(&x.to_le_bytes()));
+        }
+        IndexData::StringTag(t) => {
+            put(b"string");
+            put(t.as_bytes());
+        }
+        IndexData::Bin(b) => {
+            put(b"bin");
+            put(b);
+        }
+        IndexData::StringArray(a) => {
+            put(b"string_array");
+            a.iter().for_each(|x| put(x.as_bytes()));
+        }
+        IndexData::I18NString(a) => {
+            put(b"i18n_string");
+            a.iter().for_each(|x| put(x.as_bytes()));
+        }
+    }
+    v
+}
+
+/// The canonical bytes of everything that can change what an installed root or a
+/// dependent build sees (see the module docs for what is in, what is out and why).
+/// Decompresses the payload to hash every file's content.
 pub fn semantic_summary(path: &Path) -> Result<Vec<u8>, Error> {
     let pkg = Package::open(path).map_err(Error::rpm(path))?;
-    let meta = &pkg.metadata;
-    let info = info_from_metadata(path, meta)?;
+    let header = &pkg.metadata.header;
     let mut out = Vec::new();
-    field(&mut out, "format", b"keel rpm semantic summary 1");
-    field(&mut out, "name", info.name.as_bytes());
-    field(
-        &mut out,
-        "epoch",
-        info.epoch
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-            .as_bytes(),
-    );
-    field(&mut out, "version", info.version.as_bytes());
-    field(&mut out, "release", info.release.as_bytes());
-    field(&mut out, "arch", info.arch.as_bytes());
-    field(&mut out, "source", if info.is_source { b"1" } else { b"0" });
-    field(
-        &mut out,
-        "summary",
-        optional_str(meta.get_summary()).as_bytes(),
-    );
-    field(
-        &mut out,
-        "description",
-        optional_str(meta.get_description()).as_bytes(),
-    );
-    field(
-        &mut out,
-        "license",
-        optional_str(meta.get_license()).as_bytes(),
-    );
-    field(&mut out, "url", optional_str(meta.get_url()).as_bytes());
-    field(&mut out, "group", optional_str(meta.get_group()).as_bytes());
-
-    // Requires keep their rpmlib() entries here: they change what rpm accepts to install.
-    let all_requires = deps(path, meta.get_requires())?;
-    let lists: [(&str, &[RpmDep]); 8] = [
-        ("provides", &info.provides),
-        ("requires", &all_requires),
-        ("conflicts", &info.conflicts),
-        ("obsoletes", &info.obsoletes),
-        ("recommends", &info.recommends),
-        ("suggests", &info.suggests),
-        ("supplements", &info.supplements),
-        ("enhances", &info.enhances),
-    ];
-    for (key, list) in lists {
-        let mut sorted: Vec<&RpmDep> = list.iter().collect();
-        sorted.sort();
-        sorted.dedup();
-        for d in sorted {
-            let text = format!("{} {} {}", d.name, d.flags, d.evr);
-            field(&mut out, key, text.as_bytes());
+    field(&mut out, "format", SUMMARY_FORMAT.as_bytes());
+    let excluded: Vec<u32> = EXCLUDED_TAGS.iter().map(|t| *t as u32).collect();
+    let mut entries = header.get_all_entries().map_err(Error::rpm(path))?;
+    entries.sort_by_key(|(tag, _)| *tag);
+    for (tag, data) in &entries {
+        if !excluded.contains(tag) {
+            field(&mut out, &format!("tag {tag}"), &encode_entry(data));
         }
     }
 
-    let scripts = [
-        ("pre", meta.get_pre_install_script()),
-        ("post", meta.get_post_install_script()),
-        ("preun", meta.get_pre_uninstall_script()),
-        ("postun", meta.get_post_uninstall_script()),
-        ("pretrans", meta.get_pre_trans_script()),
-        ("posttrans", meta.get_post_trans_script()),
-        ("verify", meta.get_verify_script()),
-    ];
-    for (key, script) in scripts {
-        if let Ok(s) = script {
-            let prog = s.program.map(|p| p.join(" ")).unwrap_or_default();
-            let flags = s.flags.map(|f| f.bits()).unwrap_or(0);
-            field(
-                &mut out,
-                &format!("script-{key}"),
-                format!("{prog}\0{flags}\0{}", s.script).as_bytes(),
-            );
-        }
-    }
-
-    let mut files = Vec::new();
+    // Per file: the bytes it will hold once installed, and its hard-link set. rpm gives
+    // each member of a set the same (device, inode); the payload carries the set's bytes
+    // once, with one member.
+    let devices = header
+        .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEDEVICES)
+        .unwrap_or_default();
+    let inodes = header
+        .get_entry_data_as_u32_array(IndexTag::RPMTAG_FILEINODES)
+        .unwrap_or_default();
     let iter = match pkg.files() {
         Ok(it) => Some(it),
         // A package without files has no file tags at all.
         Err(rpm::Error::TagNotFound(_)) => None,
         Err(e) => return Err(Error::rpm(path)(e)),
     };
+    let mut files: Vec<PayloadFile> = Vec::new();
+    let entries_paths: Vec<String> = match pkg.metadata.get_file_paths() {
+        Ok(v) => v
+            .into_iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
+        Err(rpm::Error::TagNotFound(_)) => Vec::new(),
+        Err(e) => return Err(Error::rpm(path)(e)),
+    };
+    let identity_of: HashMap<&str, (u32, u32)> = entries_paths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((p.as_str(), (*devices.get(i)?, *inodes.get(i)?))))
+        .collect();
     for f in iter.into_iter().flatten() {
         let f = f.map_err(Error::rpm(path))?;
         let m = &f.metadata;
-        let content = match f.content() {
-            Some(bytes) if m.file_type() == FileType::Regular => {
-                blake3::hash(bytes).to_hex().to_string()
-            }
-            _ => String::new(),
+        let p = m.path().to_string_lossy().into_owned();
+        let regular = m.file_type() == FileType::Regular && !m.flags().contains(FileFlags::GHOST);
+        let identity = if regular {
+            identity_of.get(p.as_str()).copied()
+        } else {
+            None
         };
-        let line = format!(
-            "{}\0{:o}\0{}\0{}\0{}\0{}\0{}\0{}\0{}",
-            m.path().display(),
-            m.mode().raw_mode(),
-            m.user(),
-            m.group(),
-            m.linkto().unwrap_or(""),
-            m.flags().bits(),
-            m.caps().unwrap_or(""),
-            m.rdev(),
-            content
-        );
-        files.push(line);
+        let content = match f.content() {
+            Some(bytes) if regular => Some(blake3::hash(bytes).to_hex().to_string()),
+            _ => None,
+        };
+        files.push(PayloadFile {
+            path: p,
+            identity,
+            content,
+        });
     }
-    files.sort();
-    for line in files {
+    // Members per identity, and the content of the set (from the member that carries it).
+    let mut sets: BTreeMap<LinkIdentity, LinkSet<'_>> = BTreeMap::new();
+    for f in &files {
+        if let Some(id) = f.identity {
+            let set = sets.entry(id).or_default();
+            set.members.push(&f.path);
+            if f.content.is_some() {
+                set.content = f.content.as_deref();
+            }
+        }
+    }
+    let mut lines: Vec<String> = files
+        .iter()
+        .map(|f| {
+            let (group, bytes) = match f.identity.and_then(|id| sets.get(&id)) {
+                Some(set) if set.members.len() > 1 => (
+                    set.members.iter().min().copied().unwrap_or_default(),
+                    set.content.unwrap_or_default(),
+                ),
+                _ => ("", f.content.as_deref().unwrap_or_default()),
+            };
+            format!("{}\0{bytes}\0{group}", f.path)
+        })
+        .collect();
+    lines.sort();
+    for line in lines {
         field(&mut out, "file", line.as_bytes());
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod law;
 
 #[cfg(test)]
 mod tests {

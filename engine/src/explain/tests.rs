@@ -521,7 +521,7 @@ fn kept(g: &Graph, r: &crate::run::BuildReport) -> Vec<(KeyInputs, Known)> {
                 a.inputs.clone(),
                 Known {
                     key: rep.key.unwrap(),
-                    output: rep.output.unwrap(),
+                    output: rep.outputs().unwrap(),
                     same_inputs: true,
                 },
             )

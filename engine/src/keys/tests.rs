@@ -348,12 +348,44 @@ fn output_digest_ignores_order_but_not_names_or_content() {
 }
 
 #[test]
-fn summary_output_alone_decides_the_output_digest() {
-    let a = compute_output_digest(&[output("rpm", "built at 10:00"), output(SUMMARY_OUTPUT, "s")]);
-    let b = compute_output_digest(&[output("rpm", "built at 11:00"), output(SUMMARY_OUTPUT, "s")]);
+fn summary_output_alone_decides_the_summary_digest() {
+    let a = compute_summary_digest(&[output("rpm", "built at 10:00"), output(SUMMARY_OUTPUT, "s")]);
+    let b = compute_summary_digest(&[output("rpm", "built at 11:00"), output(SUMMARY_OUTPUT, "s")]);
     assert_eq!(a, b);
-    let c = compute_output_digest(&[output("rpm", "built at 11:00"), output(SUMMARY_OUTPUT, "t")]);
+    let c = compute_summary_digest(&[output("rpm", "built at 11:00"), output(SUMMARY_OUTPUT, "t")]);
     assert_ne!(a, c);
+}
+
+#[test]
+fn bytes_digest_sees_what_the_summary_leaves_out() {
+    // A changelog-only edit: the RPM's bytes change, its summary does not. Whoever reads
+    // the bytes (a repository index, an image's rpm database) must see the change.
+    let a = [output("x.rpm", "changelog 1"), output(SUMMARY_OUTPUT, "s")];
+    let b = [output("x.rpm", "changelog 2"), output(SUMMARY_OUTPUT, "s")];
+    let (da, db) = (OutputDigests::of(&a), OutputDigests::of(&b));
+    assert_eq!(da.summary, db.summary);
+    assert_ne!(da.bytes, db.bytes);
+    assert_eq!(da.view(View::Summary), da.summary);
+    assert_eq!(da.view(View::Bytes), da.bytes);
+    // Without a summary both views are the bytes.
+    let plain = OutputDigests::of(&[output("x.src.rpm", "1")]);
+    assert_eq!(plain.bytes, plain.summary);
+    // A summary digest is never a bytes digest, even of outputs that hold only it.
+    let only = OutputDigests::of(&[output(SUMMARY_OUTPUT, "s")]);
+    assert_ne!(only.bytes, only.summary);
+}
+
+#[test]
+fn only_rpm_builds_read_their_dependencies_as_summaries() {
+    for kind in [
+        ActionKind::SourceFetch,
+        ActionKind::SrpmPack,
+        ActionKind::RepoIndex,
+        ActionKind::Image,
+    ] {
+        assert_eq!(kind.dependency_view(), View::Bytes, "{kind}");
+    }
+    assert_eq!(ActionKind::RpmBuild.dependency_view(), View::Summary);
 }
 
 #[test]
