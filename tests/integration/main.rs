@@ -11,3 +11,4 @@ mod incremental;
 mod remote;
 mod spec_corpus;
 mod store;
+mod unpack;
