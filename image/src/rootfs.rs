@@ -561,7 +561,7 @@ fn unpack_in_order(
         let mut tree = PathTree::default();
         let mut refused = None;
         let mut total: u64 = 0;
-        for i in 0..n {
+        for (i, (rpm, info)) in rpms.iter().enumerate() {
             let paths = {
                 let mut s = lock();
                 loop {
@@ -573,7 +573,6 @@ fn unpack_in_order(
             };
             match paths {
                 Ok((_, bytes)) if total.saturating_add(bytes) >= opts.max_bytes_total => {
-                    let (rpm, info) = &rpms[i];
                     refused = Some(too_large(opts, rpm, &info.name, total + bytes));
                     break;
                 }
