@@ -55,13 +55,19 @@ pub fn build_image(
     fs::create_dir_all(out_dir).map_err(Error::io("create directory", out_dir))?;
     let root = work.join("root");
     let opts = RootfsOptions {
+        image: sys.name.clone(),
         allow_setuid: true,
         allow_devices: false,
+        max_bytes_total: sys
+            .max_root_size_mib
+            .map_or(rootfs::DEFAULT_MAX_ROOT_BYTES, |mib| {
+                mib.saturating_mul(1 << 20)
+            }),
         sde,
         rpm_db: !sys.remove_rpm_db,
         ..RootfsOptions::default()
     };
-    let packages = rootfs::assemble_rootfs(&root, &ordered, &opts)?;
+    let assembled = rootfs::assemble_rootfs(&root, &ordered, &opts)?;
     if let Some(h) = &sys.hostname {
         rootfs::write_hostname(&root, h)?;
     }
@@ -149,7 +155,8 @@ pub fn build_image(
     let m = Manifest {
         format: 1,
         image: sys.name.clone(),
-        packages,
+        packages: assembled.packages,
+        special_files: assembled.special_files,
     };
     let mut bytes = serde_json::to_vec_pretty(&m).expect("the manifest serializes");
     bytes.push(b'\n');

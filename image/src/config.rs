@@ -223,6 +223,10 @@ pub struct SystemConfig {
     pub post_install_scripts: Vec<InstallScript>,
     /// `RemoveRpmDb`.
     pub remove_rpm_db: bool,
+    /// `MaxRootSize` (a keel extension): the limit, in MiB, on the file data the image's
+    /// packages may unpack into its root, all together; `None` for keel's default
+    /// ([`crate::rootfs::DEFAULT_MAX_ROOT_BYTES`]).
+    pub max_root_size_mib: Option<u64>,
 }
 
 /// Reads the config at `path` with its package lists and scripts.
@@ -741,6 +745,16 @@ impl Reader<'_> {
             })
         })?;
         let remove_rpm_db = self.bool(o.take("RemoveRpmDb"))?;
+        let max_f = o.take("MaxRootSize");
+        let max_at = max_f.at.clone();
+        let max_given = max_f.value.is_some();
+        let max_root_size_mib = match self.u64(max_f)? {
+            0 if max_given => {
+                return Err(self.err(&max_at, "a root of less than 0 MiB holds nothing"));
+            }
+            0 => None,
+            n => Some(n),
+        };
         self.finish(
             o,
             &[
@@ -775,6 +789,7 @@ impl Reader<'_> {
             users,
             post_install_scripts,
             remove_rpm_db,
+            max_root_size_mib,
         })
     }
 
@@ -986,6 +1001,27 @@ mod tests {
                     "SystemConfigs[0].AdditionalFiles: this field is not supported by keel"
                 ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn max_root_size_is_read_in_mib_and_zero_is_refused() {
+        let sys = |extra: &str| {
+            format!(
+                r#"{{"SystemConfigs": [{{"Name": "S", "PackageLists": ["packagelists/base.json"]{extra}}}]}}"#
+            )
+        };
+        let c = parse(&sys(r#", "MaxRootSize": 2048"#)).unwrap();
+        assert_eq!(c.systems[0].max_root_size_mib, Some(2048));
+        let c = parse(&sys("")).unwrap();
+        assert_eq!(c.systems[0].max_root_size_mib, None);
+        check(
+            &sys(r#", "MaxRootSize": 0"#),
+            "SystemConfigs[0].MaxRootSize: a root of less than 0 MiB",
+        );
+        check(
+            &sys(r#", "MaxRootSize": "big""#),
+            "SystemConfigs[0].MaxRootSize: expected a number",
         );
     }
 

@@ -50,6 +50,22 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The image's packages declare more file data than the image may hold.
+    #[error(
+        "assemble image {image}: package {package} ({rpm}) takes the file data of the root to {total} bytes, at or over the image's limit of {limit} bytes (MaxRootSize in the image's system config, in MiB)"
+    )]
+    RootTooLarge {
+        /// The image (its system config's name).
+        image: String,
+        /// The package that reached the limit.
+        package: String,
+        /// Its file.
+        rpm: PathBuf,
+        /// The file data of every package up to and including it.
+        total: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// An external tool failed.
     #[error("run {program} for {artifact}: {message}")]
     Tool {

@@ -19,7 +19,8 @@
 //!    footer and VHDX written natively; ext4 by `mkfs.ext4 -d`, FAT by `mkfs.vfat` +
 //!    mtools, qcow2 by `qemu-img`), all byte-for-byte reproducible.
 //! 5. [`build_image`] does all of it and writes a package manifest (name, EVR, arch,
-//!    BLAKE3 of each RPM) beside the artifacts.
+//!    BLAKE3 of each RPM, and the setuid, setgid and world-writable files each ships)
+//!    beside the artifacts.
 //!
 //! # Example
 //!

@@ -4,12 +4,14 @@
 //! keel-toolchain's safe unpacker, on worker threads, with the result (and the error)
 //! that unpacking them one after the other in dependency order would give (see
 //! `unpack_in_order`): header and payload digests checked (file digests when a payload
-//! has none), sizes capped, nothing written outside the root, no symlink ever followed —
+//! has none), sizes capped (per package, and for the whole image:
+//! [`RootfsOptions::max_bytes_total`]), nothing written outside the root, no symlink ever followed —
 //! including a directory symlink that an *earlier* package planted (a later package that
 //! writes through it is refused, naming both the package and the path). Then it applies
 //! the owners the headers name (user and group names looked up in the root's own
 //! `/etc/passwd` and `/etc/group`, as rpm does, root when unknown), adds the config's
-//! users, writes `/etc/hostname`, and records the packages in the root's rpm
+//! users, writes `/etc/hostname`, reports the setuid, setgid and world-writable files the
+//! packages ship ([`SpecialFile`], a warning each), and records the packages in the root's rpm
 //! database with `rpm --justdb` unless the config says `RemoveRpmDb` (run into a
 //! scratch root while the packages are unpacked, and moved in when all are).
 //!
@@ -41,15 +43,25 @@ use rpm::{FileFlags, FileType};
 use crate::Error;
 use crate::config::User;
 
+/// The default limit on the file data an image's packages may unpack, all together:
+/// 32 GiB, several times the largest Azure Linux image, and well short of filling a
+/// build machine's disk.
+pub const DEFAULT_MAX_ROOT_BYTES: u64 = 32 << 30;
+
 /// How a root is assembled.
 #[derive(Debug, Clone)]
 pub struct RootfsOptions {
+    /// The image (its system config's name), for messages.
+    pub image: String,
     /// Keep setuid and setgid bits (stripped otherwise).
     pub allow_setuid: bool,
     /// Create device nodes packages ship (refused otherwise).
     pub allow_devices: bool,
-    /// The most file data one package may unpack to.
+    /// The limit on the file data one package may unpack (it must declare less).
     pub max_bytes_per_package: u64,
+    /// The limit on the file data all the packages may unpack together (they must declare
+    /// less); the package that reaches it is refused before it is written.
+    pub max_bytes_total: u64,
     /// `SOURCE_DATE_EPOCH`: the mtime of everything in the root.
     pub sde: u64,
     /// Write the rpm database (`/var/lib/rpm`) with `rpm --justdb`, while unpacking.
@@ -61,9 +73,11 @@ pub struct RootfsOptions {
 impl Default for RootfsOptions {
     fn default() -> Self {
         RootfsOptions {
+            image: String::new(),
             allow_setuid: true,
             allow_devices: false,
             max_bytes_per_package: 8 << 30,
+            max_bytes_total: DEFAULT_MAX_ROOT_BYTES,
             sde: 0,
             rpm_db: true,
             jobs: 0,
@@ -93,6 +107,56 @@ pub struct Manifest {
     pub image: String,
     /// Packages in install order.
     pub packages: Vec<ManifestEntry>,
+    /// The setuid, setgid and world-writable files the packages ship, in install order.
+    #[serde(default)]
+    pub special_files: Vec<SpecialFile>,
+}
+
+/// A file whose mode lets it act with more rights than its caller (setuid, setgid), or
+/// lets anyone change it (world-writable), as a package ships it into an image. Each one
+/// is also a warning when the image is assembled.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SpecialFile {
+    /// The package that ships it.
+    pub package: String,
+    /// Its path in the image.
+    pub path: String,
+    /// Its mode as the image has it, in octal (`4755`).
+    pub mode: String,
+    /// What makes it special: `setuid`, `setgid`, `world-writable`.
+    pub why: Vec<String>,
+}
+
+/// What is special about an entry of `mode` (permission bits as applied), of type `ft`:
+/// setuid and setgid on regular files (a setgid directory only passes its group on),
+/// writable by anyone on a regular file or a directory that is not sticky (`/tmp` is:
+/// anyone may add, no one may remove another's files). A symlink's mode means nothing and
+/// a device's is the kernel's business (`/dev/null` is 0666).
+fn special_bits(ft: FileType, mode: u32) -> Vec<String> {
+    let mut why = Vec::new();
+    if ft == FileType::Regular {
+        if mode & 0o4000 != 0 {
+            why.push("setuid".to_owned());
+        }
+        if mode & 0o2000 != 0 {
+            why.push("setgid".to_owned());
+        }
+    }
+    let sticky_dir = ft == FileType::Dir && mode & 0o1000 != 0;
+    let file_or_dir = matches!(ft, FileType::Regular | FileType::Dir);
+    if file_or_dir && mode & 0o002 != 0 && !sticky_dir {
+        why.push("world-writable".to_owned());
+    }
+    why
+}
+
+/// What [`assemble_rootfs`] made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assembled {
+    /// The manifest entries of the packages, in install order.
+    pub packages: Vec<ManifestEntry>,
+    /// The setuid, setgid and world-writable files they ship.
+    pub special_files: Vec<SpecialFile>,
 }
 
 /// The manifest entry of one package.
@@ -320,12 +384,12 @@ fn ids(text: &str) -> BTreeMap<String, u32> {
 }
 
 /// Unpacks `rpms` (in order) into `root` (which must be missing or empty) and applies
-/// owners; returns the manifest entries in the same order.
+/// owners; returns the manifest entries in the same order and the special files.
 pub fn assemble_rootfs(
     root: &Path,
     rpms: &[(PathBuf, RpmInfo)],
     opts: &RootfsOptions,
-) -> Result<Vec<ManifestEntry>, Error> {
+) -> Result<Assembled, Error> {
     fs::create_dir_all(root).map_err(Error::io("create directory", root))?;
     if fs::read_dir(root)
         .map_err(Error::io("read directory", root))?
@@ -352,13 +416,27 @@ pub fn assemble_rootfs(
     } else {
         None
     };
-    let unpacked = unpack_in_order(root, rpms, &unpack, opts.jobs)?;
-    apply_owners(root, &unpacked, opts)?;
+    let unpacked = unpack_in_order(root, rpms, &unpack, opts)?;
+    let special_files = apply_owners(root, &unpacked, opts)?;
     if let Some(db) = db {
         db.finish(root)?;
     }
     stamp_dirs(root, opts.sde)?;
-    Ok(unpacked.into_iter().map(|(_, entry)| entry).collect())
+    Ok(Assembled {
+        packages: unpacked.into_iter().map(|(_, entry)| entry).collect(),
+        special_files,
+    })
+}
+
+/// The error for the package that takes the image's file data to its limit.
+fn too_large(opts: &RootfsOptions, rpm: &Path, package: &str, total: u64) -> Error {
+    Error::RootTooLarge {
+        image: opts.image.clone(),
+        package: package.to_owned(),
+        rpm: rpm.to_owned(),
+        total,
+        limit: opts.max_bytes_total,
+    }
 }
 
 /// What one package's unpacking gave: its headers (for owners) and manifest line.
@@ -383,13 +461,18 @@ type Unpacked = (rpm::PackageMetadata, ManifestEntry);
 /// package refused while it is written (a file size or digest that does not match) does not
 /// stop the others; the error returned is still the first package's, in order, that fails,
 /// and the root is then not to be used.
+///
+/// The packages' declared sizes are added up in the same order: the package whose files
+/// take the total to [`RootfsOptions::max_bytes_total`] is refused before it is written.
 fn unpack_in_order(
     root: &Path,
     rpms: &[(PathBuf, RpmInfo)],
     unpack: &UnpackOptions,
-    jobs: usize,
+    opts: &RootfsOptions,
 ) -> Result<Vec<Unpacked>, Error> {
-    type Paths = Result<Vec<(String, bool)>, Error>;
+    let jobs = opts.jobs;
+    /// A package's paths and declared bytes.
+    type Paths = Result<(Vec<(String, bool)>, u64), Error>;
     struct Shared {
         next_claim: usize,
         /// Packages below this may be written.
@@ -451,7 +534,10 @@ fn unpack_in_order(
                             continue;
                         }
                     };
-                    lock().paths[i] = Some(Ok(payload_paths(payload.metadata())));
+                    lock().paths[i] = Some(Ok((
+                        payload_paths(payload.metadata()),
+                        payload.declared_bytes(),
+                    )));
                     changed.notify_all();
                     {
                         let mut s = lock();
@@ -474,7 +560,8 @@ fn unpack_in_order(
         // Replay each package's paths in order; clear it, or stop at it.
         let mut tree = PathTree::default();
         let mut refused = None;
-        for i in 0..n {
+        let mut total: u64 = 0;
+        for (i, (rpm, info)) in rpms.iter().enumerate() {
             let paths = {
                 let mut s = lock();
                 loop {
@@ -485,7 +572,12 @@ fn unpack_in_order(
                 }
             };
             match paths {
-                Ok(paths) if tree.add(&paths) => {
+                Ok((_, bytes)) if total.saturating_add(bytes) >= opts.max_bytes_total => {
+                    refused = Some(too_large(opts, rpm, &info.name, total + bytes));
+                    break;
+                }
+                Ok((paths, bytes)) if tree.add(&paths) => {
+                    total += bytes;
                     lock().cleared = i + 1;
                     changed.notify_all();
                 }
@@ -504,9 +596,9 @@ fn unpack_in_order(
         }
         let end = s.cleared;
         drop(s);
-        (end, refused)
+        (end, refused, total)
     });
-    let (end, refused) = parallel_end;
+    let (end, refused, mut total) = parallel_end;
     let shared = state
         .into_inner()
         .expect("no thread panics holding the lock");
@@ -522,6 +614,10 @@ fn unpack_in_order(
         let payload = refusing_panics(rpm, "reading", || {
             Ok(keel_toolchain::verify_payload(rpm, unpack)?)
         })?;
+        total = total.saturating_add(payload.declared_bytes());
+        if total >= opts.max_bytes_total {
+            return Err(too_large(opts, rpm, &info.name, total));
+        }
         refusing_panics(rpm, "unpacking", || Ok(payload.unpack_into(root)?))?;
         let entry = entry_with_digest(info, &payload.blake3());
         out.push((payload.into_metadata(), entry));
@@ -684,8 +780,14 @@ impl Drop for RpmDbJob {
 }
 
 /// Gives every file the owner and group its header names, looked up in the root's
-/// `/etc/passwd` and `/etc/group`.
-fn apply_owners(root: &Path, unpacked: &[Unpacked], opts: &RootfsOptions) -> Result<(), Error> {
+/// `/etc/passwd` and `/etc/group`; returns (and warns about) the setuid, setgid and
+/// world-writable files.
+fn apply_owners(
+    root: &Path,
+    unpacked: &[Unpacked],
+    opts: &RootfsOptions,
+) -> Result<Vec<SpecialFile>, Error> {
+    let mut special = Vec::new();
     let sr = SafeRoot::open(root)?;
     let text = |rel: &str| -> Result<String, Error> {
         Ok(String::from_utf8_lossy(&sr.read(rel)?.unwrap_or_default()).into_owned())
@@ -725,6 +827,23 @@ fn apply_owners(root: &Path, unpacked: &[Unpacked], opts: &RootfsOptions) -> Res
                 FileType::SymbolicLink => None,
                 _ => Some(u32::from(e.permissions()) & mask),
             };
+            if let Some(m) = mode {
+                let why = special_bits(e.file_type(), m);
+                if !why.is_empty() {
+                    tracing::warn!(
+                        "image {}: package {} ships {path} {} (mode {m:04o})",
+                        opts.image,
+                        entry.name,
+                        why.join(" and ")
+                    );
+                    special.push(SpecialFile {
+                        package: entry.name.clone(),
+                        path: path.clone(),
+                        mode: format!("{m:04o}"),
+                        why,
+                    });
+                }
+            }
             if uid == 0
                 && gid == 0
                 && e.file_type() != FileType::Dir
@@ -738,7 +857,7 @@ fn apply_owners(root: &Path, unpacked: &[Unpacked], opts: &RootfsOptions) -> Res
             sr.chown(&path, uid, gid, mode)?;
         }
     }
-    Ok(())
+    Ok(special)
 }
 
 fn is_root() -> bool {
@@ -1214,6 +1333,114 @@ mod tests {
         let root = assemble(dir2.path(), &rpms, &RootfsOptions::default()).unwrap();
         let m = fs::metadata(root.join("usr/bin/su-ish")).unwrap();
         assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o4755, 8, 12));
+    }
+
+    #[test]
+    fn an_image_over_its_size_limit_is_refused_naming_the_image_and_the_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpms: Vec<_> = ["small", "medium", "large"]
+            .iter()
+            .map(|n| {
+                crafted(dir.path(), n, |b| {
+                    file(b, &format!("/usr/share/{n}"), &[7u8; 1000], 0o644)
+                })
+            })
+            .collect();
+        let opts = |limit| RootfsOptions {
+            image: "tiny-core".into(),
+            max_bytes_total: limit,
+            rpm_db: false,
+            ..RootfsOptions::default()
+        };
+        // 3000 bytes in all: a limit of 3000 is reached by the third package.
+        let root = dir.path().join("root");
+        let err = assemble_rootfs(&root, &rpms, &opts(3000))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tiny-core")
+                && err.contains("package large")
+                && err.contains("large.rpm")
+                && err.contains("3000 bytes"),
+            "{err}"
+        );
+        assert!(root.join("usr/share/medium").is_file());
+        assert!(
+            !root.join("usr/share/large").exists(),
+            "written over the limit"
+        );
+        // A lower limit is reached by the second package already.
+        let root = dir.path().join("root2");
+        let err = assemble_rootfs(&root, &rpms, &opts(1500))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("package medium") && err.contains("2000"),
+            "{err}"
+        );
+        let root = dir.path().join("root3");
+        assemble_rootfs(&root, &rpms, &opts(3001)).unwrap();
+        assert!(root.join("usr/share/large").is_file());
+    }
+
+    #[test]
+    fn setuid_setgid_and_world_writable_files_are_reported_with_their_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let tools = crafted(dir.path(), "tools", |b| {
+            file(b, "/usr/bin/su-ish", b"#!/bin/sh\n", 0o4755);
+            file(b, "/usr/bin/wall-ish", b"#!/bin/sh\n", 0o2755);
+            file(b, "/usr/bin/plain", b"#!/bin/sh\n", 0o755);
+            symlink(b, "/usr/bin/link", "plain");
+        });
+        let data = crafted(dir.path(), "data", |b| {
+            file(b, "/var/lib/data/open", b"x", 0o666);
+            b.with_dir_entry(FileOptions::dir("/var/tmp-ish").permissions(0o1777))
+                .unwrap();
+            b.with_dir_entry(FileOptions::dir("/var/drop").permissions(0o777))
+                .unwrap();
+            b.with_dir_entry(FileOptions::dir("/var/group-dir").permissions(0o2775))
+                .unwrap();
+        });
+        let opts = RootfsOptions {
+            image: "core".into(),
+            rpm_db: false,
+            ..RootfsOptions::default()
+        };
+        let root = dir.path().join("root");
+        let made = assemble_rootfs(&root, &[tools.clone(), data.clone()], &opts).unwrap();
+        let got: Vec<(&str, &str, &str, String)> = made
+            .special_files
+            .iter()
+            .map(|f| {
+                (
+                    f.package.as_str(),
+                    f.path.as_str(),
+                    f.mode.as_str(),
+                    f.why.join("+"),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("tools", "/usr/bin/su-ish", "4755", "setuid".to_owned()),
+                ("tools", "/usr/bin/wall-ish", "2755", "setgid".to_owned()),
+                ("data", "/var/drop", "0777", "world-writable".to_owned()),
+                (
+                    "data",
+                    "/var/lib/data/open",
+                    "0666",
+                    "world-writable".to_owned()
+                ),
+            ]
+        );
+        // Stripped bits are not shipped, so not reported.
+        let strip = RootfsOptions {
+            allow_setuid: false,
+            ..opts
+        };
+        let made = assemble_rootfs(&dir.path().join("root2"), &[tools], &strip).unwrap();
+        assert!(made.special_files.is_empty(), "{:?}", made.special_files);
     }
 
     fn user(name: &str, uid: Option<u32>, hash: Option<&str>) -> User {

@@ -5,7 +5,9 @@
 //! - `root = "FILE.tar[.gz|.xz|.zst]"`: a worker chroot as a tarball (Azure Linux's
 //!   `worker_chroot.tar.gz`), unpacked once into the store under its digest;
 //! - `rpms = "DIR"`: the toolchain's RPMs, each unpacked once as a layer and merged into a
-//!   root (no scriptlets run: a root made of payloads, like every build's dependencies).
+//!   root (no scriptlets run: a root made of payloads, like every build's dependencies);
+//!   two packages claiming one path (other than a directory both have) are refused, as
+//!   in an image.
 //!
 //! The tarball's and the RPM set's identity is the digest of their bytes, which is cheap to
 //! re-check (the store's stat cache) and exactly what can change a build.
@@ -67,27 +69,19 @@ pub fn resolve(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<Resolve
     let digest = store
         .file_digest(&root)
         .with_context(|| format!("failed to read the toolchain tarball {}", root.display()))?;
-    let dest = store.root().join("toolchains").join(digest.to_hex());
+    // `tar-v2-`: roots unpacked before their modes were made exact (their modes depended
+    // on keel's umask) are not reused.
+    let dest = store
+        .root()
+        .join("toolchains")
+        .join(format!("tar-v2-{}", digest.to_hex()));
     if !dest.is_dir() {
         let parent = store.root().join("toolchains");
         std::fs::create_dir_all(&parent)?;
         let tmp = tempfile::Builder::new()
             .prefix(".unpack-")
             .tempdir_in(&parent)?;
-        let out = std::process::Command::new("tar")
-            .arg("-xf")
-            .arg(&root)
-            .arg("-C")
-            .arg(tmp.path())
-            .args(["--numeric-owner", "--no-same-permissions"])
-            .output()
-            .context("failed to run tar")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "failed to unpack the toolchain tarball {}: {}",
-            root.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        unpack_tarball(&root, tmp.path())?;
         std::fs::rename(tmp.keep(), &dest)
             .with_context(|| format!("failed to keep {}", dest.display()))?;
     }
@@ -100,6 +94,48 @@ pub fn resolve(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<Resolve
         id: Some((format!("tarball:{name}"), digest)),
         inputs: vec![root],
     })
+}
+
+/// Unpacks the toolchain tarball `tarball` into the empty directory `dest` so that the
+/// root's modes are the tarball's, whoever runs keel and however it was started.
+///
+/// Three things used to leak in. `dest` is a temporary directory (mode 0700), and a
+/// tarball without a `./` entry never sets the top directory's mode; `--no-same-permissions`
+/// gave every entry its mode minus keel's umask (umask 077: every directory 0700); and as
+/// root, tar gave files the owners recorded in the tarball, as another user the user's own.
+/// A build root of 0700 directories owned by someone else can then be entered only with
+/// `CAP_DAC_OVERRIDE`, which a sandbox may or may not keep (`bwrap: execvp /bin/sh:
+/// Permission denied`). Now: the top directory is 0755 (a `./` entry's mode replaces it),
+/// entries get exactly the tarball's modes (`--same-permissions`), directories tar makes
+/// for entries whose parents the tarball lacks get 0755 (tar runs under umask 022), and
+/// everything belongs to the user running keel (`--no-same-owner`), like a layer unpacked
+/// from an RPM.
+fn unpack_tarball(tarball: &Path, dest: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    std::fs::set_permissions(dest, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("failed to set the mode of {}", dest.display()))?;
+    let mut tar = std::process::Command::new("tar");
+    tar.arg("-xf").arg(tarball).arg("-C").arg(dest).args([
+        "--same-permissions",
+        "--no-same-owner",
+        "--numeric-owner",
+    ]);
+    // SAFETY: umask(2) is async-signal-safe and cannot fail.
+    unsafe {
+        tar.pre_exec(|| {
+            libc::umask(0o022);
+            Ok(())
+        });
+    }
+    let out = tar.output().context("failed to run tar")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "failed to unpack the toolchain tarball {}: {}",
+        tarball.display(),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
 }
 
 fn from_rpms(dir: &Path, store: &keel_store::Store) -> anyhow::Result<Resolved> {
@@ -127,17 +163,23 @@ fn from_rpms(dir: &Path, store: &keel_store::Store) -> anyhow::Result<Resolved> 
             d.to_hex(),
             r.file_name().unwrap_or_default().to_string_lossy()
         ));
-        layers.push(
-            cache
+        let package = keel_toolchain::read_rpm(r)
+            .with_context(|| format!("failed to read {}", r.display()))?
+            .name;
+        layers.push(keel_toolchain::layer::PackageLayer {
+            package,
+            rpm: r.clone(),
+            layer: cache
                 .layer_for_digest(r, &d)
                 .with_context(|| format!("failed to unpack {}", r.display()))?,
-        );
+        });
     }
     let fingerprint = BlobDigest::of_bytes(text.as_bytes());
+    // `rpms-v2-`: a root merged before conflicts were refused may hide one.
     let dest = store
         .root()
         .join("toolchains")
-        .join(format!("rpms-{}", fingerprint.to_hex()));
+        .join(format!("rpms-v2-{}", fingerprint.to_hex()));
     if !dest.is_dir() {
         let parent = store.root().join("toolchains");
         std::fs::create_dir_all(&parent)?;
@@ -145,8 +187,8 @@ fn from_rpms(dir: &Path, store: &keel_store::Store) -> anyhow::Result<Resolved> 
             .prefix(".merge-")
             .tempdir_in(&parent)?;
         let staging = tmp.path().join("root");
-        keel_toolchain::layer::merge_layers(&layers, &staging)
-            .context("failed to merge the toolchain RPMs")?;
+        keel_toolchain::layer::merge_packages(&layers, &staging)
+            .with_context(|| format!("failed to merge the toolchain RPMs of {}", dir.display()))?;
         std::fs::rename(&staging, &dest)
             .with_context(|| format!("failed to keep {}", dest.display()))?;
     }

@@ -20,3 +20,4 @@ mod sandbox_probe;
 mod spec_corpus;
 mod store;
 mod trust;
+mod unpack;

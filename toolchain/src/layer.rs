@@ -27,6 +27,9 @@
 //!   naming the package and the path;
 //! - caps the total size of file data ([`UnpackOptions::max_bytes`]) before decompressing,
 //!   and refuses a file whose payload data is longer or shorter than its header declares;
+//! - never holds a large file in memory: a file above [`STREAM_ABOVE`] bytes is streamed
+//!   in 1 MiB chunks into a temporary name beside its own, checked (size, and digest when
+//!   the payload has none) and only then linked into place;
 //! - strips setuid and setgid bits unless [`UnpackOptions::allow_setuid`] is set;
 //! - sets every file's and directory's mtime to [`UnpackOptions::mtime`] so a layer's
 //!   content is the same whenever it was unpacked.
@@ -38,13 +41,18 @@
 //! [`VerifiedPayload::unpack_into`]), so that a caller can check packages in parallel
 //! and write them in order; [`unpack_payload_with`] does both. The first step checks
 //! everything but file data (header and payload digests, paths, types, declared sizes);
-//! the second decompresses the payload once, into one buffer reused for every file,
-//! and checks each regular file's size (and, without a payload digest, its digest) before
-//! writing that file. A file refused is never written, but the files before it in the
-//! payload were: on an error the caller discards the destination.
+//! the second decompresses the payload once, into one buffer reused for every small
+//! file (streaming the large ones), and checks each regular file's size (and, without a
+//! payload digest, its digest) before the file appears under its name. A file refused is
+//! never written, but the files before it in the payload were: on an error the caller
+//! discards the destination.
 //!
-//! Known limit: the whole package, and the largest file's data, are held in memory; a
-//! single payload entry can claim at most 4 GiB (cpio's limit).
+//! [`merge_packages`] stacks the layers of a set of packages into one root (a toolchain
+//! made of RPMs) and refuses, as unpacking them all into one directory does, any path two
+//! packages both claim other than a directory they share.
+//!
+//! Known limit: the whole package (compressed) is held in memory; a single payload entry
+//! can claim at most 4 GiB (cpio's limit).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
@@ -53,6 +61,7 @@ use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rpm::{DigestAlgorithm, FileFlags, FileType, IndexTag, Package};
 use sha2::Digest as _;
@@ -62,7 +71,8 @@ use crate::Error;
 /// How [`unpack_payload_with`] treats a payload.
 #[derive(Debug, Clone)]
 pub struct UnpackOptions {
-    /// The most file data (sum of regular files' sizes) a package may unpack to.
+    /// The limit on a package's file data (the sum of its regular files' declared sizes):
+    /// a package must declare less.
     pub max_bytes: u64,
     /// Keep setuid/setgid bits (stripped by default: a build root needs none).
     pub allow_setuid: bool,
@@ -142,10 +152,11 @@ pub fn verify_payload(rpm: &Path, opts: &UnpackOptions) -> Result<VerifiedPayloa
         package: package.clone(),
         opts,
     };
-    u.verify(&pkg.metadata)?;
+    let declared_bytes = u.verify(&pkg.metadata)?;
     Ok(VerifiedPayload {
         rpm: rpm.to_owned(),
         package,
+        declared_bytes,
         metadata: pkg.metadata,
         bytes: SharedBytes(std::sync::Arc::new(bytes)),
         file_digests: !payload_digest,
@@ -166,6 +177,7 @@ pub fn verify_payload(rpm: &Path, opts: &UnpackOptions) -> Result<VerifiedPayloa
 pub struct VerifiedPayload {
     rpm: PathBuf,
     package: String,
+    declared_bytes: u64,
     metadata: rpm::PackageMetadata,
     bytes: SharedBytes,
     /// Whether each file's digest is to be checked while writing: when the payload had
@@ -188,6 +200,17 @@ impl VerifiedPayload {
     /// The package's name.
     pub fn package(&self) -> &str {
         &self.package
+    }
+
+    /// The bytes of file data the package writes (the sum of its regular files'
+    /// declared sizes; unpacking checks every file against its size).
+    pub fn declared_bytes(&self) -> u64 {
+        self.declared_bytes
+    }
+
+    /// The package file.
+    pub fn rpm(&self) -> &Path {
+        &self.rpm
     }
 
     /// The package's lead and headers.
@@ -340,6 +363,68 @@ fn fchmod(fd: &OwnedFd, mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Files larger than this are streamed to disk rather than read whole into memory first.
+pub const STREAM_ABOVE: u64 = 4 << 20;
+/// The piece of a streamed file read and written at a time.
+const STREAM_CHUNK: usize = 1 << 20;
+
+/// Makes the temporary names of streamed files unique within the process.
+static STREAM_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// The content of a hard-link set, for its members without payload data: the bytes of a
+/// small file, or the large file already written (copied from, never held in memory).
+enum LinkContent {
+    Bytes(Vec<u8>),
+    File(fs::File),
+}
+
+/// A file digest computed piece by piece.
+enum StreamDigest {
+    Sha256(sha2::Sha256),
+    Sha512(sha2::Sha512),
+    Sha384(sha2::Sha384),
+    Sha224(sha2::Sha224),
+}
+
+impl StreamDigest {
+    fn new(algo: DigestAlgorithm) -> Option<StreamDigest> {
+        Some(match algo {
+            DigestAlgorithm::Sha2_256 => StreamDigest::Sha256(sha2::Sha256::new()),
+            DigestAlgorithm::Sha2_512 => StreamDigest::Sha512(sha2::Sha512::new()),
+            DigestAlgorithm::Sha2_384 => StreamDigest::Sha384(sha2::Sha384::new()),
+            DigestAlgorithm::Sha2_224 => StreamDigest::Sha224(sha2::Sha224::new()),
+            _ => return None,
+        })
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            StreamDigest::Sha256(h) => h.update(bytes),
+            StreamDigest::Sha512(h) => h.update(bytes),
+            StreamDigest::Sha384(h) => h.update(bytes),
+            StreamDigest::Sha224(h) => h.update(bytes),
+        }
+    }
+
+    fn hex(self) -> String {
+        match self {
+            StreamDigest::Sha256(h) => hex(&h.finalize()),
+            StreamDigest::Sha512(h) => hex(&h.finalize()),
+            StreamDigest::Sha384(h) => hex(&h.finalize()),
+            StreamDigest::Sha224(h) => hex(&h.finalize()),
+        }
+    }
+}
+
+fn unlink_at(parent: &OwnedFd, name: &str) {
+    let c = cstr(name);
+    // SAFETY: valid fd and C string. A failure leaves a temporary file in a directory
+    // the caller discards on error anyway.
+    unsafe {
+        libc::unlinkat(parent.as_raw_fd(), c.as_ptr(), 0);
+    }
+}
+
 struct Unpacker<'a> {
     rpm: &'a Path,
     package: String,
@@ -412,8 +497,8 @@ impl Unpacker<'_> {
     }
 
     /// Everything [`verify_payload`] promises that needs no file data, before anything
-    /// is written.
-    fn verify(&self, meta: &rpm::PackageMetadata) -> Result<(), Error> {
+    /// is written. Returns the bytes of file data the package declares.
+    fn verify(&self, meta: &rpm::PackageMetadata) -> Result<u64, Error> {
         let (entries, _) = self.entries(meta)?;
         let algo = meta.get_file_digest_algorithm().ok();
         // Refuse what can never be in a layer before reading any data.
@@ -450,16 +535,16 @@ impl Unpacker<'_> {
                 }
             }
         }
-        if declared > self.opts.max_bytes {
+        if declared >= self.opts.max_bytes {
             return Err(self.refuse(
                 "/",
                 format!(
-                    "the package declares {declared} bytes of files, more than the limit of {}",
+                    "the package declares {declared} bytes of files, at or over the limit of {}",
                     self.opts.max_bytes
                 ),
             ));
         }
-        Ok(())
+        Ok(declared)
     }
 
     /// Reads the data of one payload entry into `buf` (kept initialized between files,
@@ -542,7 +627,7 @@ impl Unpacker<'_> {
 
         let mut stats = UnpackStats::default();
         let mut dir_modes: BTreeMap<Vec<String>, u32> = BTreeMap::new();
-        let mut link_content: HashMap<(u32, u32), Vec<u8>> = HashMap::new();
+        let mut link_content: HashMap<(u32, u32), LinkContent> = HashMap::new();
         let mut deferred: Vec<(String, u32, (u32, u32))> = Vec::new();
         let mut last_parent: Option<(String, OwnedFd)> = None;
         // One buffer for every file's data: decompressed, checked and written while it is
@@ -555,8 +640,13 @@ impl Unpacker<'_> {
             }
             let path = m.path().to_string_lossy().into_owned();
             // A member of a hard-link set may carry no data; a set is checked below to
-            // have one member that does.
-            let read = if m.file_type() == FileType::Regular && f.has_payload() {
+            // have one member that does. A large file is read while it is written, below.
+            let streamed = m.file_type() == FileType::Regular
+                && f.has_payload()
+                && m.size() as u64 > STREAM_ABOVE;
+            let read = if streamed {
+                Ok(None)
+            } else if m.file_type() == FileType::Regular && f.has_payload() {
                 self.read_content(&path, m.size() as u64, &mut f, &mut buf)
                     .map(Some)
             } else {
@@ -581,8 +671,10 @@ impl Unpacker<'_> {
                 }
             };
             // Surface an error of the decompressor here rather than at the next entry.
-            f.finish()
-                .map_err(|e| self.refuse(&path, format!("reading the payload: {e}")))?;
+            if !streamed {
+                f.finish()
+                    .map_err(|e| self.refuse(&path, format!("reading the payload: {e}")))?;
+            }
             let content = n.map(|n| &buf[..n]);
             if let Some(content) = content
                 && file_digests
@@ -637,6 +729,35 @@ impl Unpacker<'_> {
                     let set = idx
                         .and_then(key_of)
                         .filter(|k| set_sizes.get(k).copied().unwrap_or(0) > 1);
+                    if streamed {
+                        let check = if file_digests {
+                            m.digest()
+                                .filter(|d| !d.as_hex().is_empty())
+                                .map(|d| (algo.unwrap_or(d.algorithm()), d.as_hex().to_owned()))
+                        } else {
+                            None
+                        };
+                        let declared = m.size() as u64;
+                        let written = self.stream_file(
+                            parent, name, &path, mode, declared, &mut f, check, &mut buf,
+                        );
+                        let file = match written {
+                            Ok(file) => file,
+                            Err(e) => {
+                                // Dropping the entry would decompress the rest of it.
+                                std::mem::forget(f);
+                                return Err(e);
+                            }
+                        };
+                        f.finish()
+                            .map_err(|e| self.refuse(&path, format!("reading the payload: {e}")))?;
+                        if let Some(k) = set {
+                            link_content.insert(k, LinkContent::File(file));
+                        }
+                        stats.files += 1;
+                        stats.bytes += declared;
+                        continue;
+                    }
                     let Some(content) = content else {
                         match set {
                             Some(k) => {
@@ -649,7 +770,7 @@ impl Unpacker<'_> {
                         }
                     };
                     if let Some(k) = set {
-                        link_content.insert(k, content.to_vec());
+                        link_content.insert(k, LinkContent::Bytes(content.to_vec()));
                     }
                     self.write_file(parent, name, &path, mode, content)?;
                     stats.files += 1;
@@ -686,15 +807,15 @@ impl Unpacker<'_> {
             })?;
             let comps = components(&path).map_err(|r| self.refuse(&path, r))?;
             let parent = self.parent_fd(&root, &path, &comps)?;
-            self.write_file(
-                &parent,
-                comps.last().expect("non-empty"),
-                &path,
-                mode,
-                content,
-            )?;
+            let name = comps.last().expect("non-empty");
+            stats.bytes += match content {
+                LinkContent::Bytes(bytes) => {
+                    self.write_file(&parent, name, &path, mode, bytes)?;
+                    bytes.len() as u64
+                }
+                LinkContent::File(file) => self.copy_file(&parent, name, &path, mode, file)?,
+            };
             stats.files += 1;
-            stats.bytes += content.len() as u64;
         }
         // Directory modes and times last, deepest first: a read-only directory must not stop
         // its own content from being written, and writing content changes a dir's mtime.
@@ -800,6 +921,172 @@ impl Unpacker<'_> {
         fchmod(&fd, mode).map_err(self.io(path, "set mode"))?;
         set_times(&fd, None, self.opts.mtime).map_err(self.io(path, "set mtime"))?;
         Ok(())
+    }
+
+    /// Writes a large file from `data` in pieces: under a temporary name in `parent`,
+    /// reading at most one byte past `declared`, checking the size and (with `check`) the
+    /// digest, then links it to `name` (failing if `name` exists, like `O_EXCL`) and
+    /// removes the temporary name. A file that fails a check never appears under its
+    /// name. Returns the file, open for reading (a hard-link set's other members are
+    /// copied from it).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, all of it per-file state"
+    )]
+    fn stream_file(
+        &self,
+        parent: &OwnedFd,
+        name: &str,
+        path: &str,
+        mode: u32,
+        declared: u64,
+        data: &mut impl io::Read,
+        check: Option<(DigestAlgorithm, String)>,
+        buf: &mut Vec<u8>,
+    ) -> Result<fs::File, Error> {
+        let tmp = format!(
+            ".keel-unpack-{}-{}",
+            std::process::id(),
+            STREAM_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let t = cstr(&tmp);
+        // SAFETY: valid fd and C string.
+        let raw = unsafe {
+            libc::openat(
+                parent.as_raw_fd(),
+                t.as_ptr(),
+                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if raw < 0 {
+            return Err(self.io(path, "create file")(last_err()));
+        }
+        // SAFETY: freshly opened fd.
+        let mut file = fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        let result = self.fill_and_link(
+            parent, &tmp, name, path, mode, declared, data, check, buf, &mut file,
+        );
+        unlink_at(parent, &tmp);
+        result.map(|()| file)
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "the body of stream_file")]
+    fn fill_and_link(
+        &self,
+        parent: &OwnedFd,
+        tmp: &str,
+        name: &str,
+        path: &str,
+        mode: u32,
+        declared: u64,
+        data: &mut impl io::Read,
+        check: Option<(DigestAlgorithm, String)>,
+        buf: &mut Vec<u8>,
+        file: &mut fs::File,
+    ) -> Result<(), Error> {
+        let mut digest = match &check {
+            Some((algo, _)) => Some(StreamDigest::new(*algo).ok_or_else(|| {
+                self.refuse(
+                    path,
+                    format!("file digest algorithm {algo:?} cannot be verified by keel"),
+                )
+            })?),
+            None => None,
+        };
+        if buf.len() < STREAM_CHUNK {
+            buf.resize(STREAM_CHUNK, 0);
+        }
+        let limit = declared.saturating_add(1);
+        let mut total: u64 = 0;
+        while total < limit {
+            let want = (limit - total).min(STREAM_CHUNK as u64) as usize;
+            let k = match data.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.refuse(path, format!("reading the payload: {e}"))),
+            };
+            total += k as u64;
+            if total > declared {
+                break;
+            }
+            if let Some(d) = digest.as_mut() {
+                d.update(&buf[..k]);
+            }
+            file.write_all(&buf[..k])
+                .map_err(self.io(path, "write file"))?;
+        }
+        if total != declared {
+            return Err(self.refuse(
+                path,
+                format!("payload has {total} bytes of data, the header declares {declared}"),
+            ));
+        }
+        if let (Some(d), Some((_, expected))) = (digest, &check) {
+            let actual = d.hex();
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(self.refuse(
+                    path,
+                    format!("content digest {actual} does not match the header's {expected}"),
+                ));
+            }
+        }
+        let fd = OwnedFd::from(file.try_clone().map_err(self.io(path, "duplicate fd of"))?);
+        fchmod(&fd, mode).map_err(self.io(path, "set mode"))?;
+        set_times(&fd, None, self.opts.mtime).map_err(self.io(path, "set mtime"))?;
+        let (t, n) = (cstr(tmp), cstr(name));
+        // SAFETY: valid fds and C strings; flags 0: the temporary name is not followed.
+        let rc = unsafe {
+            libc::linkat(
+                parent.as_raw_fd(),
+                t.as_ptr(),
+                parent.as_raw_fd(),
+                n.as_ptr(),
+                0,
+            )
+        };
+        if rc < 0 {
+            return Err(self.io(path, "create file")(last_err()));
+        }
+        Ok(())
+    }
+
+    /// Writes `name` as a copy of the file `from` (a hard-link set member of a large
+    /// file), returning the bytes copied.
+    fn copy_file(
+        &self,
+        parent: &OwnedFd,
+        name: &str,
+        path: &str,
+        mode: u32,
+        from: &fs::File,
+    ) -> Result<u64, Error> {
+        let n = cstr(name);
+        // SAFETY: valid fd and C string.
+        let raw = unsafe {
+            libc::openat(
+                parent.as_raw_fd(),
+                n.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if raw < 0 {
+            return Err(self.io(path, "create file")(last_err()));
+        }
+        // SAFETY: freshly opened fd.
+        let mut to = fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        let mut src = from
+            .try_clone()
+            .map_err(self.io(path, "reopen hard link source"))?;
+        io::Seek::seek(&mut src, io::SeekFrom::Start(0))
+            .map_err(self.io(path, "read hard link source"))?;
+        let copied = io::copy(&mut src, &mut to).map_err(self.io(path, "write file"))?;
+        let fd = OwnedFd::from(to);
+        fchmod(&fd, mode).map_err(self.io(path, "set mode"))?;
+        set_times(&fd, None, self.opts.mtime).map_err(self.io(path, "set mtime"))?;
+        Ok(copied)
     }
 
     fn set_dir_times(&self, root: &OwnedFd, dest: &Path) -> Result<(), Error> {
@@ -1069,6 +1356,120 @@ pub fn merge_layers(layers: &[PathBuf], dest: &Path) -> Result<(), Error> {
                 None => {}
             }
             if ft.is_symlink() {
+                let to =
+                    fs::read_link(entry.path()).map_err(Error::io("read symlink", entry.path()))?;
+                std::os::unix::fs::symlink(&to, &target)
+                    .map_err(Error::io("create symlink", &target))?;
+            } else if fs::hard_link(entry.path(), &target).is_err() {
+                fs::copy(entry.path(), &target).map_err(Error::io("copy into", &target))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One package's layer, for [`merge_packages`].
+#[derive(Debug, Clone)]
+pub struct PackageLayer {
+    /// The package's name.
+    pub package: String,
+    /// The package file (for messages).
+    pub rpm: PathBuf,
+    /// Its unpacked layer (from [`LayerCache`]).
+    pub layer: PathBuf,
+}
+
+/// What an entry of a layer is, in messages.
+fn kind(ft: fs::FileType) -> &'static str {
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_symlink() {
+        "a symlink"
+    } else if ft.is_file() {
+        "a file"
+    } else {
+        "a special file"
+    }
+}
+
+/// Builds in `dest` one root holding every package's layer (a hard-link farm, as
+/// [`merge_layers`] makes), refusing what unpacking the packages into one directory
+/// refuses: a path that two packages both have, unless both have a directory there. A
+/// later package's symlink (or file) where an earlier one has a directory would replace
+/// that directory and drop its files; the same file in two packages would keep one of
+/// them. The error names both packages and the path.
+///
+/// Directories two packages share take the later one's mode, as they do in an image
+/// root.
+pub fn merge_packages(packages: &[PackageLayer], dest: &Path) -> Result<(), Error> {
+    fs::create_dir_all(dest).map_err(Error::io("create directory", dest))?;
+    // Each path made so far, and which package made it first.
+    let mut owner: HashMap<PathBuf, usize> = HashMap::new();
+    for (i, p) in packages.iter().enumerate() {
+        // Sorted, so that which conflict is reported first does not depend on the order
+        // the filesystem lists entries in.
+        for entry in walkdir::WalkDir::new(&p.layer)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let entry = entry.map_err(|e| Error::Io {
+                action: "walk layer",
+                path: p.layer.clone(),
+                source: e.into(),
+            })?;
+            let rel = entry
+                .path()
+                .strip_prefix(&p.layer)
+                .expect("walkdir stays under its root");
+            let target = dest.join(rel);
+            let ft = entry.file_type();
+            if let Some(&first) = owner.get(rel) {
+                // A conflict at a directory's path is reported there, so no entry is
+                // ever made beneath another package's symlink or file.
+                let existing = fs::symlink_metadata(&target)
+                    .map_err(Error::io("stat", &target))?
+                    .file_type();
+                if ft.is_dir() && existing.is_dir() {
+                    let mode = entry.metadata().map_err(|e| Error::Io {
+                        action: "stat",
+                        path: entry.path().to_owned(),
+                        source: e.into(),
+                    })?;
+                    fs::set_permissions(&target, mode.permissions())
+                        .map_err(Error::io("set mode of", &target))?;
+                    continue;
+                }
+                let earlier = &packages[first];
+                let consequence = if existing.is_dir() {
+                    ", which would replace that directory and drop its files"
+                } else {
+                    ""
+                };
+                return Err(Error::UnsafePayload {
+                    package: p.package.clone(),
+                    rpm: p.rpm.clone(),
+                    path: format!("/{}", rel.display()),
+                    reason: format!(
+                        "{} here conflicts with {} from package {} ({}){consequence}; two packages of a toolchain may share directories only",
+                        kind(ft),
+                        kind(existing),
+                        earlier.package,
+                        earlier.rpm.display()
+                    ),
+                });
+            }
+            owner.insert(rel.to_owned(), i);
+            if ft.is_dir() {
+                fs::create_dir(&target).map_err(Error::io("create directory", &target))?;
+                let mode = entry.metadata().map_err(|e| Error::Io {
+                    action: "stat",
+                    path: entry.path().to_owned(),
+                    source: e.into(),
+                })?;
+                fs::set_permissions(&target, mode.permissions())
+                    .map_err(Error::io("set mode of", &target))?;
+            } else if ft.is_symlink() {
                 let to =
                     fs::read_link(entry.path()).map_err(Error::io("read symlink", entry.path()))?;
                 std::os::unix::fs::symlink(&to, &target)
@@ -1416,6 +1817,219 @@ mod tests {
         // The same package may be written again, elsewhere.
         verified.unpack_into(&dir.path().join("again")).unwrap();
         assert!(dir.path().join("again/usr/bin/b").is_file());
+    }
+
+    /// A package `name-1.0` made with the builder, at `<dir>/<name>.rpm`.
+    fn named(dir: &Path, name: &str, f: impl FnOnce(&mut PackageBuilder)) -> PathBuf {
+        let mut b = PackageBuilder::new(name, "1.0", "MIT", "noarch", "crafted");
+        f(&mut b);
+        let path = dir.join(format!("{name}.rpm"));
+        b.build().unwrap().write_file(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_declared_size_exactly_at_the_cap_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpm = crafted(dir.path(), |b| {
+            b.with_file_contents(vec![1u8; 4096], FileOptions::new("/usr/share/f"))
+                .unwrap();
+        });
+        let with_cap = |max_bytes| UnpackOptions {
+            max_bytes,
+            ..UnpackOptions::default()
+        };
+        let err = unpack_payload_with(&rpm, &dir.path().join("at"), &with_cap(4096))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("4096") && err.contains("hostile"), "{err}");
+        assert!(!dir.path().join("at/usr/share/f").exists());
+        let stats = unpack_payload_with(&rpm, &dir.path().join("under"), &with_cap(4097)).unwrap();
+        assert_eq!(stats.bytes, 4096);
+    }
+
+    fn package_layer(cache: &LayerCache, rpm: &Path, name: &str) -> PackageLayer {
+        PackageLayer {
+            package: name.to_owned(),
+            rpm: rpm.to_owned(),
+            layer: cache.layer(rpm).unwrap().1,
+        }
+    }
+
+    #[test]
+    fn merging_packages_refuses_a_symlink_over_another_packages_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = LayerCache::new(&dir.path().join("layers"));
+        let libs = named(dir.path(), "libs", |b| {
+            b.with_file_contents(b"x".to_vec(), FileOptions::new("/usr/lib/keel/libx.so.1"))
+                .unwrap();
+        });
+        let linker = named(dir.path(), "linker", |b| {
+            b.with_symlink(FileOptions::symlink("/usr/lib/keel", "/opt/elsewhere"))
+                .unwrap();
+        });
+        let libs = package_layer(&cache, &libs, "libs");
+        let linker = package_layer(&cache, &linker, "linker");
+        let err = merge_packages(&[libs.clone(), linker], &dir.path().join("root"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unpack linker (")
+                && err.contains("linker.rpm")
+                && err.contains("package libs (")
+                && err.contains("libs.rpm")
+                && err.contains("/usr/lib/keel:")
+                && err.contains("drop its files"),
+            "{err}"
+        );
+        // The same file in two packages: one of them would be lost.
+        let other = named(dir.path(), "other", |b| {
+            b.with_file_contents(b"y".to_vec(), FileOptions::new("/usr/lib/keel/libx.so.1"))
+                .unwrap();
+        });
+        let other = package_layer(&cache, &other, "other");
+        let err = merge_packages(&[libs.clone(), other], &dir.path().join("root2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("other")
+                && err.contains("package libs")
+                && err.contains("/usr/lib/keel/libx.so.1"),
+            "{err}"
+        );
+        // Directories are shared.
+        let more = named(dir.path(), "more", |b| {
+            b.with_file_contents(b"z".to_vec(), FileOptions::new("/usr/lib/keel/liby.so.1"))
+                .unwrap();
+        });
+        let more = package_layer(&cache, &more, "more");
+        let root = dir.path().join("root3");
+        merge_packages(&[libs, more], &root).unwrap();
+        assert_eq!(fs::read(root.join("usr/lib/keel/libx.so.1")).unwrap(), b"x");
+        assert_eq!(fs::read(root.join("usr/lib/keel/liby.so.1")).unwrap(), b"z");
+    }
+
+    /// Set in the child process [`a_large_file_is_streamed_not_held_in_memory`] starts:
+    /// the package, the destination and the file to report the peak memory in, one per
+    /// line.
+    const STREAM_CHILD: &str = "KEEL_TEST_STREAM_CHILD";
+
+    #[test]
+    fn a_large_file_is_streamed_not_held_in_memory() {
+        if let Ok(args) = std::env::var(STREAM_CHILD) {
+            let args: Vec<&str> = args.lines().collect();
+            unpack_payload(Path::new(args[0]), Path::new(args[1])).unwrap();
+            // The peak resident memory of this process since it started (its own address
+            // space: not the parent's, which getrusage would count from before exec).
+            let status = fs::read_to_string("/proc/self/status").unwrap();
+            let hwm = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+            fs::write(args[2], hwm).unwrap();
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // 256 MiB of one byte: a package of a few kilobytes holding a large file.
+        const SIZE: usize = 256 << 20;
+        let rpm = dir.path().join("big.rpm");
+        {
+            let mut b = PackageBuilder::new("big", "1.0", "MIT", "noarch", "crafted");
+            b.using_config(
+                rpm::BuildConfig::default().compression(rpm::CompressionWithLevel::Zstd(1)),
+            );
+            b.with_file_contents(vec![0x5au8; SIZE], FileOptions::new("/usr/share/big"))
+                .unwrap();
+            b.build().unwrap().write_file(&rpm).unwrap();
+        }
+        assert!(fs::metadata(&rpm).unwrap().len() < 1 << 20);
+        // Unpacked in a child process, whose peak memory is its own.
+        let dest = dir.path().join("layer");
+        let report = dir.path().join("peak");
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "layer::tests::a_large_file_is_streamed_not_held_in_memory",
+                "--test-threads=1",
+            ])
+            .env(
+                STREAM_CHILD,
+                format!(
+                    "{}\n{}\n{}",
+                    rpm.display(),
+                    dest.display(),
+                    report.display()
+                ),
+            )
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let f = dest.join("usr/share/big");
+        assert_eq!(fs::metadata(&f).unwrap().len(), SIZE as u64);
+        let mut r = fs::File::open(&f).unwrap();
+        let mut chunk = vec![0u8; 1 << 20];
+        for _ in 0..SIZE >> 20 {
+            io::Read::read_exact(&mut r, &mut chunk).unwrap();
+            assert!(chunk.iter().all(|b| *b == 0x5a));
+        }
+        // `VmHWM:   12345 kB`: the whole test process, harness included, stays far below
+        // the file's size.
+        let hwm = fs::read_to_string(&report).unwrap();
+        let kib: u64 = hwm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        let peak_mib = kib / 1024;
+        assert!(
+            peak_mib < 48,
+            "unpacking a 256 MiB file peaked at {peak_mib} MiB"
+        );
+    }
+
+    #[test]
+    fn a_large_file_is_checked_before_it_appears_and_hard_links_are_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = vec![9u8; (STREAM_ABOVE + 1000) as usize];
+        // The header says less than the payload holds.
+        let files: [(&str, &[u8]); 1] = [("/usr/share/liar", &big)];
+        let short = STREAM_ABOVE + 10;
+        let rpm = rewritten(dir.path(), &files, |_, tag, data| {
+            Some(match data {
+                rpm::IndexData::Int32(mut sizes) if tag == IndexTag::RPMTAG_FILESIZES as u32 => {
+                    sizes[0] = short as u32;
+                    rpm::IndexData::Int32(sizes)
+                }
+                other => other,
+            })
+        });
+        let dest = dir.path().join("layer");
+        let err = unpack_err(&rpm, &dest);
+        assert!(
+            err.contains("/usr/share/liar")
+                && err.contains(&format!("{} bytes", short + 1))
+                && err.contains(&short.to_string()),
+            "{err}"
+        );
+        let left: Vec<_> = fs::read_dir(dest.join("usr/share")).unwrap().collect();
+        assert!(left.is_empty(), "{left:?}");
+        // A hard-link set of large files: each member a full copy.
+        let rpm = crafted(dir.path(), |b| {
+            for n in ["a", "b"] {
+                b.with_file_contents(
+                    big.clone(),
+                    FileOptions::new(format!("/usr/lib/{n}")).hardlink("set"),
+                )
+                .unwrap();
+            }
+        });
+        let dest = dir.path().join("links");
+        let stats = unpack_payload(&rpm, &dest).unwrap();
+        assert_eq!((stats.files, stats.bytes), (2, 2 * big.len() as u64));
+        for n in ["a", "b"] {
+            let p = dest.join("usr/lib").join(n);
+            assert!(fs::read(&p).unwrap() == big, "{n}");
+            let m = fs::metadata(&p).unwrap();
+            assert_eq!((m.nlink(), m.mode() & 0o7777, m.mtime()), (1, 0o644, 0));
+        }
+        let names: Vec<_> = fs::read_dir(dest.join("usr/lib"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 
     #[test]

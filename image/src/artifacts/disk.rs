@@ -428,7 +428,7 @@ pub fn make_vfat(
 }
 
 /// The CHS geometry of a VHD of `size` bytes (the VHD specification's algorithm).
-fn vhd_geometry(size: u64) -> (u16, u8, u8) {
+pub(crate) fn vhd_geometry(size: u64) -> (u16, u8, u8) {
     let total = (size / SECTOR).min(65_535 * 16 * 255);
     let (spt, heads, cth);
     if total >= 65_535 * 16 * 63 {
@@ -456,6 +456,18 @@ fn vhd_geometry(size: u64) -> (u16, u8, u8) {
     ((cth / heads) as u16, heads as u8, spt as u8)
 }
 
+/// The footer's creator application. Readers disagree on a VHD's size: Virtual PC takes
+/// the CHS geometry (which rounds down: 48 MiB reads as 50,291,712 bytes), Hyper-V and
+/// Azure the footer's current size, and `qemu-img` picks one by this field. qemu 7.2
+/// (Debian 12's) trusts the geometry unless the creator is one it knows to mean the
+/// current size (`win `, `qem2`, `d2v `, `CTXS`, `tap\0`); qemu 10 trusts the current size
+/// unless the creator is `vpc ` or `qemu`. `qem2` is in both lists and is what
+/// `qemu-img convert -o subformat=fixed,force_size` writes (the Azure Linux toolkit's and
+/// Azure's documented way of making a VHD), so a keel VHD reads at its exact size in
+/// every qemu and like the reference toolkit's; an unknown name such as `keel` would
+/// silently shrink the disk, cutting off its backup GPT header, in older readers.
+pub(crate) const VHD_CREATOR_APP: [u8; 4] = *b"qem2";
+
 /// Writes a fixed VHD at `out`: the raw disk followed by a 512-byte footer whose time is
 /// `sde` and whose unique id is derived from `seed`. Written natively because
 /// `qemu-img`'s footer holds the current time and a random id.
@@ -477,7 +489,7 @@ pub fn write_vhd_fixed(raw: &Path, out: &Path, seed: &str, sde: u64) -> Result<(
     f[16..24].copy_from_slice(&u64::MAX.to_be_bytes());
     let ts = u32::try_from(sde.saturating_sub(946_684_800)).unwrap_or(u32::MAX);
     f[24..28].copy_from_slice(&ts.to_be_bytes());
-    f[28..32].copy_from_slice(b"keel");
+    f[28..32].copy_from_slice(&VHD_CREATOR_APP);
     f[32..36].copy_from_slice(&0x0001_0000u32.to_be_bytes());
     f[36..40].copy_from_slice(b"Wi2k");
     f[40..48].copy_from_slice(&size.to_be_bytes());

@@ -2,6 +2,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::disk::{VHD_CREATOR_APP, vhd_geometry};
 use super::*;
 use crate::config::{Disk, FsType, Partition, PartitionFlag, PartitionTableType};
 use crate::tools::output;
@@ -276,6 +277,77 @@ fn gpt_disk_with_esp_and_ext4_root_is_reproducible_and_checked_by_real_tools() {
     );
     assert!(check.contains("identical"), "{check}");
     check_vhdx(dir.path(), &a);
+}
+
+/// Creator applications whose footer size qemu 7.2 (Debian 12's `qemu-img`) trusts; for
+/// any other it takes the CHS geometry.
+const QEMU_7_2_CURRENT_SIZE_CREATORS: [&[u8; 4]; 5] =
+    [b"win ", b"qem2", b"d2v ", b"CTXS", b"tap\0"];
+/// Creator applications for which qemu 10 takes the CHS geometry.
+const QEMU_10_CHS_CREATORS: [&[u8; 4]; 2] = [b"vpc ", b"qemu"];
+
+#[test]
+fn a_fixed_vhd_reads_at_its_exact_size_in_old_and_new_qemu() {
+    use std::io::{Read, Seek, SeekFrom};
+    let dir = tempfile::tempdir().unwrap();
+    let layout = plan_disk(&disk_config(), "core");
+    let raw = dir.path().join("disk.raw");
+    write_gpt_disk(&raw, &layout, &[None, None]).unwrap();
+    let vhd = dir.path().join("disk.vhd");
+    write_vhd_fixed(&raw, &vhd, "core", SDE).unwrap();
+    let size = fs::metadata(&raw).unwrap().len();
+    assert_eq!(size, 48 << 20);
+    assert_eq!(fs::metadata(&vhd).unwrap().len(), size + 512);
+
+    let mut f = fs::File::open(&vhd).unwrap();
+    // The disk keeps its size: the backup GPT header is still its last sector.
+    let mut backup = [0u8; 512];
+    f.seek(SeekFrom::Start(size - 512)).unwrap();
+    f.read_exact(&mut backup).unwrap();
+    assert_eq!(&backup[..8], b"EFI PART");
+    let mut footer = [0u8; 512];
+    f.read_exact(&mut footer).unwrap();
+    assert_eq!(&footer[..8], b"conectix");
+    let be64 = |at: usize| u64::from_be_bytes(footer[at..at + 8].try_into().unwrap());
+    assert_eq!(
+        (be64(40), be64(48)),
+        (size, size),
+        "original and current size"
+    );
+    let mut unsummed = footer;
+    unsummed[64..68].fill(0);
+    let sum: u32 = unsummed.iter().map(|b| u32::from(*b)).sum();
+    assert_eq!(footer[64..68], (!sum).to_be_bytes(), "checksum");
+    // The geometry is the specification's, and it covers less than the disk: a reader
+    // that trusted it would cut off the backup GPT header.
+    let (c, h, s) = vhd_geometry(size);
+    assert_eq!(
+        (
+            u16::from_be_bytes([footer[56], footer[57]]),
+            footer[58],
+            footer[59]
+        ),
+        (c, h, s)
+    );
+    let chs_bytes = u64::from(c) * u64::from(h) * u64::from(s) * 512;
+    assert_eq!(chs_bytes, 50_291_712);
+    // So the creator application must be one every qemu reads by the current size.
+    let creator: &[u8; 4] = footer[28..32].try_into().unwrap();
+    assert!(
+        QEMU_7_2_CURRENT_SIZE_CREATORS.contains(&creator)
+            && !QEMU_10_CHS_CREATORS.contains(&creator),
+        "creator application {:?} is read by its CHS geometry in some qemu",
+        String::from_utf8_lossy(creator)
+    );
+    assert_eq!(creator, &VHD_CREATOR_APP);
+    // And the qemu-img on this machine agrees.
+    let info = output(
+        Command::new("qemu-img")
+            .args(["info", "-f", "vpc", "--output=json"])
+            .arg(&vhd),
+    );
+    let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(v["virtual-size"].as_u64(), Some(size), "{info}");
 }
 
 /// VHDX: reproducible, read by `qemu-img` (`info`, `check`), and holding the raw disk.
