@@ -288,7 +288,7 @@ fn a_poisoned_cache_is_detected_reported_and_built_around() {
     // Action-cache entries rewritten: greet-fortune's (a byte changed under the signature)
     // and greet-banner's (replaced by bytes nobody signed). The entries are at
     // ac/<action key>; A's last build report says each action's key.
-    let keys = action_keys(&a);
+    let keys = action_keys(a);
     let entry = |name: &str| nginx.file(&format!("ac/{}", keys[name]));
     let fortune = ["srpm:greet-fortune", "rpm:greet-fortune"];
     for name in fortune {

@@ -3,3 +3,4 @@
 
 mod incremental;
 mod kill;
+mod views;

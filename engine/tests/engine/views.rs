@@ -58,9 +58,10 @@ fn graph(store: &Store, lib_spec: &str) -> Graph {
             name: name.into(),
             evr: keel_engine::Evr::new("1", "1"),
             spec: store.put_bytes(spec.as_bytes()).unwrap(),
-            macro_files: BTreeMap::new(),
+            macro_files: Vec::new(),
             defines: BTreeMap::new(),
             target_arch: "x86_64".into(),
+            executor: keel_engine::ExecutorId::new("test", "none"),
             toolchain: ToolchainId {
                 name: "test".into(),
                 fingerprint: store.put_bytes(b"toolchain").unwrap(),
@@ -80,6 +81,7 @@ fn graph(store: &Store, lib_spec: &str) -> Graph {
             target_arch: "x86_64".into(),
             indexer: "test".into(),
             options: BTreeMap::new(),
+            executor: keel_engine::ExecutorId::new("test", "none"),
         }),
         &[lib, user],
     )
