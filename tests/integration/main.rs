@@ -10,6 +10,7 @@ mod consistency;
 mod contained_specs;
 mod cutoff;
 mod durability;
+mod equal_to_clean;
 mod graph;
 mod image;
 mod incremental;
