@@ -398,7 +398,7 @@ exit 3
 - Broken.
 ";
 
-const GOOD_SPEC: &str = "Name: fine
+pub(crate) const GOOD_SPEC: &str = "Name: fine
 Version: 1
 Release: 1
 Summary: Builds

@@ -10,27 +10,7 @@ use crate::support::*;
 // The nginx server keel-remote's own tests run against.
 use crate::remote::servers;
 
-const FINE_SPEC: &str = "Name: fine
-Version: 1
-Release: 1
-Summary: Builds
-License: MIT
-BuildArch: noarch
-
-%description
-Fine.
-
-%install
-mkdir -p %{buildroot}/usr/share/fine
-echo ok > %{buildroot}/usr/share/fine/ok
-
-%files
-/usr/share/fine/ok
-
-%changelog
-* Fri Nov 27 2026 keel <keel@example.invalid> - 1-1
-- Fine.
-";
+use crate::build::GOOD_SPEC as FINE_SPEC;
 
 /// A tree of one spec, `fine`, with `extra` appended to its keel.toml.
 fn one_spec_tree(extra: &str) -> Project {

@@ -949,21 +949,7 @@ impl Unpacker<'_> {
             std::process::id(),
             STREAM_SEQ.fetch_add(1, Ordering::Relaxed)
         );
-        let t = cstr(&tmp);
-        // SAFETY: valid fd and C string.
-        let raw = unsafe {
-            libc::openat(
-                parent.as_raw_fd(),
-                t.as_ptr(),
-                libc::O_RDWR | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
-        if raw < 0 {
-            return Err(self.io(path, "create file")(last_err()));
-        }
-        // SAFETY: freshly opened fd.
-        let mut file = fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        let mut file = self.create_new(parent, &tmp, path, libc::O_RDWR)?;
         let result = self.fill_and_link(
             parent, &tmp, name, path, mode, declared, data, check, buf, &mut file,
         );
@@ -1052,6 +1038,32 @@ impl Unpacker<'_> {
         Ok(())
     }
 
+    /// Creates `name` in `parent` (mode 0600, never through a symlink, never an existing
+    /// file), opened with `access` (`O_RDWR` or `O_WRONLY`); `path` names it in errors.
+    fn create_new(
+        &self,
+        parent: &OwnedFd,
+        name: &str,
+        path: &str,
+        access: libc::c_int,
+    ) -> Result<fs::File, Error> {
+        let n = cstr(name);
+        // SAFETY: valid fd and C string.
+        let raw = unsafe {
+            libc::openat(
+                parent.as_raw_fd(),
+                n.as_ptr(),
+                access | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600 as libc::c_uint,
+            )
+        };
+        if raw < 0 {
+            return Err(self.io(path, "create file")(last_err()));
+        }
+        // SAFETY: freshly opened fd, owned by nothing else.
+        Ok(fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) }))
+    }
+
     /// Writes `name` as a copy of the file `from` (a hard-link set member of a large
     /// file), returning the bytes copied.
     fn copy_file(
@@ -1062,21 +1074,7 @@ impl Unpacker<'_> {
         mode: u32,
         from: &fs::File,
     ) -> Result<u64, Error> {
-        let n = cstr(name);
-        // SAFETY: valid fd and C string.
-        let raw = unsafe {
-            libc::openat(
-                parent.as_raw_fd(),
-                n.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600 as libc::c_uint,
-            )
-        };
-        if raw < 0 {
-            return Err(self.io(path, "create file")(last_err()));
-        }
-        // SAFETY: freshly opened fd.
-        let mut to = fs::File::from(unsafe { OwnedFd::from_raw_fd(raw) });
+        let mut to = self.create_new(parent, name, path, libc::O_WRONLY)?;
         let mut src = from
             .try_clone()
             .map_err(self.io(path, "reopen hard link source"))?;
