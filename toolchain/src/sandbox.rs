@@ -1014,10 +1014,12 @@ mod tests {
         let mut f = fixture();
         f.spec.timeout = Duration::from_millis(500);
         let start = Instant::now();
-        let (o, _) = f.bash("(sleep 2; touch /build/late) & sleep 2; touch /build/late2");
+        let (o, _) = f.bash("(sleep 4; touch /build/late) & sleep 4; touch /build/late2");
         assert_eq!(o, Outcome::TimedOut);
-        assert!(start.elapsed() < Duration::from_millis(1500));
-        std::thread::sleep(Duration::from_millis(2500));
+        // Well before the command would have ended by itself, with room for setting the
+        // sandbox up on a loaded machine (it copies the host's allowlisted /etc).
+        assert!(start.elapsed() < Duration::from_millis(3500));
+        std::thread::sleep(Duration::from_millis(4500));
         assert!(
             !f.spec.build_dir.join("late").exists(),
             "a background process survived the timeout"
