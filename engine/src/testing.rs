@@ -84,6 +84,7 @@ impl TestExecutor {
                 sig(&mut i.spec);
                 i.files.values_mut().for_each(sig);
                 i.macro_files.iter_mut().map(|(_, d)| d).for_each(sig);
+                sig(&mut i.toolchain.fingerprint);
             }
             KeyInputs::RpmBuild(i) => {
                 sig(&mut i.spec);

@@ -128,16 +128,17 @@ fn model(d: &Distro) -> Vec<Expected> {
     let mut rpm_out: Vec<String> = Vec::new();
     for p in &d.packages {
         let (s, pa) = (p.spec, p.patch);
+        // The SRPM is packed in the toolchain too: a new toolchain may pack it otherwise.
         let srpm_sig = format!(
-            "srpm {} {} spec {} source {} patch {} macros {} check {check}",
-            p.name, p.release, s.content, p.source, pa.content, m.content
+            "srpm {} {} spec {} source {} patch {} macros {} check {check} toolchain {}",
+            p.name, p.release, s.content, p.source, pa.content, m.content, t.content
         );
         let srpm_out = h(&srpm_sig);
         out.push(Expected {
             name: format!("srpm:{}", p.name),
             identity: h(&format!(
-                "{srpm_sig} comments {} {} {}",
-                s.comment, pa.comment, m.comment
+                "{srpm_sig} comments {} {} {} {}",
+                s.comment, pa.comment, m.comment, t.comment
             )),
             out: srpm_out.clone(),
         });

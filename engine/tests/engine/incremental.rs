@@ -128,16 +128,17 @@ fn model(d: &Distro) -> Vec<Expected> {
             out: source,
         });
         let (s, pa) = (p.spec, p.patch);
+        // The SRPM is packed in the toolchain too: a new toolchain may pack it otherwise.
         let srpm_sig = format!(
-            "srpm {} {} spec {} patch {} macros {} check {check} <- {source}",
-            p.name, p.release, s.content, pa.content, m.content
+            "srpm {} {} spec {} patch {} macros {} check {check} toolchain {} <- {source}",
+            p.name, p.release, s.content, pa.content, m.content, t.content
         );
         let srpm_out = h(&srpm_sig);
         out.push(Expected {
             name: format!("srpm:{}", p.name),
             key: h(&format!(
-                "{srpm_sig} comments {} {} {}",
-                s.comment, pa.comment, m.comment
+                "{srpm_sig} comments {} {} {} {}",
+                s.comment, pa.comment, m.comment, t.comment
             )),
             out: srpm_out,
         });
