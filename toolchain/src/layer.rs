@@ -1353,15 +1353,20 @@ pub fn merge_layers(layers: &[PathBuf], dest: &Path) -> Result<(), Error> {
                 Some(_) => fs::remove_file(&target).map_err(Error::io("remove", &target))?,
                 None => {}
             }
-            if ft.is_symlink() {
-                let to =
-                    fs::read_link(entry.path()).map_err(Error::io("read symlink", entry.path()))?;
-                std::os::unix::fs::symlink(&to, &target)
-                    .map_err(Error::io("create symlink", &target))?;
-            } else if fs::hard_link(entry.path(), &target).is_err() {
-                fs::copy(entry.path(), &target).map_err(Error::io("copy into", &target))?;
-            }
+            link_or_copy(entry.path(), ft, &target)?;
         }
+    }
+    Ok(())
+}
+
+/// Places the file or symlink `from` (of type `ft`) at `target` in a merged root: a
+/// symlink is recreated, a file hard-linked (copied across filesystems).
+fn link_or_copy(from: &Path, ft: fs::FileType, target: &Path) -> Result<(), Error> {
+    if ft.is_symlink() {
+        let to = fs::read_link(from).map_err(Error::io("read symlink", from))?;
+        std::os::unix::fs::symlink(&to, target).map_err(Error::io("create symlink", target))?;
+    } else if fs::hard_link(from, target).is_err() {
+        fs::copy(from, target).map_err(Error::io("copy into", target))?;
     }
     Ok(())
 }
@@ -1467,13 +1472,8 @@ pub fn merge_packages(packages: &[PackageLayer], dest: &Path) -> Result<(), Erro
                 })?;
                 fs::set_permissions(&target, mode.permissions())
                     .map_err(Error::io("set mode of", &target))?;
-            } else if ft.is_symlink() {
-                let to =
-                    fs::read_link(entry.path()).map_err(Error::io("read symlink", entry.path()))?;
-                std::os::unix::fs::symlink(&to, &target)
-                    .map_err(Error::io("create symlink", &target))?;
-            } else if fs::hard_link(entry.path(), &target).is_err() {
-                fs::copy(entry.path(), &target).map_err(Error::io("copy into", &target))?;
+            } else {
+                link_or_copy(entry.path(), ft, &target)?;
             }
         }
     }
