@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keel_store::{ActionKey, BlobDigest};
-use rayon::prelude::*;
 
 use crate::error::{RemoteError, Result};
 use crate::signing::{Entry, SigningKeyPair, TrustedKeys, Verdict};
@@ -56,7 +55,11 @@ pub struct Remote {
     mode: Mode,
     trusted: TrustedKeys,
     signer: Option<SigningKeyPair>,
-    pool: rayon::ThreadPool,
+    /// How many transfers run at once. They run on plain threads of their own, never on a
+    /// rayon pool: a transfer blocks on the tier's async runtime, and a rayon worker that
+    /// waits inside a landing's parallel hash would steal another transfer and enter that
+    /// runtime a second time from the same thread, which tokio refuses with a panic.
+    jobs: usize,
 }
 
 impl std::fmt::Debug for Remote {
@@ -82,18 +85,13 @@ impl Remote {
                 "a read-write remote cache needs a signing key".into(),
             ));
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(config.jobs.max(1))
-            .thread_name(|i| format!("keel-remote-{i}"))
-            .build()
-            .map_err(|e| RemoteError::Config(format!("start transfer threads: {e}")))?;
         Ok(Remote {
             tiers,
             map,
             mode: config.mode,
             trusted: config.trusted,
             signer: config.signer,
-            pool,
+            jobs: config.jobs.max(1),
         })
     }
 
@@ -182,14 +180,11 @@ impl Remote {
         // shorten it.
         let mut order: Vec<usize> = (0..blobs.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(blobs[i].size()));
-        let landed: Vec<(usize, bool)> = self.pool.install(|| {
-            order
-                .par_iter()
-                .map(|&i| (i, self.land_blob(&blobs[i], &mut land(&blobs[i]))))
-                .collect()
+        let landed = fan_out(self.jobs, &order, |&i| {
+            self.land_blob(&blobs[i], &mut land(&blobs[i]))
         });
         let mut out = vec![false; blobs.len()];
-        for (i, ok) in landed {
+        for (&i, ok) in order.iter().zip(landed) {
             out[i] = ok;
         }
         out
@@ -198,25 +193,18 @@ impl Remote {
     /// Fetches blobs in parallel into `dir/<blake3 hex>`; each result is the file, or
     /// `None` on a miss. Files appear only complete and verified.
     pub fn fetch_blobs(&self, blobs: &[BlobDigest], dir: &Path) -> Vec<Option<PathBuf>> {
-        self.pool.install(|| {
-            blobs
-                .par_iter()
-                .map(|d| {
-                    let dest = dir.join(d.to_hex());
-                    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-                        .map_err(|e| {
-                            tracing::warn!("create a temporary file in {}: {e}", dir.display())
-                        })
-                        .ok()?;
-                    if !self.fetch_blob(d, tmp.as_file_mut()) {
-                        return None;
-                    }
-                    tmp.persist(&dest)
-                        .map_err(|e| tracing::warn!("write {}: {e}", dest.display()))
-                        .ok()?;
-                    Some(dest)
-                })
-                .collect()
+        fan_out(self.jobs, blobs, |d| {
+            let dest = dir.join(d.to_hex());
+            let mut tmp = tempfile::NamedTempFile::new_in(dir)
+                .map_err(|e| tracing::warn!("create a temporary file in {}: {e}", dir.display()))
+                .ok()?;
+            if !self.fetch_blob(d, tmp.as_file_mut()) {
+                return None;
+            }
+            tmp.persist(&dest)
+                .map_err(|e| tracing::warn!("write {}: {e}", dest.display()))
+                .ok()?;
+            Some(dest)
         })
     }
 
@@ -239,19 +227,15 @@ impl Remote {
             }
         };
         // The entry lists each blob's SHA-256, for tiers that name blobs by it.
-        let shas: Vec<Result<[u8; 32]>> = self.pool.install(|| {
-            blobs
-                .par_iter()
-                .map(|(d, src)| match self.map.get(d) {
-                    Some(s) => Ok(s),
-                    None => {
-                        let s = src.sha256()?;
-                        self.map.insert(d, s);
-                        Ok(s)
-                    }
-                })
-                .collect()
-        });
+        let shas: Vec<Result<[u8; 32]>> =
+            fan_out(self.jobs, blobs, |(d, src)| match self.map.get(d) {
+                Some(s) => Ok(s),
+                None => {
+                    let s = src.sha256()?;
+                    self.map.insert(d, s);
+                    Ok(s)
+                }
+            });
         let mut listed = Vec::with_capacity(blobs.len());
         for ((d, _), s) in blobs.iter().zip(shas) {
             listed.push((*d, s?));
@@ -278,14 +262,12 @@ impl Remote {
     ) -> PutReport {
         let mut report = PutReport::default();
         let digests: Vec<BlobDigest> = blobs.iter().map(|(d, _)| *d).collect();
-        // HEAD requests are latency-bound: spread them over the pool in chunks.
-        let present: Result<Vec<bool>> = self.pool.install(|| {
-            digests
-                .par_chunks(16)
-                .map(|c| tier.has_blobs(c))
-                .collect::<Result<Vec<Vec<bool>>>>()
-                .map(|v| v.concat())
-        });
+        // HEAD requests are latency-bound: spread them over the threads in chunks.
+        let chunks: Vec<&[BlobDigest]> = digests.chunks(16).collect();
+        let present: Result<Vec<bool>> = fan_out(self.jobs, &chunks, |c| tier.has_blobs(c))
+            .into_iter()
+            .collect::<Result<Vec<Vec<bool>>>>()
+            .map(|v| v.concat());
         let present = match present {
             Ok(p) => p,
             Err(e) => {
@@ -296,19 +278,14 @@ impl Remote {
                 return report;
             }
         };
-        let results: Vec<Result<bool>> = self.pool.install(|| {
-            blobs
-                .par_iter()
-                .zip(present.par_iter())
-                .map(|((d, src), &has)| {
-                    if has {
-                        bump(&tier.stats().uploads_skipped, 1);
-                        Ok(false)
-                    } else {
-                        tier.put_blob(d, *src).map(|()| true)
-                    }
-                })
-                .collect()
+        let pairs: Vec<(&(BlobDigest, BlobSource<'_>), bool)> = blobs.iter().zip(present).collect();
+        let results: Vec<Result<bool>> = fan_out(self.jobs, &pairs, |((d, src), has)| {
+            if *has {
+                bump(&tier.stats().uploads_skipped, 1);
+                Ok(false)
+            } else {
+                tier.put_blob(d, *src).map(|()| true)
+            }
         });
         for r in results {
             match r {
@@ -349,4 +326,42 @@ fn report_read_error(e: &RemoteError) {
     } else {
         tracing::warn!("remote cache read failed, treating as a miss: {e}");
     }
+}
+
+/// `f` over `items` on up to `jobs` plain threads, results in the order of `items`. Each
+/// thread takes the next item as it finishes one, so the order of `items` is the order work
+/// starts in.
+fn fan_out<T: Sync, R: Send>(jobs: usize, items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = jobs.clamp(1, items.len().max(1));
+    if threads == 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|i| {
+                std::thread::Builder::new()
+                    .name(format!("keel-remote-{i}"))
+                    .spawn_scoped(s, || {
+                        let mut mine = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(item) = items.get(i) else { break };
+                            mine.push((i, f(item)));
+                        }
+                        mine
+                    })
+                    .expect("spawn a transfer thread")
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| match w.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
 }

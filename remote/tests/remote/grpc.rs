@@ -210,3 +210,72 @@ fn a_hanging_grpc_server_is_bounded_by_the_timeout() {
         "{msg}"
     );
 }
+
+/// A landing that, like the store's, spreads its work over rayon while a download runs.
+struct ParallelLanding {
+    place: std::path::PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl keel_remote::Landing for ParallelLanding {
+    fn place(&self) -> &std::path::Path {
+        &self.place
+    }
+    fn start(&mut self) -> std::io::Result<()> {
+        self.bytes.clear();
+        Ok(())
+    }
+    fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        use rayon::prelude::*;
+        let sums: Vec<u64> = chunk
+            .par_chunks(4096)
+            .map(|c| {
+                std::thread::sleep(Duration::from_micros(200));
+                c.iter().map(|&b| u64::from(b)).sum()
+            })
+            .collect();
+        assert_eq!(sums.len(), chunk.len().div_ceil(4096));
+        self.bytes.extend_from_slice(chunk);
+        Ok(())
+    }
+    fn finish(&mut self, _expected: &BlobDigest) -> std::io::Result<BlobDigest> {
+        Ok(BlobDigest::of_bytes(&self.bytes))
+    }
+}
+
+/// Downloads used to run on a rayon pool and block on the tier's runtime there: a landing
+/// that used rayon let the waiting worker steal a second download and enter the runtime
+/// again from the same thread, and tokio panicked ("Cannot start a runtime from within a
+/// runtime").
+#[test]
+fn parallel_downloads_into_landings_that_use_rayon_all_land() {
+    let map = Arc::new(DigestMap::default());
+    let t = tier(map.clone(), |_| {});
+    let blobs: Vec<(Vec<u8>, BlobDigest)> = (0..32)
+        .map(|i| blob(if i % 2 == 0 { 400_000 } else { 50_000 }, 40 + i as u8))
+        .collect();
+    for (bytes, d) in &blobs {
+        t.put_blob(d, BlobSource::Bytes(bytes)).unwrap();
+    }
+    let r = Remote::new(
+        RemoteConfig {
+            mode: Mode::ReadOnly,
+            trusted: TrustedKeys::new(vec![]),
+            signer: None,
+            jobs: 8,
+        },
+        map.clone(),
+        vec![Arc::new(tier(map, |_| {}))],
+    )
+    .unwrap();
+    let digests: Vec<BlobDigest> = blobs.iter().map(|(_, d)| *d).collect();
+    let dir = tempfile::tempdir().unwrap();
+    // The old failure needed a particular interleaving: give it several chances.
+    for _ in 0..4 {
+        let landed = r.land_blobs(&digests, |d| ParallelLanding {
+            place: dir.path().join(d.to_hex()),
+            bytes: Vec::new(),
+        });
+        assert_eq!(landed, vec![true; blobs.len()]);
+    }
+}
