@@ -81,6 +81,16 @@ pub struct SpecsSection {
     pub lua_path: Option<String>,
     /// The target, `cpu-os` [default: the host].
     pub target: Option<String>,
+    /// Lua modules of the tree that `require` finds by name when `lua_path` has none:
+    /// module name -> file relative to the tree root (Azure Linux's `azl.srpm.python` is
+    /// `SPECS/azurelinux-rpm-macros/python.lua`, installed by its macros package).
+    #[serde(default)]
+    pub lua_modules: std::collections::BTreeMap<String, PathBuf>,
+    /// Define `%<prefix>_<spec>_version`, `_release` (without the dist tag) and `_epoch`
+    /// for every spec of the tree (`<spec>`: its file name without `.spec`, `-` as `_`),
+    /// as Azure Linux's toolkit does for specs that name another's version
+    /// (`%azl_kernel_version`); Azure Linux uses `azl`.
+    pub version_macros: Option<String>,
 }
 
 impl Default for SpecsSection {
@@ -93,6 +103,8 @@ impl Default for SpecsSection {
             shell: None,
             lua_path: None,
             target: None,
+            lua_modules: Default::default(),
+            version_macros: None,
         }
     }
 }

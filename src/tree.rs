@@ -1,6 +1,7 @@
 //! Reading a whole tree: every spec under the configured directories, with the tree's
 //! macro files and defines, into a [`PackageGraph`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,7 +23,22 @@ pub struct LoadedTree {
     pub macro_files: Vec<PathBuf>,
     /// Specs that could not be read (the rest of the tree is still read).
     pub failures: Vec<SpecError>,
+    /// Specs left out because a spec directory listed before theirs has a spec of the
+    /// same source package name (see [`shadow`]).
+    pub shadowed: Vec<Shadowed>,
+    /// The tree's version macros each spec uses (`specs.version_macros`), by spec path:
+    /// what it is packed and built with besides the tree's defines.
+    pub spec_defines: std::collections::HashMap<PathBuf, BTreeMap<String, String>>,
     pub read_time: Duration,
+}
+
+/// A spec not planned because an earlier spec directory has its name.
+#[derive(Debug, Clone)]
+pub struct Shadowed {
+    pub path: PathBuf,
+    pub name: String,
+    /// The spec that has the name.
+    pub by: PathBuf,
 }
 
 /// Expands a macro-file pattern of keel.toml, relative to the tree root.
@@ -92,6 +108,15 @@ pub fn reader_config(tree: &Tree, shell_cache: Option<PathBuf>) -> anyhow::Resul
     ecfg.shell = Arc::new(shell);
     if let Some(lp) = &sc.lua_path {
         ecfg.lua_path = lp.clone();
+    }
+    for (name, file) in &sc.lua_modules {
+        let path = tree.root.join(file);
+        anyhow::ensure!(
+            path.is_file(),
+            "Lua module {name} is {} (from keel.toml's specs.lua_modules), which does not exist",
+            path.display()
+        );
+        ecfg.lua_modules.insert(name.clone(), path);
     }
     ecfg.shell_cache_dir = shell_cache;
     let (table, warnings) =
@@ -217,6 +242,7 @@ pub fn setup_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
             files.extend(keel_specs::glob_one(&pat.replace('?', "*")));
         }
     }
+    files.extend(sc.lua_modules.values().map(|f| tree.root.join(f)));
     Ok(files)
 }
 
@@ -226,39 +252,120 @@ pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Resu
     let start = Instant::now();
     let reader = reader_config(tree, store.map(|s| s.root().join("shell-cache")))?;
     let mut files = Vec::new();
-    for d in &tree.config.specs.dirs {
+    // Which of keel.toml's spec directories each file is from, by position.
+    let mut root_of = Vec::new();
+    for (r, d) in tree.config.specs.dirs.iter().enumerate() {
         let dir = tree.root.join(d);
         anyhow::ensure!(
             dir.is_dir(),
             "spec directory {} (from keel.toml) does not exist",
             dir.display()
         );
-        files.extend(keel_specs::find_specs(&dir));
+        let found = keel_specs::find_specs(&dir);
+        root_of.extend(std::iter::repeat_n(r, found.len()));
+        files.extend(found);
     }
-    let results: Vec<Result<keel_specs::Spec, SpecError>> = match store {
-        None => files
-            .par_iter()
-            .map(|f| keel_specs::read_spec(f, &reader))
-            .collect(),
-        Some(store) => {
-            let setup = setup_digest(tree, store)?;
-            let path = store.root().join("specs.cache");
-            let mut cache = keel_rules::speccache::SpecCache::load(&path);
-            let (results, stats) = cache.read_all(store, &setup, &files, &reader);
-            tracing::debug!("spec cache: {} hits, {} parsed", stats.hits, stats.parsed);
-            if let Err(e) = cache.save() {
-                tracing::warn!("could not save the spec cache {}: {e}", path.display());
+    let mut cache = store.map(|s| {
+        (
+            s,
+            keel_rules::speccache::SpecCache::load(&s.root().join("specs.cache")),
+        )
+    });
+    let setup = match store {
+        Some(s) => Some(setup_digest(tree, s)?),
+        None => None,
+    };
+    let mut read = |files: &[PathBuf],
+                    reader: &keel_specs::ReaderConfig,
+                    setup: Option<keel_store::BlobDigest>|
+     -> Vec<Result<keel_specs::Spec, SpecError>> {
+        match (&mut cache, setup) {
+            (Some((store, cache)), Some(setup)) => {
+                let (results, stats) = cache.read_all(store, &setup, files, reader);
+                tracing::debug!("spec cache: {} hits, {} parsed", stats.hits, stats.parsed);
+                results
             }
-            results
+            _ => files
+                .par_iter()
+                .map(|f| keel_specs::read_spec(f, reader))
+                .collect(),
         }
     };
+    let results = read(&files, &reader, setup);
     let mut specs = Vec::new();
+    let mut roots = Vec::new();
     let mut failures = Vec::new();
-    for r in results {
+    for (r, root) in results.into_iter().zip(root_of) {
         match r {
-            Ok(s) => specs.push(s),
+            Ok(s) => {
+                specs.push(s);
+                roots.push(root);
+            }
             Err(e) => failures.push(e),
         }
+    }
+    let shadowed = shadow(&mut specs, &roots);
+    let mut spec_defines = std::collections::HashMap::new();
+    if let Some(prefix) = &tree.config.specs.version_macros {
+        let dist = tree.config.specs.defines.get("dist").map(String::as_str);
+        let macros = version_macros(&specs, prefix, dist.unwrap_or(""));
+        // Found in the spec files as written (a spec from the spec cache has no expanded
+        // text, and a use through `%global` is in the file too).
+        let used_by: Vec<std::collections::BTreeSet<&str>> = specs
+            .iter()
+            .map(|s| {
+                let text = std::fs::read_to_string(&s.path).unwrap_or_default();
+                macros_used(&text, prefix, &macros)
+            })
+            .collect();
+        let users: Vec<usize> = (0..specs.len())
+            .filter(|&i| !used_by[i].is_empty())
+            .collect();
+        if !users.is_empty() {
+            // Read again, with the macros defined, only the specs that use them (a spec
+            // reads an undefined macro as its own name, which is how they are found):
+            // every other spec's reading stays independent of other specs' versions.
+            let mut table = (*reader.macros).clone();
+            let mut text = String::new();
+            for (k, v) in &macros {
+                table.push(k, None, v, keel_specs::macros::LEVEL_CMDLINE);
+                text.push_str(&format!("%{k} {v}\n"));
+            }
+            let mut with = keel_specs::ReaderConfig::new(table, reader.engine.clone());
+            with.sourcedir_is_specdir = reader.sourcedir_is_specdir;
+            let setup = setup.map(|d| {
+                keel_store::BlobDigest::of_bytes(format!("{}\n{text}", d.to_hex()).as_bytes())
+            });
+            let paths: Vec<PathBuf> = users.iter().map(|&i| specs[i].path.clone()).collect();
+            let again = read(&paths, &with, setup);
+            let mut gone = Vec::new();
+            for (&i, r) in users.iter().zip(again) {
+                let used = &used_by[i];
+                match r {
+                    Ok(s) => specs[i] = s,
+                    Err(e) => {
+                        failures.push(e);
+                        gone.push(i);
+                    }
+                }
+                let defines = used
+                    .iter()
+                    .map(|&k| (k.to_owned(), macros[k].clone()))
+                    .collect();
+                spec_defines.insert(specs[i].path.clone(), defines);
+            }
+            for i in gone.into_iter().rev() {
+                specs.remove(i);
+            }
+        }
+    }
+    if let Some((store, cache)) = &cache
+        && let Err(e) = cache.save()
+    {
+        tracing::warn!(
+            "could not save the spec cache {}: {e}",
+            store.root().join("specs.cache").display()
+        );
     }
     let read_time = start.elapsed();
     let target_arch = target_arch(tree);
@@ -290,8 +397,99 @@ pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Resu
         specs,
         macro_files: macro_files(tree)?,
         failures,
+        shadowed,
+        spec_defines,
         read_time,
     })
+}
+
+/// Leaves out each spec whose source package name a spec of an earlier spec directory
+/// (keel.toml's `specs.dirs`, `roots[i]` being `specs[i]`'s) already has. Azure Linux's
+/// toolkit builds SPECS and SPECS-EXTENDED as two separate sets, so rdma-core and ucx are
+/// in both, at different versions; in one graph they would be one package twice, and the
+/// directory listed first is the one whose package is built. Specs of one directory that
+/// share a name (golang's) are all kept: the toolkit packs them all.
+pub fn shadow(specs: &mut Vec<keel_specs::Spec>, roots: &[usize]) -> Vec<Shadowed> {
+    let name = |s: &keel_specs::Spec| s.packages.first().map(|p| p.name.clone());
+    let mut first: std::collections::HashMap<String, (usize, PathBuf)> =
+        std::collections::HashMap::new();
+    let mut keep = vec![true; specs.len()];
+    let mut shadowed = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let Some(n) = name(s) else { continue };
+        match first.get(&n) {
+            Some((root, by)) if *root < roots[i] => {
+                keep[i] = false;
+                shadowed.push(Shadowed {
+                    path: s.path.clone(),
+                    name: n,
+                    by: by.clone(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                first.insert(n, (roots[i], s.path.clone()));
+            }
+        }
+    }
+    let mut i = 0;
+    specs.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    shadowed
+}
+
+/// The toolkit's version macros of every spec (its versionsprocessor):
+/// `%<prefix>_<stem>_version`, `_release` without the dist tag, and `_epoch` when the spec
+/// has one, `<stem>` being the spec's file name without `.spec`, `-` as `_`.
+pub fn version_macros(
+    specs: &[keel_specs::Spec],
+    prefix: &str,
+    dist: &str,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for s in specs {
+        let (Some(stem), Some(p)) = (s.path.file_stem(), s.packages.first()) else {
+            continue;
+        };
+        let stem = stem.to_string_lossy().replace('-', "_");
+        let release = if dist.is_empty() {
+            p.release.clone()
+        } else {
+            p.release.replacen(dist, "", 1)
+        };
+        out.insert(format!("{prefix}_{stem}_version"), p.version.clone());
+        out.insert(format!("{prefix}_{stem}_release"), release);
+        if let Some(e) = p.epoch {
+            out.insert(format!("{prefix}_{stem}_epoch"), e.to_string());
+        }
+    }
+    out
+}
+
+/// The names of `macros` that `text` (a spec as read) names as `%name` or `%{name}`.
+fn macros_used<'a>(
+    text: &str,
+    prefix: &str,
+    macros: &'a BTreeMap<String, String>,
+) -> std::collections::BTreeSet<&'a str> {
+    let mut used = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('%') {
+        rest = &rest[i + 1..];
+        let after = rest.trim_start_matches(['{', '?', '!']);
+        if !after.starts_with(prefix) {
+            continue;
+        }
+        let end = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(after.len());
+        if let Some((k, _)) = macros.get_key_value(&after[..end]) {
+            used.insert(k.as_str());
+        }
+    }
+    used
 }
 
 /// The architecture the tree is built for (`specs.target`'s first part, else the host's).

@@ -42,6 +42,31 @@ pub struct ActionConfig {
     pub indexer: String,
     /// What runs the actions, named by every key.
     pub executor: ExecutorId,
+    /// Defines of one spec only, by spec path, on top of `defines`: the tree's version
+    /// macros that spec uses (`%azl_kernel_version`), so that a version bump rebuilds
+    /// exactly the specs that name it.
+    pub spec_defines: HashMap<PathBuf, BTreeMap<String, String>>,
+}
+
+impl ActionConfig {
+    /// The defines `spec` is packed and built with.
+    pub fn defines_of(&self, spec: &Path) -> BTreeMap<String, String> {
+        let mut d = self.defines.clone();
+        if let Some(extra) = self.spec_defines.get(spec) {
+            d.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        d
+    }
+}
+
+/// A spec left out of the action graph, with why; the rest of the tree is still planned.
+#[derive(Debug, Clone)]
+pub struct Excluded {
+    pub spec: SpecId,
+    /// What is wrong, naming the file (and line, when known).
+    pub reason: String,
+    /// The excluded spec this one needs (directly or not), when that is why.
+    pub because_of: Option<SpecId>,
 }
 
 /// The action graph of a tree, with the way back to its specs.
@@ -52,6 +77,8 @@ pub struct ActionGraph {
     pub rpm_action: HashMap<SpecId, ActionId>,
     pub spec_of: HashMap<ActionId, SpecId>,
     pub repo: Option<ActionId>,
+    /// Wanted specs that could not be planned, in build order, with what needs them.
+    pub excluded: Vec<Excluded>,
 }
 
 /// A file of the tree in the store: its digest, stored if it was not already.
@@ -76,23 +103,15 @@ pub fn signatures_path(spec_path: &Path) -> PathBuf {
     spec_path.with_file_name(format!("{stem}.signatures.json"))
 }
 
-/// The `Signatures` of a package's `<pkg>.signatures.json` (file name -> SHA-256), empty
-/// when the file does not exist.
-fn signatures(spec_path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+/// The signatures of a package's `<pkg>.signatures.json` (file name -> SHA-256), empty
+/// when the file does not exist. Read by `keel-sources`, as the toolkit reads it (keys
+/// ignoring case).
+fn signatures(spec_path: &Path) -> anyhow::Result<keel_sources::Signatures> {
     let path = signatures_path(spec_path);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeMap::new()),
-        Err(e) => return Err(e).with_context(|| format!("failed to read {}", path.display())),
-    };
-    #[derive(serde::Deserialize)]
-    struct File {
-        #[serde(rename = "Signatures")]
-        signatures: BTreeMap<String, String>,
+    if !path.exists() {
+        return Ok(keel_sources::Signatures::new());
     }
-    let f: File =
-        serde_json::from_str(&text).with_context(|| format!("{} is not valid", path.display()))?;
-    Ok(f.signatures)
+    Ok(keel_sources::Signatures::load(&path)?)
 }
 
 /// The epoch, version and release of a spec's main package.
@@ -105,9 +124,14 @@ fn evr_of(spec: &Spec) -> Evr {
     }
 }
 
-/// The specs in an order where every spec comes after those it build-depends on, or the
-/// error naming a cycle.
-fn build_order(pg: &PackageGraph, wanted: &[bool]) -> anyhow::Result<Vec<SpecId>> {
+/// The specs in an order where every spec comes after those it build-depends on, and
+/// the wanted specs that have no place in it (in a build cycle, or needing one), each
+/// with why.
+#[allow(clippy::type_complexity)]
+fn build_order(
+    pg: &PackageGraph,
+    wanted: &[bool],
+) -> (Vec<SpecId>, Vec<(SpecId, String, Option<SpecId>)>) {
     let n = pg.specs.len();
     let mut indeg = vec![0usize; n];
     for e in &pg.edges {
@@ -118,8 +142,10 @@ fn build_order(pg: &PackageGraph, wanted: &[bool]) -> anyhow::Result<Vec<SpecId>
     let mut ready: Vec<usize> = (0..n).filter(|&i| wanted[i] && indeg[i] == 0).collect();
     ready.reverse();
     let mut order = Vec::with_capacity(n);
+    let mut placed = vec![false; n];
     while let Some(i) = ready.pop() {
         order.push(SpecId(i));
+        placed[i] = true;
         for e in pg.rdeps(SpecId(i)) {
             if wanted[e.from.0] && e.from != e.to {
                 indeg[e.from.0] -= 1;
@@ -129,27 +155,59 @@ fn build_order(pg: &PackageGraph, wanted: &[bool]) -> anyhow::Result<Vec<SpecId>
             }
         }
     }
-    let want_count = wanted.iter().filter(|w| **w).count();
-    if order.len() < want_count {
-        let mut msg = String::from("the packages to build have a build cycle");
+    let mut unplaced = Vec::new();
+    if order.len() < wanted.iter().filter(|w| **w).count() {
+        let mut in_cycle: HashMap<usize, String> = HashMap::new();
         for c in &pg.cycles {
-            if c.steps.iter().any(|s| wanted[s.from.0]) {
-                msg.push_str("\n  ");
-                let names: Vec<String> = c
-                    .steps
-                    .iter()
-                    .map(|s| format!("{} ({})", pg.specs[s.from.0].name, s.via))
-                    .collect();
-                msg.push_str(&names.join(" -> "));
-                msg.push_str(&format!(
-                    "\n  break it with a bootstrap seed: add the RPM of {} to [bootstrap] seed in keel.toml",
-                    c.seed_suggestion
-                ));
+            if !c.steps.iter().all(|s| wanted[s.from.0]) {
+                continue;
+            }
+            let names: Vec<String> = c
+                .steps
+                .iter()
+                .map(|s| format!("{} ({})", pg.specs[s.from.0].name, s.via))
+                .collect();
+            let msg = format!(
+                "in a build cycle: {} -> {}; break it with a bootstrap seed: add the RPM of {} to [bootstrap] seed in keel.toml",
+                names.join(" -> "),
+                pg.specs[c.steps[0].from.0].name,
+                c.seed_suggestion
+            );
+            for st in &c.steps {
+                in_cycle.entry(st.from.0).or_insert_with(|| msg.clone());
             }
         }
-        anyhow::bail!(msg);
+        for i in (0..n).filter(|&i| wanted[i] && !placed[i]) {
+            if let Some(why) = in_cycle.get(&i) {
+                unplaced.push((SpecId(i), why.clone(), None));
+                continue;
+            }
+            let blocked: std::collections::BTreeSet<SpecId> = pg
+                .deps(SpecId(i))
+                .filter(|e| e.to.0 != i && wanted[e.to.0] && !placed[e.to.0])
+                .map(|e| e.to)
+                .collect();
+            let names: Vec<&str> = blocked
+                .iter()
+                .map(|s| pg.specs[s.0].name.as_str())
+                .collect();
+            // What it waits for, preferably a member of a cycle.
+            let cause = blocked
+                .iter()
+                .find(|s| in_cycle.contains_key(&s.0))
+                .or(blocked.first())
+                .copied();
+            unplaced.push((
+                SpecId(i),
+                format!(
+                    "needs {}, which cannot be built before it (a build cycle)",
+                    names.join(", ")
+                ),
+                cause,
+            ));
+        }
     }
-    Ok(order)
+    (order, unplaced)
 }
 
 /// Which specs a build of `targets` (package or spec names; all when empty) needs: the
@@ -183,7 +241,10 @@ pub fn wanted_specs(pg: &PackageGraph, targets: &[String]) -> anyhow::Result<Vec
     Ok(wanted)
 }
 
-/// Builds the action graph for the `wanted` specs (`specs[i]` is `SpecId(i)`).
+/// Builds the action graph for the `wanted` specs (`specs[i]` is `SpecId(i)`). A spec
+/// that cannot be planned (a patch that does not exist, a source nobody vouches for, a
+/// build cycle) is left out with what needs it, and the rest is planned: see
+/// [`ActionGraph::excluded`].
 pub fn action_graph(
     store: &Store,
     pg: &PackageGraph,
@@ -192,7 +253,7 @@ pub fn action_graph(
     cfg: &ActionConfig,
     with_repo: bool,
 ) -> anyhow::Result<ActionGraph> {
-    let order = build_order(pg, wanted)?;
+    let (order, unplaced) = build_order(pg, wanted);
     let macro_files = macro_digests(store, cfg)?;
     // Hashing (and, the first time, storing) the files of every spec is the bulk of the
     // work: do it on every core.
@@ -206,8 +267,66 @@ pub fn action_graph(
     let mut g = Graph::new();
     let mut rpm_action = HashMap::new();
     let mut spec_of = HashMap::new();
+    let mut excluded: Vec<Excluded> = unplaced
+        .into_iter()
+        .map(|(spec, reason, because_of)| Excluded {
+            spec,
+            reason,
+            because_of,
+        })
+        .collect();
+    // The excluded spec at the root of each exclusion.
+    let mut out: HashMap<SpecId, SpecId> = HashMap::new();
     for (s, sa) in order.iter().zip(per_spec) {
-        let sa = sa?;
+        // What needs a spec that is left out is left out with it.
+        if let Some(e) = pg.deps(*s).find(|e| e.to != *s && out.contains_key(&e.to)) {
+            let root = out[&e.to];
+            out.insert(*s, root);
+            excluded.push(Excluded {
+                spec: *s,
+                reason: format!(
+                    "needs {} ({}), which is excluded",
+                    pg.specs[e.to.0].name, e.via
+                ),
+                because_of: Some(root),
+            });
+            continue;
+        }
+        let sa = match sa {
+            Ok(sa) => sa,
+            Err(e) => {
+                out.insert(*s, *s);
+                excluded.push(Excluded {
+                    spec: *s,
+                    reason: format!("{e:#}"),
+                    because_of: None,
+                });
+                continue;
+            }
+        };
+        // Names are made distinct by the package graph; a clash left is the spec's, and
+        // never half-adds its actions.
+        let mut mine = std::collections::HashSet::new();
+        let names = sa
+            .sources
+            .iter()
+            .map(|(n, _)| n)
+            .chain([&sa.srpm.0, &sa.rpm.0]);
+        if let Some(taken) = names
+            .into_iter()
+            .find(|n| g.find(n).is_some() || !mine.insert(*n))
+        {
+            out.insert(*s, *s);
+            excluded.push(Excluded {
+                spec: *s,
+                reason: format!(
+                    "{}: its action {taken} is already in the graph",
+                    pg.specs[s.0].path.display()
+                ),
+                because_of: None,
+            });
+            continue;
+        }
         let mut srpm_deps = Vec::new();
         for (name, inputs) in sa.sources {
             srpm_deps.push(g.add(name, inputs, &[])?);
@@ -248,6 +367,7 @@ pub fn action_graph(
         rpm_action,
         spec_of,
         repo,
+        excluded,
     })
 }
 
@@ -306,7 +426,7 @@ pub fn spec_actions(
         spec: files.spec,
         files: files.local,
         macro_files: macro_files.to_vec(),
-        defines: cfg.defines.clone(),
+        defines: cfg.defines_of(&spec.path),
         target_arch: cfg.target_arch.clone(),
         toolchain: cfg.toolchain.clone(),
         executor: cfg.executor.clone(),
@@ -321,7 +441,7 @@ pub fn spec_actions(
         evr,
         spec: files.spec,
         macro_files: macro_files.to_vec(),
-        defines: cfg.defines.clone(),
+        defines: cfg.defines_of(&spec.path),
         target_arch: cfg.target_arch.clone(),
         toolchain: cfg.toolchain.clone(),
         env,
@@ -343,6 +463,41 @@ struct SpecFiles {
     fetched: Vec<(String, String)>,
 }
 
+/// Where the toolkit's srpmpacker finds a source or patch kept in the tree: by file name
+/// anywhere under the spec's directory (it walks the directory, so `SOURCES/` beside the
+/// spec works, as rt-tests, python-dns and python-pyrsistent use). Beside the spec comes
+/// first; below it, the walk's order (names sorted, depth first), the first match winning
+/// as in the toolkit.
+fn find_kept(dir: &Path, file: &str) -> Option<PathBuf> {
+    let beside = dir.join(file);
+    if beside.is_file() {
+        return Some(beside);
+    }
+    fn walk(dir: &Path, file: &str, depth: usize) -> Option<PathBuf> {
+        if depth > 8 {
+            return None;
+        }
+        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir).ok()?.flatten().collect();
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for e in entries {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                if let Some(p) = walk(&e.path(), file, depth + 1) {
+                    return Some(p);
+                }
+            } else if depth > 0 && e.file_name() == std::ffi::OsStr::new(file) && t.is_file() {
+                return Some(e.path());
+            }
+        }
+        None
+    }
+    // A source's name is a file name; one with a slash is never looked for below.
+    if file.contains('/') {
+        return None;
+    }
+    walk(dir, file, 0)
+}
+
 fn spec_files(store: &Store, spec: &Spec) -> anyhow::Result<SpecFiles> {
     let dir = spec.path.parent().unwrap_or(Path::new("."));
     let digest = stored_file(store, &spec.path)?;
@@ -350,26 +505,38 @@ fn spec_files(store: &Store, spec: &Spec) -> anyhow::Result<SpecFiles> {
     let mut local = BTreeMap::new();
     let mut fetched = Vec::new();
     for src in &spec.source.sources {
-        let path = dir.join(&src.file);
-        if path.is_file() {
+        if let Some(path) = find_kept(dir, &src.file) {
             local.insert(src.file.clone(), stored_file(store, &path)?);
         } else if src.is_patch {
             anyhow::bail!(
-                "{}: Patch{} {} does not exist (patches are kept beside the spec)",
+                "{}: Patch{} {} does not exist (patches are kept beside the spec or in SOURCES/ below it)",
                 spec.path.display(),
                 src.num,
-                path.display()
+                dir.join(&src.file).display()
             );
         } else {
             let Some(sha) = sigs.get(&src.file) else {
+                let unexpanded = if src.file.contains('%') {
+                    " (it names a macro that is not defined)"
+                } else {
+                    ""
+                };
                 anyhow::bail!(
-                    "{}: Source{} {} is neither beside the spec nor listed in its signatures file",
+                    "{}: Source{} {} is neither kept beside the spec nor listed in {}{unexpanded}",
                     spec.path.display(),
                     src.num,
-                    src.file
+                    src.file,
+                    signatures_path(&spec.path)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
                 );
             };
-            fetched.push((src.file.clone(), sha.clone()));
+            // Two tags may name one file (go-rpm-macros: Source0 and `%{forgesource}`):
+            // the toolkit fetches each file name once, and so does keel.
+            if !fetched.iter().any(|(f, _)| *f == src.file) {
+                fetched.push((src.file.clone(), sha.to_owned()));
+            }
         }
     }
     // The signatures file travels with the sources it vouches for: the SRPM is packed

@@ -32,7 +32,9 @@ pub struct GraphConfig {
 pub struct SpecNode {
     /// The spec file, as given.
     pub path: PathBuf,
-    /// The source package's name.
+    /// The source package's name, unique in the graph: specs that share one (golang's
+    /// four, one per Go release, in one directory) are told apart by their spec file's
+    /// stem (`golang-1.23`), see [`distinct_names`]. Actions are named after it.
     pub name: String,
     pub evr: String,
     pub packages: Vec<BinId>,
@@ -123,6 +125,63 @@ fn arch_excluded(spec: &Spec, arch: &str) -> Option<String> {
     None
 }
 
+/// Gives specs that share a source package name names of their own. Azure Linux's
+/// toolkit packs and builds each spec (its SRPM file is named by version too), so golang's
+/// four specs are four packages; keel's actions are named by package, so each needs a
+/// name: the first whose file stem is the shared name (else the first) keeps it, the
+/// others take their file stem (`golang-1.23.spec` is `golang-1.23`), or, when that is
+/// taken too, `name-version-release`, then a counter.
+fn distinct_names(nodes: &mut [SpecNode]) {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for n in nodes.iter() {
+        *count.entry(n.name.clone()).or_default() += 1;
+    }
+    if count.values().all(|c| *c == 1) {
+        return;
+    }
+    let mut taken: HashSet<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let stem = |n: &SpecNode| {
+        n.path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let shared: BTreeSet<String> = count
+        .into_iter()
+        .filter(|(_, c)| *c > 1)
+        .map(|(n, _)| n)
+        .collect();
+    for name in shared {
+        let members: Vec<usize> = (0..nodes.len())
+            .filter(|&i| nodes[i].name == name)
+            .collect();
+        let keeper = members
+            .iter()
+            .copied()
+            .find(|&i| stem(&nodes[i]) == name)
+            .unwrap_or(members[0]);
+        for i in members.into_iter().filter(|&i| i != keeper) {
+            let evr = nodes[i]
+                .evr
+                .rsplit(':')
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            let mut candidates = vec![stem(&nodes[i]), format!("{name}-{evr}")].into_iter();
+            let new = candidates
+                .find(|c| !c.is_empty() && !taken.contains(c))
+                .unwrap_or_else(|| {
+                    (2..)
+                        .map(|k| format!("{name}-{evr}~{k}"))
+                        .find(|c| !taken.contains(c))
+                        .expect("an unbounded range has a free name")
+                });
+            taken.insert(new.clone());
+            nodes[i].name = new;
+        }
+    }
+}
+
 /// Dependencies that name rpm itself or are otherwise not packages.
 fn is_internal(dep: &Dep) -> bool {
     dep.name.starts_with("rpmlib(") || dep.name.starts_with("config(")
@@ -162,6 +221,7 @@ impl PackageGraph {
             }
             nodes.push(node);
         }
+        distinct_names(&mut nodes);
         let mut g = PackageGraph {
             specs: nodes,
             bins,

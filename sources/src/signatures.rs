@@ -16,10 +16,43 @@ pub struct Signatures {
     entries: BTreeMap<String, String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize)]
 struct OnDisk {
     #[serde(rename = "Signatures")]
     signatures: BTreeMap<String, String>,
+}
+
+/// Azure Linux's toolkit reads these files with Go's `encoding/json`, which matches an
+/// object key to the `Signatures` field ignoring case and skips keys it does not know:
+/// the tree has files spelled `signatures` (libsepol). Read them the same way, the last of
+/// several matching keys winning as in Go.
+impl<'de> Deserialize<'de> for OnDisk {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<OnDisk, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OnDisk;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object with a `Signatures` key")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<OnDisk, A::Error> {
+                let mut signatures = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key.eq_ignore_ascii_case("Signatures") {
+                        signatures = Some(map.next_value()?);
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                let signatures =
+                    signatures.ok_or_else(|| serde::de::Error::missing_field("Signatures"))?;
+                Ok(OnDisk { signatures })
+            }
+        }
+        d.deserialize_map(Visitor)
+    }
 }
 
 /// Whether `s` is 64 hex digits.
@@ -179,9 +212,24 @@ mod tests {
 
     #[test]
     fn wrong_shape_is_a_parse_error() {
-        let msg = parse("{\"signatures\": {}}").unwrap_err().to_string();
+        let msg = parse("{\"Sigs\": {}}").unwrap_err().to_string();
         assert!(msg.contains("missing field `Signatures`"), "{msg}");
         assert!(msg.contains("x.signatures.json:1:"), "{msg}");
+        let msg = parse("{\"signatures\": [1]}").unwrap_err().to_string();
+        assert!(msg.contains("x.signatures.json:1:"), "{msg}");
+    }
+
+    #[test]
+    fn keys_match_ignoring_case_like_the_toolkit() {
+        // SPECS/libsepol/libsepol.signatures.json spells it `signatures`; Go's
+        // encoding/json, which the toolkit reads it with, ignores case and unknown keys.
+        for key in ["signatures", "SIGNATURES", "sIgnatures"] {
+            let s = parse(&format!(
+                "{{\"{key}\": {{\"a.tar\": \"{A}\"}}, \"Other\": [1]}}"
+            ))
+            .unwrap();
+            assert_eq!(s.get("a.tar"), Some(A), "{key}");
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ const POOL_MAX: usize = 2;
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PoolKey {
     path: String,
+    /// Modules `require` finds by name (see [`EngineConfig::lua_modules`]).
+    modules: Vec<(String, std::path::PathBuf)>,
     /// `Some(memory limit)` when contained (no processes, no writes).
     contained: Option<usize>,
 }
@@ -109,9 +111,17 @@ impl LuaState {
 }
 
 /// A state for `path` and `contain`: a pooled one when this thread has one, else a new one.
-fn acquire(path: &str, contain: Option<&crate::macros::Containment>) -> Result<LuaState, String> {
+fn acquire(
+    path: &str,
+    modules: &std::collections::BTreeMap<String, std::path::PathBuf>,
+    contain: Option<&crate::macros::Containment>,
+) -> Result<LuaState, String> {
     let key = PoolKey {
         path: path.to_string(),
+        modules: modules
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         contained: contain.map(|c| c.lua_memory),
     };
     let pooled = POOL
@@ -128,6 +138,20 @@ fn acquire(path: &str, contain: Option<&crate::macros::Containment>) -> Result<L
     };
     Ok(LuaState { inner: Some(inner) })
 }
+
+/// Adds a searcher for the modules of `EngineConfig::lua_modules` (its argument: module
+/// name -> file), after the `package.path` one.
+const MODULE_SEARCHER: &str = r#"
+local files = ...
+local loadfile, insert = loadfile, table.insert
+insert(package.searchers, 3, function(name)
+  local file = files[name]
+  if not file then return "\n\tno module '" .. name .. "' in the tree's Lua modules" end
+  local chunk, err = loadfile(file)
+  if not chunk then error(err, 0) end
+  return chunk, file
+end)
+"#;
 
 /// Run once on a new state after setup: wraps the file searcher with a compiled-module
 /// cache, snapshots the tables a spec could change and returns the function that restores
@@ -334,6 +358,20 @@ fn new_state(key: PoolKey, contain: Option<&crate::macros::Containment>) -> Resu
         }
         let loaded: Table = package.get("loaded")?;
         loaded.set("posix", posix)?;
+        // Modules named one by one, after those on `package.path`: a tree's own
+        // (Azure Linux's `azl.srpm.python` is SPECS/azurelinux-rpm-macros/python.lua,
+        // which its macros package installs under /usr/lib/rpm/lua/azl/srpm/).
+        if !key.modules.is_empty() {
+            let files = lua.create_table()?;
+            for (name, file) in &key.modules {
+                files.set(name.as_str(), file.to_string_lossy().as_ref())?;
+            }
+            let add: Function = lua
+                .load(MODULE_SEARCHER)
+                .set_name("keel-modules")
+                .into_function()?;
+            add.call::<()>(files)?;
+        }
         Ok(())
     };
     setup().map_err(|e| e.to_string())?;
@@ -414,7 +452,11 @@ pub(crate) fn run(
     cur: Option<(String, Option<String>, Vec<String>)>,
 ) -> Result<String, String> {
     if eng.lua.is_none() {
-        eng.lua = Some(acquire(&eng.cfg.lua_path, eng.cfg.containment.as_deref())?);
+        eng.lua = Some(acquire(
+            &eng.cfg.lua_path,
+            &eng.cfg.lua_modules,
+            eng.cfg.containment.as_deref(),
+        )?);
         for (is_patch, path, num) in std::mem::take(&mut eng.pending_sources) {
             add_source(eng, is_patch, &path, num)?;
         }
@@ -685,6 +727,41 @@ mod tests {
         );
         assert!(e.expand("%{lua: error('boom')}").is_err());
         assert!(e.expand("%{lua: this is not lua}").is_err());
+    }
+
+    /// Azure Linux's macros `require "azl.srpm.python"`, a file its macros package
+    /// installs; a tree names such modules one by one.
+    #[test]
+    fn modules_named_by_the_tree_are_found_by_require() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("python.lua"),
+            "return { name = function() return 'from-the-tree' end }\n",
+        )
+        .unwrap();
+        let mut modules = std::collections::BTreeMap::new();
+        modules.insert("azl.srpm.python".to_owned(), dir.path().join("python.lua"));
+        let cfg = EngineConfig {
+            lua_path: format!("{}/nothing/?.lua", dir.path().display()),
+            lua_modules: modules,
+            ..EngineConfig::default()
+        };
+        for _ in 0..2 {
+            // Again from the pool: the searcher survives the reset between specs.
+            let mut e = Engine::new(MacroTable::new(), cfg.clone());
+            let out = e
+                .expand("%{lua: print(require('azl.srpm.python').name())}")
+                .unwrap();
+            assert_eq!(out, "from-the-tree");
+            assert!(e.expand("%{lua: require('azl.common')}").is_err());
+        }
+        // Without the map, nothing finds it.
+        let plain = EngineConfig {
+            lua_modules: Default::default(),
+            ..cfg
+        };
+        let mut e = Engine::new(MacroTable::new(), plain);
+        assert!(e.expand("%{lua: require('azl.srpm.python')}").is_err());
     }
 
     /// A pooled state must look fresh to the next spec: no globals, no changed library

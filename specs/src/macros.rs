@@ -719,6 +719,8 @@ pub struct EngineConfig {
     pub shell: Arc<ShellRunner>,
     /// Lua `package.path`.
     pub lua_path: String,
+    /// Modules `require` finds by name when `package.path` has none: name -> Lua file.
+    pub lua_modules: std::collections::BTreeMap<String, PathBuf>,
     /// The rpm configuration directory (`%{getconfdir}`).
     pub confdir: PathBuf,
     /// Limits for specs nobody should trust; `None` behaves like rpm (full rights).
@@ -831,6 +833,7 @@ impl Default for EngineConfig {
                 Duration::from_secs(60),
             )),
             lua_path: "/usr/lib/rpm//lua/?.lua".into(),
+            lua_modules: Default::default(),
             confdir: PathBuf::from("/usr/lib/rpm"),
             containment: None,
             shell_cache_dir: None,

@@ -1,6 +1,7 @@
 //! Building a tree: the action graph of its specs, the executor that runs the actions,
 //! and publishing the results.
 
+pub mod excluded;
 pub mod exec;
 pub mod images;
 pub mod preflight;
@@ -83,6 +84,8 @@ pub fn toolchain_fingerprint(
 pub struct Session {
     pub loaded: crate::tree::LoadedTree,
     pub actions: ActionGraph,
+    /// Specs left out of the plan, and why (the rest is planned).
+    pub excluded: Vec<excluded::Exclusion>,
     /// The images this session builds (`image:<stem>` actions of `actions`).
     pub images: Vec<images::PlannedImage>,
     pub kind: ExecutorKind,
@@ -162,18 +165,6 @@ impl Session {
         if kind == ExecutorKind::Rpmbuild {
             learn_from_builds(store, &tree.root, &mut loaded.graph);
         }
-        if !loaded.failures.is_empty() {
-            let mut msg = format!("{} spec(s) could not be read:", loaded.failures.len());
-            for f in &loaded.failures {
-                msg.push_str(&format!(
-                    "\n  {}:{}: {}",
-                    f.file.display(),
-                    f.line,
-                    f.message
-                ));
-            }
-            anyhow::bail!(msg);
-        }
         let pg = &loaded.graph;
         // Images: all of them for a whole-tree build, else those named; a build of
         // packages only does not read the image configs.
@@ -240,8 +231,17 @@ impl Session {
                 ));
             }
         }
-        for w in &warnings {
+        // A screenful however many: a tree of thousands of specs on a host toolchain has
+        // thousands, and `keel graph` lists every one.
+        const SHOWN: usize = 8;
+        for w in warnings.iter().take(SHOWN) {
             tracing::warn!("{w}");
+        }
+        if warnings.len() > SHOWN {
+            tracing::warn!(
+                "… and {} more dependencies provided by nothing (all of them: `keel graph`)",
+                warnings.len() - SHOWN
+            );
         }
         let resolved = toolchains::resolve(tree, store)?;
         let toolchain_packages: Vec<String> = match &tree.config.toolchain.manifest {
@@ -261,9 +261,11 @@ impl Session {
             toolchain: toolchain_id(tree, store, kind, &resolved)?,
             indexer,
             executor: kind.id(opts.unsandboxed),
+            spec_defines: loaded.spec_defines.clone(),
         };
         let mut actions =
             actions::action_graph(store, pg, &loaded.specs, &wanted, &cfg, targets.is_empty())?;
+        let excluded = excluded::collect(&tree.root, &loaded, pg, &actions.excluded);
         for i in &planned {
             keel_rules::images::add_image(
                 &mut actions.graph,
@@ -276,6 +278,7 @@ impl Session {
         Ok(Session {
             loaded,
             actions,
+            excluded,
             images: planned,
             kind,
             out_dir: tree.root.join("out"),

@@ -57,6 +57,9 @@ pub fn path(stamp_path: &Path) -> PathBuf {
 /// images: an image's closure spans the whole graph and its files are not tracked here.
 pub fn applies(tree: &Tree, kind: ExecutorKind) -> bool {
     kind == ExecutorKind::Test
+        // A version bump changes what the specs that name it read: this path re-reads
+        // only the directories that changed, so such a tree takes the whole-tree path.
+        && tree.config.specs.version_macros.is_none()
         && tree.config.toolchain.root.is_none()
         && tree.config.toolchain.rpms.is_none()
         && tree.config.images.configs.is_empty()
@@ -498,6 +501,8 @@ impl State {
                 toolchain: self.config.toolchain.clone(),
                 indexer: self.config.indexer.clone(),
                 executor: self.config.executor.clone(),
+                // `applies` keeps trees with version macros off this path.
+                spec_defines: HashMap::new(),
             };
             let macro_files = actions::macro_digests(store, &cfg).ok()?;
             for i in changed {

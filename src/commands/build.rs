@@ -116,6 +116,26 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         (None, None) => unreachable!("a build reads its tree one way or the other"),
     };
     let engine = Engine::new(&store);
+    // Specs that cannot be planned are left out with what needs them; the rest plans.
+    let excluded = session.as_ref().map_or(&[][..], |s| s.excluded.as_slice());
+    let tree_errors = excluded.iter().filter(|e| e.cause.is_error()).count();
+    if !ctx.out.json {
+        for l in build::excluded::summary(excluded) {
+            crate::output::error_line(&l);
+        }
+    }
+    if tree_errors > 0 && !args.dry_run && !args.keep_going {
+        anyhow::bail!(
+            "{tree_errors} spec(s) cannot be built (see above); -k builds everything else"
+        );
+    }
+    let done = |code: i32| {
+        if tree_errors > 0 {
+            exit_codes::ERROR
+        } else {
+            code
+        }
+    };
 
     if args.dry_run {
         let plan = match &fast {
@@ -123,8 +143,12 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             None => engine.plan(graph, &[])?,
         };
         if ctx.out.json {
+            if !excluded.is_empty() {
+                ctx.out
+                    .json_value(&serde_json::json!({ "excluded": excluded }))?;
+            }
             ctx.out.json_value(&plan)?;
-            return Ok(exit_codes::SUCCESS);
+            return Ok(done(exit_codes::SUCCESS));
         }
         let mut n = 0;
         for a in plan.to_run() {
@@ -142,7 +166,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             "{n} of {} actions would run or may run (\"maybe\": only if a dependency's output changes)",
             plan.actions.len()
         ))?;
-        return Ok(exit_codes::SUCCESS);
+        return Ok(done(exit_codes::SUCCESS));
     }
 
     let cancel = CancelToken::new();
@@ -226,6 +250,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     let report = report?;
     store.flush()?;
     save_last(&log_dir, &report);
+    let mut published = Vec::new();
     if report.success() {
         // What this build produced is what gc keeps first.
         let mut objects = Vec::new();
@@ -238,10 +263,13 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         if args.executor == ExecutorKind::Rpmbuild {
             build::save_learned(store.root(), &tree.root, graph, &report);
         }
-        let published = match &session {
-            Some(s) => s.publish(&store, &report)?,
-            None => Vec::new(),
-        };
+        if let Some(s) = &session {
+            published = s.publish(&store, &report)?;
+        }
+    }
+    // A build that left specs out says so every time, until they are fixed: it keeps
+    // neither the stamp that would call the next build fresh nor the state.
+    if report.success() && tree_errors == 0 {
         let (inputs, fingerprint) = match (&fast, &session) {
             (Some(f), _) => (f.stamp_inputs(), f.toolchain_fingerprint()),
             (None, Some(s)) => {
@@ -291,6 +319,11 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         build::remote::record_stats(store.root(), &remote_stats);
     }
     print_summary(ctx, &report, &event_log, &remote_stats)?;
+    if tree_errors > 0 && !ctx.out.json {
+        crate::output::error_line(&format!(
+            "error: {tree_errors} spec(s) were excluded from the plan (listed before the build)"
+        ));
+    }
     if let Some(only) = &args.check_reproducible
         && report.success()
     {
@@ -329,7 +362,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         ));
     }
     Ok(if report.success() {
-        exit_codes::SUCCESS
+        done(exit_codes::SUCCESS)
     } else {
         exit_codes::ERROR
     })

@@ -20,5 +20,6 @@ mod remote;
 mod sandbox_probe;
 mod spec_corpus;
 mod store;
+mod tree_layouts;
 mod trust;
 mod unpack;
