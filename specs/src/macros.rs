@@ -438,7 +438,9 @@ pub struct ShellRunner {
     /// contained runner sets it so no `KEEL_*` variable (a remote token) reaches a spec.
     pub env: Option<Vec<(String, String)>>,
     /// With a wrapper: bind the calling spec's directory read-only at its own path and run
-    /// the command there (the rest of the view is the wrapper's).
+    /// the command there, when the command names that directory (the rest of the view is
+    /// the wrapper's); a command that does not name it runs in `/` and is keyed on its
+    /// text alone.
     pub bind_scope: bool,
     /// What else the command can see that the key must cover: the build root's identity
     /// (a toolchain fingerprint). Part of the persistent cache's context.
@@ -510,6 +512,11 @@ impl ShellRunner {
         if let Some(dir) = cache_dir {
             self.attach(dir);
         }
+        // A contained command sees the spec's directory only when its text names it: one
+        // that does not (`getconf _NPROCESSORS_ONLN`, `python3 -c …` from a macro file)
+        // runs where it sees nothing of the tree, so its result depends on its text alone
+        // and is shared by every spec, instead of running once per spec directory.
+        let scope = scope.filter(|dir| !self.bind_scope || names_dir(cmd, dir));
         let key = match scope {
             Some(dir) => format!("{}\0{cmd}", self.stamp(dir)),
             None => cmd.to_owned(),
@@ -608,6 +615,13 @@ impl ShellRunner {
                 "--".into(),
             ]);
         }
+        if self.bind_scope
+            && scope.is_none()
+            && argv.last().is_some_and(|a| a == "--")
+        {
+            argv.pop();
+            argv.extend(["--chdir".into(), "/".into(), "--".into()]);
+        }
         argv.extend(self.argv.iter().cloned());
         if !self.pass_in_env {
             argv.push(cmd.to_string());
@@ -656,6 +670,21 @@ impl ShellRunner {
         }
         Ok(s)
     }
+}
+
+/// Whether `cmd` names `dir` (as given, absolute or resolved): the only ways a command
+/// can reach a directory that is bound for it alone.
+fn names_dir(cmd: &str, dir: &Path) -> bool {
+    let spellings = [
+        Some(dir.to_owned()),
+        std::path::absolute(dir).ok(),
+        dir.canonicalize().ok(),
+    ];
+    spellings.into_iter().flatten().any(|d| {
+        let d = d.to_string_lossy();
+        let d = d.trim_end_matches('/');
+        !d.is_empty() && cmd.contains(d)
+    })
 }
 
 /// A stamp of every entry under `dir` (sorted relative path, type, size, modification
@@ -774,8 +803,9 @@ impl ShellRunner {
     }
 
     /// A runner whose commands see only `view` (bubblewrap arguments that build the root,
-    /// read-only), a private `/tmp` and `/var/tmp`, and the spec's own directory (bound
-    /// read-only, the working directory): no network, no capability whoever runs keel
+    /// read-only), a private `/tmp` and `/var/tmp`, and the spec's own directory when the
+    /// command names it (bound read-only, the working directory; else the working
+    /// directory is `/`): no network, no capability whoever runs keel
     /// (`--cap-drop ALL` in a user namespace), [`CONTAINED_ENV`] as the whole environment,
     /// `mem_kib` of address space, killed with keel.
     pub fn contained_in(view: &[String], shell: &str, timeout: Duration, mem_kib: u64) -> Self {
@@ -1779,6 +1809,32 @@ mod tests {
         std::fs::write(&files[0], b"keel-shell-cache 1\ngarbage").unwrap();
         assert_eq!(read(text), (want.to_string(), 3), "corrupt file: a miss");
         assert_eq!(read(text), (want.to_string(), 0), "and rebuilt");
+    }
+
+    /// A contained command that does not name its spec's directory runs once for every
+    /// spec, in `/`; one that names it runs for each directory and sees its files.
+    #[test]
+    fn contained_commands_share_results_unless_they_name_the_spec_directory() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        std::fs::write(a.path().join("v.txt"), "from a").unwrap();
+        std::fs::write(b.path().join("v.txt"), "from b").unwrap();
+        let r = ShellRunner::contained(Duration::from_secs(10), 1 << 20);
+        for dir in [a.path(), b.path()] {
+            assert_eq!(r.run_scoped("pwd", None, Some(dir)).unwrap(), "/");
+        }
+        assert_eq!(r.spawned(), 1, "one run for both directories");
+        for (dir, want) in [(a.path(), "from a"), (b.path(), "from b")] {
+            let cmd = format!("cat {}/v.txt", dir.display());
+            assert_eq!(r.run_scoped(&cmd, None, Some(dir)).unwrap(), want);
+        }
+        assert_eq!(r.spawned(), 3);
+        // A command that names the directory works there too.
+        assert_eq!(
+            r.run_scoped(&format!("cd {} && pwd", a.path().display()), None, Some(a.path()))
+                .unwrap(),
+            a.path().display().to_string()
+        );
     }
 
     #[test]
