@@ -3,8 +3,9 @@
 #               nothing (real rpmbuild in the sandbox) with its two images, builds it again
 #               (nothing to do), edits a comment (cut off), edits a package of one image (only
 #               that image is rebuilt), and explains
-#   make test   installs what the tests need, then fmt, clippy and the whole suite (locked),
-#               every test binary even when one fails, ending with one line of totals
+#   make test   installs what the tests need, then the whole suite (locked), every test
+#               binary even when one fails, ending with one line of totals
+#   make lint   rustfmt and clippy (warnings are errors); CI runs it after make test
 
 CARGO ?= cargo
 KEEL := target/release/keel
@@ -12,7 +13,7 @@ DEMO_TREE := examples/distro
 # The demo keeps its store inside target/, so it starts from nothing after `cargo clean`.
 DEMO_STORE := $(CURDIR)/target/demo-store
 
-.PHONY: demo test build deps-demo deps-test
+.PHONY: demo test lint build deps-demo deps-test
 
 # The demo works on a scratch copy of the tree, so that its edits never touch the checkout.
 DEMO_COPY := $(CURDIR)/target/demo-tree
@@ -54,6 +55,12 @@ export KEEL_TEST_BGD ?= $(shell command -v bgd 2>/dev/null || echo /opt/keel-bui
 
 test: deps-test
 	CARGO=$(CARGO) scripts/test.sh
+
+# Lints are not tests: they build nothing a test runs (clippy's check builds share nothing
+# with the test build), so they are their own target, which CI runs after the suite.
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 deps-demo:
 	@scripts/install-deps.sh demo
