@@ -615,10 +615,7 @@ impl ShellRunner {
                 "--".into(),
             ]);
         }
-        if self.bind_scope
-            && scope.is_none()
-            && argv.last().is_some_and(|a| a == "--")
-        {
+        if self.bind_scope && scope.is_none() && argv.last().is_some_and(|a| a == "--") {
             argv.pop();
             argv.extend(["--chdir".into(), "/".into(), "--".into()]);
         }
@@ -1831,8 +1828,12 @@ mod tests {
         assert_eq!(r.spawned(), 3);
         // A command that names the directory works there too.
         assert_eq!(
-            r.run_scoped(&format!("cd {} && pwd", a.path().display()), None, Some(a.path()))
-                .unwrap(),
+            r.run_scoped(
+                &format!("cd {} && pwd", a.path().display()),
+                None,
+                Some(a.path())
+            )
+            .unwrap(),
             a.path().display().to_string()
         );
     }
