@@ -77,6 +77,14 @@ pub enum DirtyReason {
     ToolchainChanged {
         old: String,
         new: String,
+        /// The two whole fingerprints, by which a caller that keeps toolchain
+        /// descriptions can name what changed ([`DirtyReason::name_toolchain_parts`]).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fingerprints: Option<(BlobDigest, BlobDigest)>,
+        /// The parts of the build root that differ (`packages`, `/usr/lib/rpm`, `gcc`…),
+        /// when they could be named.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        parts: Vec<String>,
     },
     EnvChanged {
         name: String,
@@ -141,6 +149,27 @@ fn evr_delta(old: &Evr, new: &Evr) -> String {
     parts.join(", ")
 }
 
+impl DirtyReason {
+    /// Names the parts of the build root behind a "toolchain changed", with `parts`
+    /// (given the old and new fingerprints; the engine does not know where toolchain
+    /// descriptions are kept). Any other reason is left as it is.
+    pub fn name_toolchain_parts(
+        &mut self,
+        parts: &dyn Fn(&BlobDigest, &BlobDigest) -> Option<Vec<String>>,
+    ) {
+        if let DirtyReason::ToolchainChanged {
+            fingerprints: Some((old, new)),
+            parts: named,
+            ..
+        } = self
+            && named.is_empty()
+            && let Some(found) = parts(old, new)
+        {
+            *named = found;
+        }
+    }
+}
+
 impl fmt::Display for DirtyReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -175,9 +204,18 @@ impl fmt::Display for DirtyReason {
             DirtyReason::DefineChanged { name, old, new } => {
                 write!(f, "define {name} changed ({} -> {})", opt(old), opt(new))
             }
-            DirtyReason::ToolchainChanged { old, new } => {
+            DirtyReason::ToolchainChanged {
+                old, new, parts, ..
+            } if parts.is_empty() => {
                 write!(f, "toolchain changed ({old} -> {new})")
             }
+            DirtyReason::ToolchainChanged {
+                old, new, parts, ..
+            } => write!(
+                f,
+                "toolchain changed ({old} -> {new}: {} changed)",
+                parts.join(", ")
+            ),
             DirtyReason::EnvChanged { name, old, new } => write!(
                 f,
                 "environment variable {name} changed ({} -> {})",
@@ -269,6 +307,8 @@ impl Diff {
             self.0.push(DirtyReason::ToolchainChanged {
                 old: show(old),
                 new: show(new),
+                fingerprints: Some((old.fingerprint, new.fingerprint)),
+                parts: Vec::new(),
             });
         }
     }

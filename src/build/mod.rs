@@ -733,3 +733,64 @@ fn createrepo_version() -> String {
         .filter(|l| !l.is_empty())
         .unwrap_or_else(|| "createrepo_c (version unknown)".to_owned())
 }
+
+/// Names the parts of the build root behind each "toolchain changed" among `reasons`:
+/// `manifest` when the tree's toolchain manifest changed, and for the host's the parts
+/// that differ (`packages`, `/usr/lib/rpm`, `gcc`…), from the descriptions the store
+/// keeps beside its fingerprint cache. A toolchain's fingerprint is the stored text
+/// [`toolchain_id`] made, which names the digests it combines. Each pair of fingerprints
+/// is looked up once.
+pub fn name_toolchain_parts<'a>(
+    store: &Store,
+    reasons: impl IntoIterator<Item = &'a mut keel_engine::DirtyReason>,
+) {
+    type Memo = std::collections::HashMap<(BlobDigest, BlobDigest), Option<Vec<String>>>;
+    let memo = std::cell::RefCell::new(Memo::new());
+    let combined = |d: &BlobDigest| -> Option<BTreeMap<String, String>> {
+        let text = String::from_utf8(store.read_blob(d).ok()?).ok()?;
+        Some(
+            text.lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    };
+    let parts = |o: &BlobDigest, n: &BlobDigest| -> Option<Vec<String>> {
+        let (old, new) = (combined(o)?, combined(n)?);
+        let mut named = Vec::new();
+        if old.get("manifest") != new.get("manifest") {
+            named.push("manifest".to_owned());
+        }
+        if let (Some(a), Some(b)) = (old.get("toolchain"), new.get("toolchain"))
+            && a != b
+        {
+            let (a, b) = (
+                BlobDigest::parse_hex(a).ok()?,
+                BlobDigest::parse_hex(b).ok()?,
+            );
+            named.extend(
+                keel_toolchain::toolchain::changed_parts_between(store.root(), &a, &b)
+                    .unwrap_or_else(|| vec!["the build root".to_owned()]),
+            );
+        }
+        (!named.is_empty()).then_some(named)
+    };
+    for r in reasons {
+        r.name_toolchain_parts(&|o, n| {
+            memo.borrow_mut()
+                .entry((*o, *n))
+                .or_insert_with(|| parts(o, n))
+                .clone()
+        });
+    }
+}
+
+/// The reasons of a decision (none when up to date).
+pub fn reasons_mut(d: &mut keel_engine::Decision) -> &mut [keel_engine::DirtyReason] {
+    match d {
+        keel_engine::Decision::UpToDate => &mut [],
+        keel_engine::Decision::WillRun { reasons } | keel_engine::Decision::MayRun { reasons } => {
+            reasons
+        }
+    }
+}

@@ -138,10 +138,16 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
     };
 
     if args.dry_run {
-        let plan = match &fast {
+        let mut plan = match &fast {
             Some(f) => keel_engine::plan_known(&store, graph, &f.known)?,
             None => engine.plan(graph, &[])?,
         };
+        build::name_toolchain_parts(
+            &store,
+            plan.actions
+                .iter_mut()
+                .flat_map(|a| build::reasons_mut(&mut a.decision)),
+        );
         if ctx.out.json {
             if !excluded.is_empty() {
                 ctx.out

@@ -49,8 +49,20 @@ pub fn run(ctx: &Context, args: ExplainArgs) -> anyhow::Result<i32> {
         format!("rpm:{}", pg.specs[spec.0].name)
     };
     let engine = keel_engine::Engine::new(&store);
-    let ex = engine.explain(graph, &action)?;
-    let last = super::build::load_last(store.root());
+    let mut ex = engine.explain(graph, &action)?;
+    let mut last = super::build::load_last(store.root());
+    build::name_toolchain_parts(
+        &store,
+        std::iter::once(&mut ex.target)
+            .chain(ex.chain.iter_mut())
+            .flat_map(|a| build::reasons_mut(&mut a.decision))
+            .chain(
+                last.iter_mut()
+                    .flat_map(|r| r.actions.iter_mut().flatten())
+                    .filter(|a| a.name == action)
+                    .flat_map(|a| a.reasons.iter_mut()),
+            ),
+    );
     if ctx.out.json {
         let last_report = last.as_ref().and_then(|r| {
             r.actions

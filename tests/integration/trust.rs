@@ -292,3 +292,70 @@ fn a_remote_that_trickles_bytes_forever_cannot_hold_a_build() {
         "the build took {took:?}"
     );
 }
+
+/// "toolchain changed" says which part of the host build root changed, from the
+/// descriptions the store keeps beside its fingerprint cache. The host itself is never
+/// touched: the earlier build is made to have run on a host whose `/etc` differed, by
+/// rewriting the store's fingerprint cache and keeping a description for it.
+#[test]
+fn explain_names_the_part_of_the_host_toolchain_that_changed() {
+    let p = one_spec_tree("");
+    let (run, _) = build_json(&p, &[]);
+    run.success();
+    let store = p.store();
+    let cache: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("toolchain-host.json")).unwrap()).unwrap();
+    let now = cache["digest"].as_str().unwrap().to_owned();
+    let described = std::fs::read_to_string(store.join(format!("toolchain-host/{now}.txt")))
+        .expect("the build kept the host's description");
+    // The same host with another /etc, fingerprinted like keel does it.
+    let mut earlier = String::new();
+    for line in described.lines() {
+        if line.starts_with("part /etc ") {
+            earlier.push_str(&format!("part /etc {}\n", "0".repeat(64)));
+        } else {
+            earlier.push_str(line);
+            earlier.push('\n');
+        }
+    }
+    let earlier_digest = keel_store::BlobDigest::of_bytes(earlier.as_bytes());
+    std::fs::write(
+        store.join(format!("toolchain-host/{}.txt", earlier_digest.to_hex())),
+        &earlier,
+    )
+    .unwrap();
+    let mut forged = cache.clone();
+    forged["digest"] = earlier_digest.to_hex().into();
+    forged["size"] = earlier_digest.size().into();
+    std::fs::write(
+        store.join("toolchain-host.json"),
+        serde_json::to_vec(&forged).unwrap(),
+    )
+    .unwrap();
+    // Built on "the earlier host"…
+    std::fs::write(
+        p.path("tree/SPECS/fine/fine.spec"),
+        format!("{FINE_SPEC}\n# an edit\n"),
+    )
+    .unwrap();
+    let (run, status) = build_json(&p, &[]);
+    run.success();
+    assert_eq!(status.get("srpm:fine").map(String::as_str), Some("ran"));
+    // …then on this one again: the cache is recomputed from the real host.
+    std::fs::remove_file(store.join("toolchain-host.json")).unwrap();
+    let out = p
+        .keel(&["-C", "tree", "explain", "fine"])
+        .run()
+        .success()
+        .stdout();
+    assert!(
+        out.contains("toolchain changed (host ") && out.contains(": /etc changed)"),
+        "{out}"
+    );
+    let plan = p
+        .keel(&["-C", "tree", "build", "--dry-run"])
+        .run()
+        .success()
+        .stdout();
+    assert!(plan.contains(": /etc changed)"), "{plan}");
+}

@@ -94,7 +94,10 @@ impl Toolchain {
         {
             return Ok((self.name(), BlobDigest::from_parts(*d.hash(), saved.size)));
         }
-        let (name, d) = self.fingerprint()?;
+        let text = describe(self)?;
+        let d = BlobDigest::of_bytes(text.as_bytes());
+        let name = self.name();
+        keep_description(cache_dir, &d, &text);
         let saved = SavedFingerprint {
             stamp,
             digest: d.to_hex(),
@@ -118,6 +121,62 @@ impl Toolchain {
         }
         Ok((name, d))
     }
+}
+
+/// Where [`Toolchain::fingerprint_cached`] keeps the host descriptions it computed, by
+/// fingerprint, so that a later "toolchain changed" can name the parts that changed
+/// ([`changed_parts_between`]).
+const DESCRIPTIONS: &str = "toolchain-host";
+/// How many descriptions are kept (the newest; a host changes a few times a week).
+const DESCRIPTIONS_KEPT: usize = 16;
+
+fn description_path(cache_dir: &Path, d: &BlobDigest) -> std::path::PathBuf {
+    cache_dir
+        .join(DESCRIPTIONS)
+        .join(format!("{}.txt", d.to_hex()))
+}
+
+/// Keeps `text`, the description whose fingerprint is `d`, and drops the oldest beyond
+/// [`DESCRIPTIONS_KEPT`]. Best effort: without it a change is still detected, only not
+/// named.
+fn keep_description(cache_dir: &Path, d: &BlobDigest, text: &str) {
+    let dir = cache_dir.join(DESCRIPTIONS);
+    let write = || -> std::io::Result<()> {
+        fs::create_dir_all(&dir)?;
+        let tmp = tempfile::NamedTempFile::new_in(&dir)?;
+        fs::write(tmp.path(), text)?;
+        tmp.persist(description_path(cache_dir, d))
+            .map_err(|e| e.error)?;
+        let mut kept: Vec<(std::time::SystemTime, std::path::PathBuf)> = fs::read_dir(&dir)?
+            .flatten()
+            .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+            .collect();
+        kept.sort();
+        let excess = kept.len().saturating_sub(DESCRIPTIONS_KEPT);
+        for (_, old) in kept.into_iter().take(excess) {
+            let _ = fs::remove_file(old);
+        }
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::warn!(
+            "could not keep the host toolchain's description in {}: {e}",
+            dir.display()
+        );
+    }
+}
+
+/// The parts of the host build root ([`changed_parts`]) that differ between the
+/// fingerprints `old` and `new`, from the descriptions [`Toolchain::fingerprint_cached`]
+/// kept in `cache_dir`; `None` when either is not kept (computed elsewhere, or dropped).
+pub fn changed_parts_between(
+    cache_dir: &Path,
+    old: &BlobDigest,
+    new: &BlobDigest,
+) -> Option<Vec<String>> {
+    let read = |d: &BlobDigest| fs::read_to_string(description_path(cache_dir, d)).ok();
+    let parts = changed_parts(&read(old)?, &read(new)?);
+    (!parts.is_empty()).then_some(parts)
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -152,7 +211,22 @@ fn find_in_path(tool: &str) -> Option<PathBuf> {
 fn host_stamp() -> String {
     let mut s = String::new();
     let stamp_of = |s: &mut String, p: &Path| {
-        let (mtime, size) = fs::metadata(p)
+        // A link into /proc (`/etc/mtab` -> `/proc/self/mounts`) is stamped as a link:
+        // /proc's times are those of whichever process looks, so following it would miss
+        // the cache in every process.
+        let into_proc = fs::read_link(p).is_ok_and(|t| {
+            p.parent()
+                .unwrap_or(Path::new("/"))
+                .join(t)
+                .canonicalize()
+                .is_ok_and(|t| t.starts_with("/proc"))
+        });
+        let meta = if into_proc {
+            fs::symlink_metadata(p)
+        } else {
+            fs::metadata(p)
+        };
+        let (mtime, size) = meta
             .map(|m| {
                 (
                     m.mtime_nsec() as i128 + m.mtime() as i128 * 1_000_000_000,
@@ -472,6 +546,39 @@ mod tests {
         assert_eq!(changed_parts(&added, &etc_rpm), ["/etc/rpm"]);
         fs::write(root.join("etc/ld.so.conf"), "/opt/lib\n").unwrap();
         assert_eq!(changed_parts(&etc_rpm, &describe_host_at(root)), ["/etc"]);
+    }
+
+    /// A "toolchain changed" can name its parts later: the descriptions behind the
+    /// fingerprints are kept (the newest few) beside the fingerprint cache.
+    #[test]
+    fn kept_descriptions_name_what_changed_between_two_fingerprints() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, cache) = (dir.path().join("root"), dir.path().join("cache"));
+        fake_host(&root);
+        let keep = |text: &str| {
+            let d = BlobDigest::of_bytes(text.as_bytes());
+            keep_description(&cache, &d, text);
+            d
+        };
+        let before = keep(&describe_host_at(&root));
+        fs::write(root.join("usr/lib/rpm/macros.d/macros.extra"), "%x 1\n").unwrap();
+        let after = keep(&describe_host_at(&root));
+        assert_eq!(
+            changed_parts_between(&cache, &before, &after),
+            Some(vec!["/usr/lib/rpm".to_owned()])
+        );
+        let unknown = BlobDigest::of_bytes(b"computed elsewhere");
+        assert_eq!(changed_parts_between(&cache, &before, &unknown), None);
+        // Only the newest are kept.
+        for i in 0..DESCRIPTIONS_KEPT {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            keep(&format!("keel host toolchain v2\npart packages {i}\n"));
+        }
+        assert_eq!(
+            fs::read_dir(cache.join(DESCRIPTIONS)).unwrap().count(),
+            DESCRIPTIONS_KEPT
+        );
+        assert_eq!(changed_parts_between(&cache, &before, &after), None);
     }
 
     #[test]

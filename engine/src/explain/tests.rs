@@ -183,12 +183,25 @@ fn define_changed() {
 #[test]
 fn toolchain_changed() {
     let r = rpm_change(|i| i.toolchain.fingerprint = blob("t2"));
-    let [DirtyReason::ToolchainChanged { old, new }] = r.as_slice() else {
+    let [DirtyReason::ToolchainChanged { old, new, .. }] = r.as_slice() else {
         panic!("{r:?}")
     };
     assert_eq!(*old, format!("azl3 {}", blob("t1").short()));
     assert_eq!(*new, format!("azl3 {}", blob("t2").short()));
     assert!(r[0].to_string().starts_with("toolchain changed (azl3 "));
+    // Named by whoever keeps the descriptions behind the two fingerprints.
+    let mut named = r[0].clone();
+    named.name_toolchain_parts(&|o, n| {
+        (*o == blob("t1") && *n == blob("t2")).then(|| vec!["packages".into(), "gcc".into()])
+    });
+    assert_eq!(
+        named.to_string(),
+        format!(
+            "toolchain changed (azl3 {} -> azl3 {}: packages, gcc changed)",
+            blob("t1").short(),
+            blob("t2").short()
+        )
+    );
 }
 
 #[test]
