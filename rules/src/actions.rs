@@ -127,11 +127,7 @@ fn evr_of(spec: &Spec) -> Evr {
 /// The specs in an order where every spec comes after those it build-depends on, and
 /// the wanted specs that have no place in it (in a build cycle, or needing one), each
 /// with why.
-#[allow(clippy::type_complexity)]
-fn build_order(
-    pg: &PackageGraph,
-    wanted: &[bool],
-) -> (Vec<SpecId>, Vec<(SpecId, String, Option<SpecId>)>) {
+fn build_order(pg: &PackageGraph, wanted: &[bool]) -> (Vec<SpecId>, Vec<Excluded>) {
     let n = pg.specs.len();
     let mut indeg = vec![0usize; n];
     for e in &pg.edges {
@@ -179,7 +175,11 @@ fn build_order(
         }
         for i in (0..n).filter(|&i| wanted[i] && !placed[i]) {
             if let Some(why) = in_cycle.get(&i) {
-                unplaced.push((SpecId(i), why.clone(), None));
+                unplaced.push(Excluded {
+                    spec: SpecId(i),
+                    reason: why.clone(),
+                    because_of: None,
+                });
                 continue;
             }
             let blocked: std::collections::BTreeSet<SpecId> = pg
@@ -197,14 +197,14 @@ fn build_order(
                 .find(|s| in_cycle.contains_key(&s.0))
                 .or(blocked.first())
                 .copied();
-            unplaced.push((
-                SpecId(i),
-                format!(
+            unplaced.push(Excluded {
+                spec: SpecId(i),
+                reason: format!(
                     "needs {}, which cannot be built before it (a build cycle)",
                     names.join(", ")
                 ),
-                cause,
-            ));
+                because_of: cause,
+            });
         }
     }
     (order, unplaced)
@@ -253,7 +253,7 @@ pub fn action_graph(
     cfg: &ActionConfig,
     with_repo: bool,
 ) -> anyhow::Result<ActionGraph> {
-    let (order, unplaced) = build_order(pg, wanted);
+    let (order, mut excluded) = build_order(pg, wanted);
     let macro_files = macro_digests(store, cfg)?;
     // Hashing (and, the first time, storing) the files of every spec is the bulk of the
     // work: do it on every core.
@@ -267,14 +267,6 @@ pub fn action_graph(
     let mut g = Graph::new();
     let mut rpm_action = HashMap::new();
     let mut spec_of = HashMap::new();
-    let mut excluded: Vec<Excluded> = unplaced
-        .into_iter()
-        .map(|(spec, reason, because_of)| Excluded {
-            spec,
-            reason,
-            because_of,
-        })
-        .collect();
     // The excluded spec at the root of each exclusion.
     let mut out: HashMap<SpecId, SpecId> = HashMap::new();
     for (s, sa) in order.iter().zip(per_spec) {

@@ -52,48 +52,48 @@ fn sha256(bytes: &[u8]) -> String {
     keel_sources::sha256_file(&f).unwrap()
 }
 
-/// Every RPM under `out/`, by file name.
-fn published(p: &Project) -> Vec<String> {
+/// Every RPM under `out/`.
+fn rpm_files(p: &Project) -> Vec<std::path::PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![p.path("tree/out")];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
-            } else {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if n.ends_with(".rpm") {
-                    found.push(n);
-                }
+            } else if e.file_name().to_string_lossy().ends_with(".rpm") {
+                found.push(e.path());
             }
         }
     }
-    found.sort();
     found
+}
+
+/// Every RPM under `out/`, by file name.
+fn published(p: &Project) -> Vec<String> {
+    let mut names: Vec<String> = rpm_files(p)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// The RPM of `out/` named `rpm`.
+fn rpm_path(p: &Project, rpm: &str) -> std::path::PathBuf {
+    rpm_files(p)
+        .into_iter()
+        .find(|f| f.file_name().is_some_and(|n| n == rpm))
+        .unwrap_or_else(|| panic!("{rpm} is not published"))
 }
 
 /// The payload paths of an RPM of `out/`.
 fn payload(p: &Project, rpm: &str) -> String {
-    let path = walk_find(&p.path("tree/out"), rpm).expect("published");
     let out = std::process::Command::new("rpm")
         .args(["-qpl", "--nosignature"])
-        .arg(path)
+        .arg(rpm_path(p, rpm))
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn walk_find(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
-    for e in std::fs::read_dir(dir).ok()?.flatten() {
-        if e.file_type().ok()?.is_dir() {
-            if let Some(p) = walk_find(&e.path(), name) {
-                return Some(p);
-            }
-        } else if e.file_name().to_string_lossy() == name {
-            return Some(e.path());
-        }
-    }
-    None
 }
 
 fn azure_like_tree() -> Project {
@@ -336,9 +336,7 @@ fn the_azure_linux_layouts_plan_and_build_and_a_broken_spec_excludes_only_itself
         .arg("-c")
         .arg(format!(
             "rpm2archive - < '{}' | tar -xzOf - ./usr/share/rt/patched.txt",
-            walk_find(&p.path("tree/out"), "rt-1-1.t1.noarch.rpm")
-                .unwrap()
-                .display()
+            rpm_path(&p, "rt-1-1.t1.noarch.rpm").display()
         ))
         .output()
         .unwrap();
