@@ -1,6 +1,9 @@
 //! Property: reading any spec text ends in a model or an error, never a panic.
 
-use keel_specs::{EngineConfig, MacroTable, ReaderConfig, read_spec};
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel_specs::{EngineConfig, MacroTable, ReaderConfig, ShellRunner, read_spec};
 use proptest::prelude::*;
 
 const FRAGMENTS: &[&str] = &[
@@ -84,7 +87,13 @@ proptest! {
         let d = tempfile::tempdir().expect("tempdir");
         let p = d.path().join("gen.spec");
         std::fs::write(&p, &text).expect("write");
-        let cfg = ReaderConfig::new(MacroTable::new(), EngineConfig::default());
+        // Generated text reaches `%(…)` with random bytes (`>name` wrote files into the
+        // test's working directory): it runs contained, as a tree's specs do.
+        let ecfg = EngineConfig {
+            shell: Arc::new(ShellRunner::contained(Duration::from_secs(2), 1 << 20)),
+            ..EngineConfig::default()
+        };
+        let cfg = ReaderConfig::new(MacroTable::new(), ecfg);
         let _ = read_spec(&p, &cfg);
     }
 }
