@@ -25,6 +25,10 @@ pub enum StoreError {
         path: PathBuf,
         why: String,
     },
+    /// Another process holds the store and the caller asked not to wait
+    /// ([`StoreOptions::no_wait`](crate::StoreOptions)).
+    #[error("store at {} is in use ({holder})", path.display())]
+    Busy { path: PathBuf, holder: String },
     /// An object that is not in the store.
     #[error("{kind} {digest} is not in the store")]
     NotFound { kind: &'static str, digest: String },

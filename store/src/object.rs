@@ -342,7 +342,7 @@ impl<K: DigestKind> ObjectWriter<K> {
                 let mut first = std::mem::take(&mut self.pending);
                 let take = (TRIAL_LEN - first.len()).min(bytes.len());
                 first.extend_from_slice(&bytes[..take]);
-                self.decide(&first)?;
+                self.decide(&first, false)?;
                 self.raw_write(&first)?;
                 self.raw_write(&bytes[take..])
             }
@@ -350,7 +350,8 @@ impl<K: DigestKind> ObjectWriter<K> {
         }
     }
 
-    fn decide(&mut self, first: &[u8]) -> io::Result<()> {
+    /// Chooses the encoding from the first bytes; `whole` when they are all there is.
+    fn decide(&mut self, first: &[u8], whole: bool) -> io::Result<()> {
         let Some(Sink::Undecided(mut file)) = self.sink.take() else {
             return Ok(());
         };
@@ -362,7 +363,10 @@ impl<K: DigestKind> ObjectWriter<K> {
         };
         // The size is patched in at finish; it is unknown while streaming.
         file.write_all(&Header::encode(self.kind, encoding, 0))?;
-        self.sink = Some(if compress && self.threads == 1 {
+        // A whole small object is one frame made with the thread's context: a fresh
+        // streaming context per object spent most of storing a small file setting up
+        // (and zeroing) its tables.
+        self.sink = Some(if compress && (self.threads == 1 || whole) {
             Sink::Frames {
                 file,
                 level: self.level,
@@ -422,7 +426,7 @@ impl<K: DigestKind> ObjectWriter<K> {
     pub(crate) fn finish(mut self) -> io::Result<(crate::digest::Digest<K>, tempfile::TempPath)> {
         if matches!(self.sink, Some(Sink::Undecided(_))) {
             let first = std::mem::take(&mut self.pending);
-            self.decide(&first)?;
+            self.decide(&first, true)?;
             self.raw_write(&first)?;
         }
         let digest = self.hasher.finalize();

@@ -81,6 +81,9 @@ pub struct StoreOptions {
     /// Called once, before blocking, when another process holds the store's lock; gets the
     /// store's path and what the holder wrote about itself ("pid 123: keel build").
     pub on_blocked: Option<OnBlocked>,
+    /// Fail with [`StoreError::Busy`] instead of waiting when another process holds the
+    /// lock (for readers that can do without the store).
+    pub no_wait: bool,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -135,6 +138,11 @@ pub(crate) fn now_millis() -> u64 {
 }
 
 impl Store {
+    /// Whether a store has been created at `root` (opening one creates it).
+    pub fn exists(root: &Path) -> bool {
+        root.join(FORMAT_FILE).is_file()
+    }
+
     /// Opens (creating if needed) the store at `root`, waiting for another process's lock.
     pub fn open(root: &Path) -> Result<Store> {
         Store::open_with(root, StoreOptions::default())
@@ -145,7 +153,7 @@ impl Store {
         fs::create_dir_all(root).map_err(StoreError::io("create store directory", root))?;
         let root =
             fs::canonicalize(root).map_err(StoreError::io("resolve store directory", root))?;
-        let lock = acquire_lock(&root, opts.on_blocked)?;
+        let lock = acquire_lock(&root, opts.on_blocked, opts.no_wait)?;
         check_format(&root)?;
         for dir in [TMP_DIR, QUARANTINE_DIR] {
             let p = root.join(dir);
@@ -285,7 +293,7 @@ impl Store {
     /// Stores everything `reader` yields as a blob, streaming: memory use does not grow
     /// with the size of the input.
     pub fn put_reader(&self, reader: impl Read, hint: CompressHint) -> Result<BlobDigest> {
-        self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| stream_into(w, reader))
+        self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| stream_into(w, reader, None))
     }
 
     /// Stores a file's contents as a blob. A file the stat cache knows unchanged, whose
@@ -307,8 +315,9 @@ impl Store {
         // which broke the bounded-memory promise. Reading costs one copy, which the write
         // to the store needs anyway.
         let hint = CompressHint::for_path(path);
-        let digest =
-            self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| stream_into(w, &file))?;
+        let digest = self.put_object::<BlobKind>(ObjectKind::Blob, hint, |w| {
+            stream_into(w, &file, Some(before.len()))
+        })?;
         self.stat_record(path, &before, digest)?;
         Ok(digest)
     }
@@ -737,9 +746,21 @@ fn copy_sparse(r: &mut impl Read, f: &mut File) -> io::Result<u64> {
     Ok(len)
 }
 
-/// Feeds everything `reader` yields to `w`, through one fixed buffer.
-fn stream_into<K: DigestKind>(w: &mut ObjectWriter<K>, mut reader: impl Read) -> io::Result<()> {
-    let mut buf = vec![0u8; INGEST_BUFFER];
+/// Feeds everything `reader` yields to `w`, through one buffer: [`INGEST_BUFFER`], or
+/// just over `size` when that is smaller (the input's expected length; zeroing 4 MiB for
+/// every small file was most of what storing one cost).
+fn stream_into<K: DigestKind>(
+    w: &mut ObjectWriter<K>,
+    mut reader: impl Read,
+    size: Option<u64>,
+) -> io::Result<()> {
+    let len = size.map_or(INGEST_BUFFER, |s| {
+        usize::try_from(s)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .clamp(8 << 10, INGEST_BUFFER)
+    });
+    let mut buf = vec![0u8; len];
     loop {
         match reader.read(&mut buf) {
             Ok(0) => return Ok(()),
@@ -761,7 +782,7 @@ impl Drop for Store {
     }
 }
 
-fn acquire_lock(root: &Path, on_blocked: Option<OnBlocked>) -> Result<File> {
+fn acquire_lock(root: &Path, on_blocked: Option<OnBlocked>, no_wait: bool) -> Result<File> {
     let path = root.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)
@@ -783,6 +804,12 @@ fn acquire_lock(root: &Path, on_blocked: Option<OnBlocked>) -> Result<File> {
         }
         let mut holder = String::new();
         let _ = (&file).read_to_string(&mut holder);
+        if no_wait {
+            return Err(StoreError::Busy {
+                path: root.to_path_buf(),
+                holder: holder.trim().to_owned(),
+            });
+        }
         if let Some(f) = on_blocked {
             f(root, holder.trim());
         }
@@ -887,6 +914,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("store")).unwrap();
         (dir, store)
+    }
+
+    #[test]
+    fn a_reader_that_cannot_wait_is_told_who_holds_the_store() {
+        let (dir, held) = store();
+        let opts = StoreOptions {
+            on_blocked: Some(Box::new(|_, _| panic!("waited"))),
+            no_wait: true,
+        };
+        match Store::open_with(&dir.path().join("store"), opts) {
+            Err(StoreError::Busy { holder, .. }) => {
+                assert!(
+                    holder.starts_with(&format!("pid {}: ", std::process::id())),
+                    "{holder}"
+                );
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        drop(held);
+        let opts = StoreOptions {
+            no_wait: true,
+            ..StoreOptions::default()
+        };
+        Store::open_with(&dir.path().join("store"), opts).unwrap();
     }
 
     #[test]
