@@ -89,14 +89,25 @@ pub fn reader_config(tree: &Tree, shell_cache: Option<PathBuf>) -> anyhow::Resul
     // the host toolchain sees, read-only), with the spec's directory, no network and an
     // environment without keel's variables; its results are keyed on that root's
     // fingerprint and the spec directory's stamp (see keel_specs::ShellRunner).
-    let view = keel_toolchain::sandbox::host_view_args()
-        .context("failed to prepare the view %(shell) runs in")?;
+    // The view's staged `/etc` is made when the first command runs (most reads run
+    // none: their results are in the shell cache): the one builds on this host use, kept
+    // with the store's merged layers, or without a store a temporary one that goes away
+    // with the runner that holds it.
+    let stage_cache = shell_cache
+        .as_deref()
+        .and_then(Path::parent)
+        .map(|root| root.join("layers").join("merged"));
     let mut shell = ShellRunner::contained_in(
-        &view,
+        &[],
         sc.shell.as_deref().unwrap_or("/bin/sh"),
         Duration::from_secs(60),
         2 << 20,
     );
+    shell.view = Some(keel_specs::LazyView::new(move || {
+        let view = keel_toolchain::sandbox::HostView::new(stage_cache.as_deref())
+            .map_err(|e| format!("failed to prepare the view %(shell) runs in: {e}"))?;
+        Ok((view.args().to_vec(), Box::new(view)))
+    }));
     if let Some(dir) = &shell_cache
         && let Some(store_root) = dir.parent()
     {
@@ -129,11 +140,6 @@ pub fn reader_config(tree: &Tree, shell_cache: Option<PathBuf>) -> anyhow::Resul
     // is the spec's directory (what Azure Linux's toolkit passes to rpmspec).
     cfg.sourcedir_is_specdir = true;
     Ok(cfg)
-}
-
-/// Reads every spec of the tree and builds its graph.
-pub fn load(tree: &Tree) -> anyhow::Result<LoadedTree> {
-    load_with(tree, None)
 }
 
 /// Everything a spec's evaluation depends on besides its own directory: keel itself,
@@ -246,8 +252,8 @@ pub fn setup_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// [`load`], answering from the store's spec cache for every spec whose inputs are
-/// unchanged (see `keel_rules::speccache`).
+/// Reads every spec of the tree and builds its graph; with a store, answering from its
+/// spec cache for every spec whose inputs are unchanged (see `keel_rules::speccache`).
 pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Result<LoadedTree> {
     let start = Instant::now();
     let reader = reader_config(tree, store.map(|s| s.root().join("shell-cache")))?;

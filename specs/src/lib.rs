@@ -19,7 +19,7 @@ pub mod vercmp;
 
 use std::path::{Path, PathBuf};
 
-pub use macros::{EngineConfig, MacroTable, ShellRunner};
+pub use macros::{EngineConfig, LazyView, MacroTable, MadeView, ShellRunner};
 pub use spec::{Package, ReaderConfig, SourcePackage, Spec, SpecError, read_spec};
 
 /// rpm 4.18's default macro path (`rpm --showrc`), with Debian's vendor directory.

@@ -445,6 +445,11 @@ pub struct ShellRunner {
     /// What else the command can see that the key must cover: the build root's identity
     /// (a toolchain fingerprint). Part of the persistent cache's context.
     pub identity: String,
+    /// More of the root, made the first time a command runs (see [`LazyView`]); its
+    /// arguments go right after the wrapper's program. Not part of the persistent cache's
+    /// context (a staged directory's name differs in every process): `identity` covers
+    /// what it shows.
+    pub view: Option<LazyView>,
     /// Results by [`ShellRunner::key`] (the command, and the stamp of the directory it
     /// can read).
     cache: Mutex<HashMap<String, String>>,
@@ -473,6 +478,7 @@ impl ShellRunner {
             env: None,
             bind_scope: false,
             identity: String::new(),
+            view: None,
             cache: Mutex::new(HashMap::new()),
             stamps: Mutex::new(HashMap::new()),
             disk: Mutex::new(None),
@@ -593,6 +599,10 @@ impl ShellRunner {
     fn spawn(&self, cmd: &str, scope: Option<&Path>) -> Result<String, String> {
         self.spawned.fetch_add(1, Ordering::Relaxed);
         let mut argv: Vec<String> = self.wrapper.clone();
+        if let Some(view) = &self.view {
+            let at = argv.len().min(1);
+            argv.splice(at..at, view.args()?.iter().cloned());
+        }
         if self.bind_scope
             && let Some(dir) = scope
             && argv.last().is_some_and(|a| a == "--")
@@ -666,6 +676,50 @@ impl ShellRunner {
             s.pop();
         }
         Ok(s)
+    }
+}
+
+/// What a view is made of: bubblewrap arguments, and what they name that must live as
+/// long as they are used (a staged directory, removed when dropped).
+pub type MadeView = (Vec<String>, Box<dyn std::any::Any + Send + Sync>);
+
+/// The part of a contained runner's root that costs something to make (a staged copy of
+/// the host's `/etc`: hundreds of files), made the first time a command runs and kept
+/// until the runner is dropped. Most reads of a tree run nothing — every result comes
+/// from the persistent cache — and then nothing is made.
+pub struct LazyView {
+    make: Box<dyn Fn() -> Result<MadeView, String> + Send + Sync>,
+    made: std::sync::OnceLock<Result<MadeView, String>>,
+}
+
+impl LazyView {
+    pub fn new(make: impl Fn() -> Result<MadeView, String> + Send + Sync + 'static) -> Self {
+        LazyView {
+            make: Box::new(make),
+            made: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The view's arguments, made on first use; a failure to make it is the same error
+    /// for every command.
+    pub fn args(&self) -> Result<&[String], String> {
+        match self.made.get_or_init(|| (self.make)()) {
+            Ok((args, _)) => Ok(args),
+            Err(e) => Err(e.clone()),
+        }
+    }
+
+    /// Whether the view has been made (a command ran).
+    pub fn is_made(&self) -> bool {
+        self.made.get().is_some()
+    }
+}
+
+impl std::fmt::Debug for LazyView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyView")
+            .field("made", &self.made.get().map(|r| r.as_ref().map(|(a, _)| a)))
+            .finish()
     }
 }
 

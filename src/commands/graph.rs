@@ -35,7 +35,8 @@ fn rel<'a>(root: &Path, p: &'a Path) -> std::borrow::Cow<'a, str> {
 
 pub fn run(ctx: &Context, args: GraphArgs) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
-    let loaded = crate::tree::load(tree)?;
+    let store = ctx.store_for_reading()?;
+    let loaded = crate::tree::load_with(tree, store.as_ref())?;
     for f in &loaded.failures {
         ctx.out.status(&format!(
             "{}:{}: {}",

@@ -59,6 +59,7 @@ impl Context {
         let dir = self.store_dir()?;
         let out = self.out;
         let opts = keel_store::StoreOptions {
+            no_wait: false,
             on_blocked: Some(Box::new(move |path, holder| {
                 let who = if holder.is_empty() {
                     String::new()
@@ -73,5 +74,33 @@ impl Context {
         };
         keel_store::Store::open_with(&dir, opts)
             .with_context(|| format!("failed to open the store at {}", dir.display()))
+    }
+
+    /// The store for a command that only reads the tree (`graph`, `query`, `sources`):
+    /// its spec and `%(shell)` caches make the answer fast and the same as a build's (a
+    /// `%(shell)` whose output changes gives the value the build used). Never created and
+    /// never waited for: without one, or while a build holds it, the tree is read afresh.
+    pub fn store_for_reading(&self) -> anyhow::Result<Option<keel_store::Store>> {
+        let dir = self.store_dir()?;
+        if !keel_store::Store::exists(&dir) {
+            return Ok(None);
+        }
+        let opts = keel_store::StoreOptions {
+            no_wait: true,
+            on_blocked: None,
+        };
+        match keel_store::Store::open_with(&dir, opts) {
+            Ok(s) => Ok(Some(s)),
+            Err(keel_store::StoreError::Busy { path, holder }) => {
+                self.out.status(&format!(
+                    "note: the store at {} is in use ({holder}); reading the tree without its caches",
+                    path.display()
+                ));
+                Ok(None)
+            }
+            Err(e) => {
+                Err(e).with_context(|| format!("failed to open the store at {}", dir.display()))
+            }
+        }
     }
 }

@@ -40,7 +40,8 @@ fn find(g: &PackageGraph, name: &str) -> anyhow::Result<SpecId> {
 
 pub fn run(ctx: &Context, cmd: QueryCommand) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
-    let loaded = crate::tree::load(tree)?;
+    let store = ctx.store_for_reading()?;
+    let loaded = crate::tree::load_with(tree, store.as_ref())?;
     let g = &loaded.graph;
     let name = |s: SpecId| g.specs[s.0].name.as_str();
     let o = &ctx.out;

@@ -84,7 +84,8 @@ fn download_bar() -> keel_sources::ProgressFn {
 
 pub fn run(ctx: &Context, cmd: SourcesCommand) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
-    let loaded = crate::tree::load(tree)?;
+    let store = ctx.store_for_reading()?;
+    let loaded = crate::tree::load_with(tree, store.as_ref())?;
     for f in &loaded.failures {
         ctx.out
             .status(&format!("{}:{}: {}", f.file.display(), f.line, f.message));

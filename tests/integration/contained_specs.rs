@@ -74,6 +74,54 @@ fn shell_in_a_spec_cannot_write_on_the_host_when_a_tree_is_read() {
     );
 }
 
+/// The view `%(shell)` runs in is staged for each process (a copy of the host's `/etc`):
+/// it must go when keel exits, from the system's temporary directory (no store open yet)
+/// and from the store's.
+#[test]
+fn reading_a_tree_leaves_no_staged_view_behind() {
+    let p = project()
+        .file("tree/keel.toml", TOML)
+        .file(
+            "tree/SPECS/shelly/shelly.spec",
+            spec("shelly", "%(echo 3)", ""),
+        )
+        .file("tmp/.keep", "")
+        .build();
+    let tmp = p.path("tmp");
+    let leftovers = |dir: &Path| -> Vec<String> {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains("host-view"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for args in [
+        &["-C", "tree", "graph"][..],
+        &["-C", "tree", "build", "--dry-run"],
+        &["-C", "tree", "query", "whatprovides", "shelly"],
+    ] {
+        let out = p.keel(args).env("TMPDIR", &tmp).run().success().stdout();
+        assert!(
+            !out.is_empty() || args[2] != "query",
+            "{args:?} printed nothing"
+        );
+        assert_eq!(
+            leftovers(&tmp),
+            Vec::<String>::new(),
+            "keel {args:?} left them in TMPDIR"
+        );
+        assert_eq!(
+            leftovers(&p.store().join("tmp")),
+            Vec::<String>::new(),
+            "keel {args:?} left them in the store"
+        );
+    }
+    assert!(whatprovides(&p, "shelly").starts_with("shelly-1.0-3."));
+}
+
 #[test]
 fn shell_in_a_spec_sees_no_keel_variable() {
     let p = project()
@@ -138,4 +186,34 @@ fn a_release_read_by_shell_from_beside_the_spec_is_never_stale() {
         std::fs::read_dir(p.path("tree/out/RPMS/noarch"))
             .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
     );
+}
+
+/// A `%(shell)` result persists in the store: the next process reads the same spec
+/// without running the command again — a command whose output changes every time it runs
+/// gives the same package to every `keel` run after the first build (`query` and `graph`
+/// read through the store's caches too), so nothing rebuilds for it.
+#[test]
+fn a_shell_result_is_reused_by_the_next_process() {
+    let p = project()
+        .file("tree/keel.toml", TOML)
+        .file(
+            "tree/SPECS/dice/dice.spec",
+            spec("dice", "%(od -An -N4 -tu4 /dev/urandom | tr -d ' ')", ""),
+        )
+        .build();
+    let dry_run = || {
+        p.keel(&["-C", "tree", "build", "--dry-run"])
+            .run()
+            .success();
+    };
+    dry_run();
+    let first = whatprovides(&p, "dice");
+    assert!(first.starts_with("dice-1.0-"), "{first}");
+    assert_eq!(whatprovides(&p, "dice"), first, "the command ran again");
+    // Another edit of the spec: the spec is read again, the command's result is reused.
+    let path = p.path("tree/SPECS/dice/dice.spec");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("Contained shell probe", "Edited probe")).unwrap();
+    dry_run();
+    assert_eq!(whatprovides(&p, "dice"), first, "the command ran again");
 }

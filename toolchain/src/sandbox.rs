@@ -199,6 +199,82 @@ fn stage_host(stage: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// A staged host `/etc` and `/var` (see [`stage_host`]) under `cache`, made once per state
+/// of the host's entries and shared by every run after: they are only ever overlay lower
+/// layers, never written. Staging copies hundreds of entries (`/etc/alternatives`,
+/// `/etc/ssl/certs`), and creating that many inodes for every action was a visible part
+/// of a small build's time.
+fn cached_host_stage(cache: &Path) -> Result<PathBuf, Error> {
+    let dir = cache.join(format!("host-etc-{}", host_etc_stamp()));
+    // A stage appears whole (by rename) or not at all.
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    fs::create_dir_all(cache).map_err(Error::io("create directory", cache))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".host-etc-")
+        .tempdir_in(cache)
+        .map_err(Error::io("create a temporary directory in", cache))?;
+    stage_host(tmp.path())?;
+    match fs::rename(tmp.path(), &dir) {
+        Ok(()) => {
+            let _ = tmp.keep();
+            Ok(dir)
+        }
+        // Another keel staged the same state first; ours goes with `tmp`.
+        Err(_) if dir.is_dir() => Ok(dir),
+        Err(e) => Err(Error::io("rename", tmp.path())(e)),
+    }
+}
+
+/// A stamp of what [`stage_host`] copies: every entry under the [`HOST_ETC`] names (path,
+/// mode, size, modification and change times, inode), and what keel writes itself. Any
+/// change on the host (a package installed, a certificate added) gives another stamp.
+fn host_etc_stamp() -> String {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(path: &Path, h: &mut blake3::Hasher) {
+        let Ok(m) = fs::symlink_metadata(path) else {
+            return;
+        };
+        h.update(path.as_os_str().as_bytes());
+        h.update(
+            format!(
+                "\0{:o} {} {}.{} {}.{} {}\n",
+                m.mode(),
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+                m.ino()
+            )
+            .as_bytes(),
+        );
+        if m.is_dir() {
+            let mut names: Vec<_> = match fs::read_dir(path) {
+                Ok(rd) => rd.flatten().map(|e| e.file_name()).collect(),
+                Err(_) => {
+                    h.update(b"unreadable\n");
+                    return;
+                }
+            };
+            names.sort();
+            for n in names {
+                walk(&path.join(n), h);
+            }
+        }
+    }
+    let mut h = blake3::Hasher::new();
+    h.update(b"keel host-etc 1\n");
+    for (_, path) in host_etc_entries() {
+        walk(&path, &mut h);
+    }
+    for (name, text) in HOST_ETC_GENERATED {
+        h.update(format!("{name}\0{}\0{text}\n", text.len()).as_bytes());
+    }
+    h.finalize().to_hex()[..32].to_owned()
+}
+
 /// Top-level entries of a [`Toolchain::Dir`] that the sandbox provides itself.
 const PROVIDED: [&str; 5] = ["proc", "sys", "dev", "tmp", "build"];
 
@@ -228,7 +304,8 @@ pub struct SandboxSpec {
     pub network: bool,
     /// Sandboxed or not.
     pub isolation: Isolation,
-    /// Where merged layers are kept when there are more than [`MAX_OVERLAY_LAYERS`]; a
+    /// Where merged layers are kept when there are more than [`MAX_OVERLAY_LAYERS`], and
+    /// a [`Toolchain::Host`] root's staged `/etc` for every run on the same host state; a
     /// per-run temporary directory when `None` (correct, but slow every time).
     pub merge_cache: Option<PathBuf>,
     /// With a [`Toolchain::Dir`] and no layers: bind the directory's top-level entries
@@ -319,53 +396,76 @@ fn check_overlay_path(p: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// bubblewrap arguments that show the [`Toolchain::Host`] build root read-only, as a build
-/// sees it without layers: the host's `/usr` (without `/usr/local`), `/bin`, `/sbin` and
-/// `/lib*`, and the staged `/etc` and `/var` (see [`HOST_ETC`]). Reading a tree runs
-/// `%(shell)` in this view. The staged directories are made once per process.
-pub fn host_view_args() -> Result<Vec<String>, Error> {
-    static STAGE: std::sync::OnceLock<Result<tempfile::TempDir, String>> =
-        std::sync::OnceLock::new();
-    let stage = STAGE.get_or_init(|| {
-        let dir = tempfile::Builder::new()
-            .prefix("keel-host-view-")
-            .tempdir()
-            .map_err(|e| format!("failed to create a temporary directory: {e}"))?;
-        stage_host(dir.path()).map_err(|e| e.to_string())?;
-        Ok(dir)
-    });
-    let stage = stage
-        .as_ref()
-        .map_err(|e| Error::SandboxConfig(e.clone()))?;
-    let mut args: Vec<String> = Vec::new();
-    for name in HOST_ROOT {
-        let p = Path::new("/").join(name);
-        let Ok(m) = fs::symlink_metadata(&p) else {
-            continue;
+/// The [`Toolchain::Host`] build root read-only, as a build sees it without layers: the
+/// host's `/usr` (without `/usr/local`), `/bin`, `/sbin` and `/lib*`, and the staged `/etc`
+/// and `/var` (see [`HOST_ETC`]). Reading a tree runs `%(shell)` in this view.
+///
+/// A stage of its own belongs to the value and is removed when it is dropped, so a holder
+/// keeps it as long as anything may run with [`HostView::args`].
+#[derive(Debug)]
+pub struct HostView {
+    args: Vec<String>,
+    _stage: Option<tempfile::TempDir>,
+}
+
+impl HostView {
+    /// With `cache` (the directory builds keep merged layers in, see
+    /// [`SandboxSpec::merge_cache`]), the `/etc` and `/var` builds on this host state
+    /// use, staged there once; without, staged in a new directory under the system's
+    /// temporary directory, removed with the value.
+    pub fn new(cache: Option<&Path>) -> Result<HostView, Error> {
+        let (stage, owned) = match cache {
+            Some(c) => (cached_host_stage(c)?, None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("keel-host-view-")
+                    .tempdir()
+                    .map_err(Error::io(
+                        "create a temporary directory in",
+                        std::env::temp_dir(),
+                    ))?;
+                stage_host(t.path())?;
+                (t.path().to_owned(), Some(t))
+            }
         };
-        let dest = format!("/{name}");
-        if m.file_type().is_symlink() {
-            let target = fs::read_link(&p).map_err(Error::io("read symlink", &p))?;
-            args.extend([
-                "--symlink".into(),
-                target.to_string_lossy().into_owned(),
-                dest,
-            ]);
-        } else if m.is_dir() {
-            args.extend(["--ro-bind".into(), dest.clone(), dest]);
+        let mut args: Vec<String> = Vec::new();
+        for name in HOST_ROOT {
+            let p = Path::new("/").join(name);
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let dest = format!("/{name}");
+            if m.file_type().is_symlink() {
+                let target = fs::read_link(&p).map_err(Error::io("read symlink", &p))?;
+                args.extend([
+                    "--symlink".into(),
+                    target.to_string_lossy().into_owned(),
+                    dest,
+                ]);
+            } else if m.is_dir() {
+                args.extend(["--ro-bind".into(), dest.clone(), dest]);
+            }
         }
+        for name in ["etc", "var"] {
+            args.extend([
+                "--ro-bind".into(),
+                stage.join(name).to_string_lossy().into_owned(),
+                format!("/{name}"),
+            ]);
+        }
+        if Path::new("/usr/local").is_dir() {
+            args.extend(["--tmpfs".into(), "/usr/local".into()]);
+        }
+        Ok(HostView {
+            args,
+            _stage: owned,
+        })
     }
-    for name in ["etc", "var"] {
-        args.extend([
-            "--ro-bind".into(),
-            stage.path().join(name).to_string_lossy().into_owned(),
-            format!("/{name}"),
-        ]);
+
+    /// bubblewrap arguments that build the view.
+    pub fn args(&self) -> &[String] {
+        &self.args
     }
-    if Path::new("/usr/local").is_dir() {
-        args.extend(["--tmpfs".into(), "/usr/local".into()]);
-    }
-    Ok(args)
 }
 
 /// Decides the root's shape from the toolchain and the (already merged) layers.
@@ -647,9 +747,12 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
             std::env::temp_dir(),
         ))?;
     let layers = effective_layers(spec, scratch.path())?;
-    let stage = scratch.path().join("stage");
+    let mut stage = scratch.path().join("stage");
     if spec.toolchain == Toolchain::Host {
-        stage_host(&stage)?;
+        match &spec.merge_cache {
+            Some(cache) => stage = cached_host_stage(cache)?,
+            None => stage_host(&stage)?,
+        }
     }
     let root_plan = plan(&spec.toolchain, &layers, &stage)?;
 
@@ -857,6 +960,30 @@ pub fn log_tail(log: &Path, n: usize) -> String {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// The host's `/etc` is staged once per host state in a cache and shared: the same
+    /// directory for every run and view, whole, with nothing half-made beside it.
+    #[test]
+    fn the_host_stage_is_made_once_and_shared() {
+        let cache = tempfile::tempdir().unwrap();
+        let first = cached_host_stage(cache.path()).unwrap();
+        let passwd = fs::read_to_string(first.join("etc/passwd")).unwrap();
+        assert!(passwd.starts_with("root:x:0:0:"), "{passwd}");
+        let tmp = fs::metadata(first.join("var/tmp")).unwrap();
+        assert_eq!(tmp.permissions().mode() & 0o7777, 0o1777);
+        let marker = first.join("etc/keel-test-marker");
+        fs::write(&marker, "").unwrap();
+        assert_eq!(cached_host_stage(cache.path()).unwrap(), first);
+        assert!(marker.exists(), "the stage was made again");
+        let view = HostView::new(Some(cache.path())).unwrap();
+        let etc = first.join("etc").to_string_lossy().into_owned();
+        assert!(view.args().contains(&etc), "{:?}", view.args());
+        let names: Vec<_> = fs::read_dir(cache.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
 
     struct Fixture {
         dir: tempfile::TempDir,
