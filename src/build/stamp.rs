@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Modifications this close before the stamp are not trusted (see the module docs).
 pub(crate) const RACY_NS: i128 = 2_000_000_000;
 
@@ -66,8 +66,9 @@ pub struct Stamp {
     entries: Vec<(PathBuf, Option<Meta>, bool)>,
     /// The toolchain fingerprint the build used (hex), checked separately.
     pub toolchain: String,
-    /// How many actions the build had.
-    pub actions: usize,
+    /// The build's actions (name and kind): a build that finds nothing changed reports
+    /// each as cached, as a full check would.
+    pub actions: Vec<(String, keel_engine::ActionKind)>,
 }
 
 /// The stamp file for a build of `targets` of `tree` with `executor`.
@@ -105,7 +106,7 @@ impl Stamp {
         inputs: Vec<PathBuf>,
         outputs: Vec<PathBuf>,
         toolchain: String,
-        actions: usize,
+        actions: Vec<(String, keel_engine::ActionKind)>,
     ) -> Stamp {
         let now = now_ns();
         let entries = inputs

@@ -53,8 +53,9 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         &args.targets,
     );
     if !args.dry_run
-        && let Some(n) = nothing_changed(&stamp_path, tree, args.executor)?
+        && let Some(actions) = nothing_changed(&stamp_path, tree, args.executor)?
     {
+        let n = actions.len();
         let summary = keel_engine::Summary {
             actions: n,
             cached: n,
@@ -62,8 +63,23 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             ..Default::default()
         };
         if ctx.out.json {
-            ctx.out
-                .json_value(&keel_engine::Event::BuildFinished { summary })?;
+            // The same stream a full check of an unchanged tree gives, so that a consumer
+            // sees every action's status whichever way keel found it up to date.
+            use keel_engine::Event;
+            ctx.out.json_value(&Event::BuildStarted {
+                actions: n,
+                jobs: ctx.jobs(),
+            })?;
+            for (name, kind) in actions {
+                ctx.out.json_value(&Event::ActionFinished {
+                    name,
+                    kind,
+                    status: keel_engine::Status::Cached,
+                    duration_ms: 0,
+                    t_ms: 0,
+                })?;
+            }
+            ctx.out.json_value(&Event::BuildFinished { summary })?;
         } else {
             crate::output::error_line(&format!(
                 "{:>12} {n} actions: nothing changed since the last build",
@@ -286,7 +302,11 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
             }
             (None, None) => unreachable!("a build reads its tree one way or the other"),
         };
-        stamp::Stamp::take(inputs, published, fingerprint.clone(), graph.len()).save(&stamp_path);
+        let actions = graph
+            .iter()
+            .map(|(_, a)| (a.name.clone(), a.kind()))
+            .collect();
+        stamp::Stamp::take(inputs, published, fingerprint.clone(), actions).save(&stamp_path);
         match (fast, &session, snapshot) {
             (Some(f), _, _) => f.save(&store, &report, &state_path),
             (None, Some(s), Some(snapshot)) => {
@@ -404,7 +424,7 @@ fn nothing_changed(
     stamp_path: &std::path::Path,
     tree: &crate::config::Tree,
     kind: ExecutorKind,
-) -> anyhow::Result<Option<usize>> {
+) -> anyhow::Result<Option<Vec<(String, keel_engine::ActionKind)>>> {
     let Some(s) = stamp::Stamp::load(stamp_path) else {
         return Ok(None);
     };

@@ -190,3 +190,51 @@ fn a_new_file_beside_a_spec_is_seen() {
         fast.0
     );
 }
+
+/// A build that its stamp finds up to date reports every action as cached in its JSON
+/// stream, as a full check of the unchanged tree does: a consumer sees the same statuses
+/// whichever way keel found nothing to do.
+#[test]
+fn an_up_to_date_build_reports_every_action_as_cached_in_json() {
+    let (p, d) = built_tree();
+    p.keel(&["-C", "tree", "build", "--executor", "test"])
+        .run()
+        .success()
+        .stderr_has("nothing changed since the last build");
+    let out = p
+        .keel(&["-C", "tree", "--json", "build", "--executor", "test"])
+        .run()
+        .success()
+        .stdout();
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.first().unwrap()["event"], "build_started", "{out}");
+    let finished = &events.last().unwrap()["summary"];
+    let actions: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "action_finished")
+        .collect();
+    assert_eq!(
+        Some(actions.len() as u64),
+        finished["actions"].as_u64(),
+        "{out}"
+    );
+    assert!(actions.iter().all(|a| a["status"] == "cached"), "{out}");
+    let names: std::collections::BTreeSet<&str> = actions
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), actions.len(), "{out}");
+    for pkg in &d.packages {
+        assert!(
+            names.contains(format!("rpm:{}", pkg.name).as_str()),
+            "{out}"
+        );
+        assert!(
+            names.contains(format!("srpm:{}", pkg.name).as_str()),
+            "{out}"
+        );
+    }
+}
