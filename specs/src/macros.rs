@@ -708,11 +708,6 @@ impl LazyView {
             Err(e) => Err(e.clone()),
         }
     }
-
-    /// Whether the view has been made (a command ran).
-    pub fn is_made(&self) -> bool {
-        self.made.get().is_some()
-    }
 }
 
 impl std::fmt::Debug for LazyView {
