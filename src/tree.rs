@@ -66,7 +66,11 @@ pub fn macro_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
 
 /// How specs of this tree are read; `shell_cache`, when given, keeps `%(shell)` results
 /// across processes.
-pub fn reader_config(tree: &Tree, shell_cache: Option<PathBuf>) -> anyhow::Result<ReaderConfig> {
+pub fn reader_config(
+    tree: &Tree,
+    store: Option<&keel_store::Store>,
+) -> anyhow::Result<ReaderConfig> {
+    let shell_cache = store.map(|s| s.root().join("shell-cache"));
     let sc = &tree.config.specs;
     let mut cli = Vec::new();
     for f in macro_files(tree)? {
@@ -85,38 +89,46 @@ pub fn reader_config(tree: &Tree, shell_cache: Option<PathBuf>) -> anyhow::Resul
         cli,
     };
     let mut ecfg = EngineConfig::default();
-    // A tree's `%(shell)` runs contained, in the host build root's view (what a build on
-    // the host toolchain sees, read-only), with the spec's directory, no network and an
-    // environment without keel's variables; its results are keyed on that root's
-    // fingerprint and the spec directory's stamp (see keel_specs::ShellRunner).
-    // The view's staged `/etc` is made when the first command runs (most reads run
-    // none: their results are in the shell cache): the one builds on this host use, kept
-    // with the store's merged layers, or without a store a temporary one that goes away
-    // with the runner that holds it.
-    let stage_cache = shell_cache
-        .as_deref()
-        .and_then(Path::parent)
-        .map(|root| root.join("layers").join("merged"));
+    // A tree's `%(shell)` runs contained, in a read-only view of the build root its
+    // builds use (the host's, or the tree's toolchain directory), with the spec's
+    // directory, no network and an environment without keel's variables; its results
+    // are keyed on that root's identity and the spec directory's stamp (see
+    // keel_specs::ShellRunner).
     let mut shell = ShellRunner::contained_in(
         &[],
         sc.shell.as_deref().unwrap_or("/bin/sh"),
         Duration::from_secs(60),
         2 << 20,
     );
-    shell.view = Some(keel_specs::LazyView::new(move || {
-        let view = keel_toolchain::sandbox::HostView::new(stage_cache.as_deref())
-            .map_err(|e| format!("failed to prepare the view %(shell) runs in: {e}"))?;
-        Ok((view.args().to_vec(), Box::new(view)))
-    }));
-    if let Some(dir) = &shell_cache
-        && let Some(store_root) = dir.parent()
-    {
-        let (name, digest) = keel_toolchain::Toolchain::Host
-            .fingerprint_cached(store_root)
-            .context("failed to fingerprint the host toolchain")?;
-        shell.identity = format!("{name} {}", digest.to_hex());
+    shell.view = Some(shell_view(tree, store)?);
+    if let Some(store) = store {
+        shell.identity = shell_root_identity(tree, store)?;
     }
     ecfg.shell = Arc::new(shell);
+    // Lua runs in keel's own process, so it is contained there: no `os.execute`, no
+    // writes, no `KEEL_*` variable (the environment a build sees), bounded memory and
+    // time; `%include` and `%{load:}` read only the tree, its macro files' and Lua
+    // modules' directories, and rpm's configuration.
+    let mut roots = vec![tree.root.clone()];
+    if sc.host_macros {
+        roots.extend(["/usr/lib/rpm", "/etc/rpm"].map(PathBuf::from));
+    }
+    for file in setup.cli.iter().filter_map(|c| match c {
+        CliMacro::Load(f) => f.parent(),
+        _ => None,
+    }) {
+        roots.push(file.to_path_buf());
+    }
+    roots.extend(
+        sc.lua_modules
+            .values()
+            .filter_map(|f| tree.root.join(f).parent().map(Path::to_path_buf)),
+    );
+    ecfg.containment = Some(Arc::new(keel_specs::macros::Containment {
+        roots,
+        lua_memory: 256 << 20,
+        lua_timeout: Duration::from_secs(60),
+    }));
     if let Some(lp) = &sc.lua_path {
         ecfg.lua_path = lp.clone();
     }
@@ -142,6 +154,77 @@ pub fn reader_config(tree: &Tree, shell_cache: Option<PathBuf>) -> anyhow::Resul
     Ok(cfg)
 }
 
+/// Whether the tree builds on the host toolchain (no `[toolchain] root` or `rpms`).
+fn host_toolchain(tree: &Tree) -> bool {
+    tree.config.toolchain.root.is_none() && tree.config.toolchain.rpms.is_none()
+}
+
+/// The view `%(shell)` runs in: the build root the tree's builds use, read-only.
+fn shell_view(
+    tree: &Tree,
+    store: Option<&keel_store::Store>,
+) -> anyhow::Result<keel_specs::LazyView> {
+    if host_toolchain(tree) {
+        // The view's staged `/etc` is made when the first command runs (most reads run
+        // none: their results are in the shell cache): the one builds on this host use,
+        // kept with the store's merged layers, or without a store a temporary one that
+        // goes away with the runner that holds it.
+        let stage_cache = store.map(|s| s.root().join("layers").join("merged"));
+        return Ok(keel_specs::LazyView::new(move || {
+            let view = keel_toolchain::sandbox::HostView::new(stage_cache.as_deref())
+                .map_err(|e| format!("failed to prepare the view %(shell) runs in: {e}"))?;
+            Ok((view.args().to_vec(), Box::new(view)))
+        }));
+    }
+    // A toolchain tarball or RPM set is unpacked where builds unpack it; without a store
+    // (a read-only command before the first build), into a temporary one that lives as
+    // long as the view.
+    let (resolved, keep) = match store {
+        Some(store) => (crate::build::toolchains::resolve(tree, store)?, None),
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix("keel-toolchain-")
+                .tempdir()
+                .context("failed to create a temporary directory for the toolchain")?;
+            let store = keel_store::Store::open(&tmp.path().join("store"))?;
+            let resolved = crate::build::toolchains::resolve(tree, &store)?;
+            (resolved, Some(tmp))
+        }
+    };
+    let keel_toolchain::Toolchain::Dir(dir) = &resolved.toolchain else {
+        anyhow::bail!("keel.toml: [toolchain] did not resolve to a directory");
+    };
+    let args = keel_toolchain::sandbox::dir_view_args(dir).with_context(|| {
+        format!(
+            "failed to prepare the view %(shell) runs in ({})",
+            dir.display()
+        )
+    })?;
+    let keep = Arc::new(keep);
+    Ok(keel_specs::LazyView::new(move || {
+        Ok((args.clone(), Box::new(Arc::clone(&keep))))
+    }))
+}
+
+/// The identity of the build root `%(shell)` runs in, for the shell and spec caches.
+fn shell_root_identity(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<String> {
+    let (name, digest) = if host_toolchain(tree) {
+        keel_toolchain::Toolchain::Host
+            .fingerprint_cached(store.root())
+            .context("failed to fingerprint the host toolchain")?
+    } else {
+        let resolved = crate::build::toolchains::resolve(tree, store)?;
+        match resolved.id {
+            Some(id) => id,
+            None => resolved
+                .toolchain
+                .fingerprint()
+                .context("failed to fingerprint the toolchain")?,
+        }
+    };
+    Ok(format!("{name} {}", digest.to_hex()))
+}
+
 /// Everything a spec's evaluation depends on besides its own directory: keel itself,
 /// keel.toml, the tree's macro files and (when read) the host's, the Lua modules, and the
 /// host build root `%(shell)` runs in.
@@ -161,11 +244,11 @@ fn setup_digest(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<keel_s
         let d = store.file_digest(f).map(|d| d.to_hex()).unwrap_or_default();
         text.push_str(&format!("{} {d}\n", f.display()));
     }
-    // `%(shell)` sees the host build root (see `reader_config`).
-    let (name, digest) = keel_toolchain::Toolchain::Host
-        .fingerprint_cached(store.root())
-        .context("failed to fingerprint the host toolchain")?;
-    text.push_str(&format!("shell view {name} {}\n", digest.to_hex()));
+    // `%(shell)` sees the build root (see `reader_config`).
+    text.push_str(&format!(
+        "shell view {}\n",
+        shell_root_identity(tree, store)?
+    ));
     Ok(keel_store::BlobDigest::of_bytes(text.as_bytes()))
 }
 
@@ -256,7 +339,7 @@ pub fn setup_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
 /// spec cache for every spec whose inputs are unchanged (see `keel_rules::speccache`).
 pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Result<LoadedTree> {
     let start = Instant::now();
-    let reader = reader_config(tree, store.map(|s| s.root().join("shell-cache")))?;
+    let reader = reader_config(tree, store)?;
     let mut files = Vec::new();
     // Which of keel.toml's spec directories each file is from, by position.
     let mut root_of = Vec::new();

@@ -231,6 +231,10 @@ fn new_state(key: PoolKey, contain: Option<&crate::macros::Containment>) -> Resu
             for f in ["popen", "output", "lines", "write"] {
                 io.set(f, deny.clone())?;
             }
+            os.set(
+                "getenv",
+                lua.create_function(|_, k: String| Ok(crate::macros::spec_env(true, &k)))?,
+            )?;
             let real_open: Function = io.get("open")?;
             io.set(
                 "open",
@@ -246,6 +250,7 @@ fn new_state(key: PoolKey, contain: Option<&crate::macros::Containment>) -> Resu
         };
         locked().map_err(|e| e.to_string())?;
     }
+    let contained = contain.is_some();
     let setup = || -> mlua::Result<()> {
         let package: Table = lua.globals().get("package")?;
         package.set("path", path)?;
@@ -276,7 +281,7 @@ fn new_state(key: PoolKey, contain: Option<&crate::macros::Containment>) -> Resu
         let posix = lua.create_table()?;
         posix.set(
             "getenv",
-            lua.create_function(|_, k: String| Ok(std::env::var(k).ok()))?,
+            lua.create_function(move |_, k: String| Ok(crate::macros::spec_env(contained, &k)))?,
         )?;
         posix.set(
             "uname",

@@ -840,6 +840,21 @@ pub const CONTAINED_ENV: [(&str, &str); 4] = [
     ("TZ", "UTC"),
 ];
 
+/// An environment variable as a spec sees it: read contained, only [`CONTAINED_ENV`] (what
+/// a build sees), so `%{getenv:}`, Lua's `os.getenv` and `posix.getenv` can no more carry a
+/// `KEEL_*` secret or a developer's variable into a graph than `%(env)` can; otherwise the
+/// process's own.
+pub fn spec_env(contained: bool, name: &str) -> Option<String> {
+    if contained {
+        CONTAINED_ENV
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| (*v).to_owned())
+    } else {
+        std::env::var(name).ok()
+    }
+}
+
 impl ShellRunner {
     /// A runner that executes every command inside bubblewrap with no network, a read-only
     /// view of the filesystem, a private scratch `/tmp`, and `mem_kib` of address space.
@@ -1550,7 +1565,7 @@ impl Engine {
                 out.push_str(if p.is_empty() { "/" } else { p });
             }
             "getenv" => {
-                if let Ok(v) = std::env::var(a1) {
+                if let Some(v) = spec_env(self.cfg.containment.is_some(), a1) {
                     out.push_str(&v);
                 }
             }

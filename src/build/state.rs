@@ -491,8 +491,7 @@ impl State {
         tracing::debug!("build state: {} spec directories changed", changed.len());
         let mut replaced: HashMap<u32, KeyInputs> = HashMap::new();
         if !changed.is_empty() {
-            let reader =
-                crate::tree::reader_config(tree, Some(store.root().join("shell-cache"))).ok()?;
+            let reader = crate::tree::reader_config(tree, Some(store)).ok()?;
             let cfg = ActionConfig {
                 root: self.config.root.clone(),
                 target_arch: self.config.target_arch.clone(),

@@ -140,6 +140,112 @@ fn shell_in_a_spec_sees_no_keel_variable() {
     assert!(out.starts_with("envprobe-1.0-0."), "{out}");
 }
 
+/// With a toolchain of its own, a tree's `%(shell)` runs in that build root (where
+/// rpmbuild will run it), not on the host: here a root of bash alone, holding a file the
+/// host does not have.
+#[test]
+fn shell_in_a_spec_runs_in_the_trees_own_toolchain() {
+    let p = project()
+        .file(
+            "tree/keel.toml",
+            "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nroot = \"root\"\n",
+        )
+        .file(
+            "tree/SPECS/rooted/rooted.spec",
+            spec(
+                "rooted",
+                "%(read x < /etc/keel-toolchain-marker; echo $x)",
+                "",
+            ),
+        )
+        .file("tree/root/etc/keel-toolchain-marker", "7\n")
+        .build();
+    assert!(!Path::new("/etc/keel-toolchain-marker").exists());
+    let root = p.path("tree/root");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "set -e; cd \"$1\"; mkdir -p bin tmp var/tmp
+             for f in /usr/bin/bash $(ldd /usr/bin/bash | grep -o '/[^ ]*'); do
+               install -D -m 0755 \"$f\" \".$f\"
+             done
+             ln -s /usr/bin/bash bin/sh",
+        )
+        .arg("sh")
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(whatprovides(&p, "rooted").starts_with("rooted-1.0-7."));
+    // With a store (after a build's dry run), through the shell cache, the same.
+    p.keel(&["-C", "tree", "build", "--dry-run"])
+        .run()
+        .success();
+    assert!(whatprovides(&p, "rooted").starts_with("rooted-1.0-7."));
+    // The root changes: the cached result does not outlive it.
+    std::fs::write(root.join("etc/keel-toolchain-marker"), "8\n").unwrap();
+    assert!(whatprovides(&p, "rooted").starts_with("rooted-1.0-8."));
+}
+
+/// Lua runs in keel's own process: contained, it can neither start a process nor write,
+/// and the spec that tries is an error that says so.
+#[test]
+fn lua_in_a_spec_cannot_write_on_the_host_when_a_tree_is_read() {
+    let marker = format!(
+        "/tmp/keel-lua-probe-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    for (name, lua) in [
+        ("luaexec", format!("os.execute('touch {marker}')")),
+        ("luaopen", format!("io.open('{marker}', 'w'):write('x')")),
+    ] {
+        let p = project()
+            .file("tree/keel.toml", TOML)
+            .file(
+                &format!("tree/SPECS/{name}/{name}.spec"),
+                spec(name, &format!("1%{{lua: {lua}}}"), ""),
+            )
+            .build();
+        let out = p.keel(&["-C", "tree", "graph"]).run();
+        assert!(!Path::new(&marker).exists(), "keel graph wrote {marker}");
+        let text = format!("{}{}", out.stdout(), out.stderr());
+        assert!(
+            text.contains("not permitted while reading a spec") && text.contains(name),
+            "{text}"
+        );
+    }
+}
+
+/// Lua and `%{getenv:}` read the environment too: contained, they see what `%(env)` sees.
+#[test]
+fn lua_and_getenv_in_a_spec_see_no_keel_variable() {
+    let p = project()
+        .file("tree/keel.toml", TOML)
+        .file(
+            "tree/SPECS/luaenv/luaenv.spec",
+            spec(
+                "luaenv",
+                "%{lua: print(os.getenv('KEEL_REMOTE_TOKEN') and 1 or 0)}\
+                 %{lua: print(posix.getenv('KEEL_REMOTE_TOKEN') and 1 or 0)}\
+                 %{getenv:KEEL_REMOTE_TOKEN}%{lua: print(os.getenv('PATH') and 1 or 0)}",
+                "",
+            ),
+        )
+        .build();
+    let out = p
+        .keel(&["-C", "tree", "query", "whatprovides", "luaenv"])
+        .env("KEEL_REMOTE_TOKEN", "a-secret-token")
+        .run()
+        .success()
+        .stdout();
+    // Nothing of the token, and the build's own PATH is there.
+    assert!(out.starts_with("luaenv-1.0-001."), "{out}");
+}
+
 fn sha256(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8(out.stdout).unwrap()[..64].to_owned()

@@ -468,6 +468,44 @@ impl HostView {
     }
 }
 
+/// A [`Toolchain::Dir`] build root read-only, as a build sees it without layers: every
+/// top-level entry of `dir` but those the sandbox provides itself (`proc`, `sys`, `dev`,
+/// `tmp`, `build`), bound read-only or made the same symlink. Reading a tree whose builds
+/// run in such a root runs `%(shell)` in this view, so a command sees what it sees under
+/// rpmbuild there, not the host.
+pub fn dir_view_args(dir: &Path) -> Result<Vec<String>, Error> {
+    let mut args = Vec::new();
+    let entries = fs::read_dir(dir).map_err(Error::io("read directory", dir))?;
+    let mut names: Vec<_> = entries
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<Result<_, _>>()
+        .map_err(Error::io("read directory", dir))?;
+    names.sort();
+    for name in names {
+        let n = name.to_string_lossy().into_owned();
+        if PROVIDED.contains(&n.as_str()) {
+            continue;
+        }
+        let p = dir.join(&name);
+        let m = fs::symlink_metadata(&p).map_err(Error::io("stat", &p))?;
+        if m.file_type().is_symlink() {
+            let target = fs::read_link(&p).map_err(Error::io("read symlink", &p))?;
+            args.extend([
+                "--symlink".into(),
+                target.to_string_lossy().into_owned(),
+                format!("/{n}"),
+            ]);
+        } else {
+            args.extend([
+                "--ro-bind".into(),
+                p.to_string_lossy().into_owned(),
+                format!("/{n}"),
+            ]);
+        }
+    }
+    Ok(args)
+}
+
 /// Decides the root's shape from the toolchain and the (already merged) layers.
 /// `host_stage` holds the staged `/etc` and `/var` of a [`Toolchain::Host`] root.
 fn plan(toolchain: &Toolchain, layers: &[PathBuf], host_stage: &Path) -> Result<Plan, Error> {
