@@ -8,7 +8,8 @@
 //! it), Lua scriptlets, a trigger and a file trigger, a `Release:` read by `%(cat …)`
 //! from a file beside the spec, two macro files that define the same macro (order
 //! matters), a changelog-only edit (the RPM's bytes change, its payload does not: the
-//! repository must follow), and an image of two of the packages.
+//! repository must follow), a toolchain change (its manifest, part of every build's key),
+//! and an image of two of the packages.
 //!
 //! Each edit moves one of those to another variant, or undoes an earlier edit; after
 //! each, `keel build` runs
@@ -174,6 +175,17 @@ fn knobs() -> Vec<Knob> {
             path: "macros/aa",
             variants: v(&["%demo_val 2\n".into(), "# nothing\n".into()]),
         },
+        // The host toolchain's content cannot be edited from a test without editing the
+        // host; its manifest is part of its identity (every build's key), so a manifest
+        // edit is a toolchain change: everything reruns and must still equal clean.
+        Knob {
+            name: "toolchain manifest",
+            path: "toolchain.txt",
+            variants: v(&[
+                "bash-5.2.15-1.azl3.x86_64.rpm\n".into(),
+                "bash-5.2.15-1.azl3.x86_64.rpm\ncoreutils-9.4-1.azl3.x86_64.rpm\n".into(),
+            ]),
+        },
         Knob {
             name: "image config",
             path: "images/app.json",
@@ -187,6 +199,8 @@ dirs = [\"SPECS\"]
 macro_files = [\"macros/zz\", \"macros/aa\"]
 [images]
 configs = [\"images/app.json\"]
+[toolchain]
+manifest = \"toolchain.txt\"
 ";
 
 /// Writes the tree of `state` (one variant index per knob) under `dir`.
