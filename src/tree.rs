@@ -128,6 +128,7 @@ pub fn reader_config(
         roots,
         lua_memory: 256 << 20,
         lua_timeout: Duration::from_secs(60),
+        scratch: Default::default(),
     }));
     if let Some(lp) = &sc.lua_path {
         ecfg.lua_path = lp.clone();

@@ -27,6 +27,8 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
 
 use mlua::{Function, Lua, MultiValue, Table, Value as LValue};
 
@@ -88,6 +90,8 @@ impl Drop for LuaState {
         }
         inner.lua.remove_hook();
         inner.lua.set_app_data(PrintBuf(Vec::new()));
+        // A pooled state must not keep a finished reading's scratch directory alive.
+        inner.lua.remove_app_data::<CurrentScratch>();
         if !matches!(inner.reset.call::<bool>(()), Ok(true)) {
             return;
         }
@@ -211,6 +215,19 @@ const MKCALL: &str = "local name, call = ...; return function(a) if type(a) == '
 
 struct PrintBuf(Vec<String>);
 
+/// Numbers the names `os.tmpname` gives out, process-wide.
+static TMPNAMES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The scratch directory of the reading a contained state runs a script for.
+#[derive(Clone)]
+struct CurrentScratch(Arc<crate::macros::Scratch>);
+
+fn current_scratch(lua: &Lua) -> mlua::Result<Arc<crate::macros::Scratch>> {
+    lua.app_data_ref::<CurrentScratch>()
+        .map(|s| Arc::clone(&s.0))
+        .ok_or_else(|| mlua::Error::runtime("not permitted while reading a spec"))
+}
+
 fn new_state(key: PoolKey, contain: Option<&crate::macros::Containment>) -> Result<Inner, String> {
     let path = key.path.as_str();
     let lua = Lua::new();
@@ -225,12 +242,35 @@ fn new_state(key: PoolKey, contain: Option<&crate::macros::Containment>) -> Resu
             let deny = lua.create_function(|_, ()| -> mlua::Result<()> {
                 Err(mlua::Error::runtime("not permitted while reading a spec"))
             })?;
-            for f in ["execute", "remove", "rename", "tmpname", "exit"] {
+            for f in ["execute", "rename", "exit"] {
                 os.set(f, deny.clone())?;
             }
             for f in ["popen", "output", "lines", "write"] {
                 io.set(f, deny.clone())?;
             }
+            // Writing only in the reading's scratch directory (see `Scratch`), which
+            // `run` puts in the state's app data for each script.
+            os.set(
+                "tmpname",
+                lua.create_function(|lua, ()| {
+                    let scratch = current_scratch(lua)?;
+                    let dir = scratch.dir().map_err(mlua::Error::runtime)?;
+                    let n = TMPNAMES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let p = dir.join(format!("lua_{n:06}"));
+                    std::fs::File::create(&p).map_err(mlua::Error::external)?;
+                    Ok(p.to_string_lossy().into_owned())
+                })?,
+            )?;
+            let real_remove: Function = os.get("remove")?;
+            os.set(
+                "remove",
+                lua.create_function(move |lua, p: String| {
+                    if !current_scratch(lua)?.holds(Path::new(&p)) {
+                        return Err(mlua::Error::runtime("not permitted while reading a spec"));
+                    }
+                    real_remove.call::<MultiValue>(p)
+                })?,
+            )?;
             os.set(
                 "getenv",
                 lua.create_function(|_, k: String| Ok(crate::macros::spec_env(true, &k)))?,
@@ -238,9 +278,9 @@ fn new_state(key: PoolKey, contain: Option<&crate::macros::Containment>) -> Resu
             let real_open: Function = io.get("open")?;
             io.set(
                 "open",
-                lua.create_function(move |_, (p, m): (String, Option<String>)| {
+                lua.create_function(move |lua, (p, m): (String, Option<String>)| {
                     let m = m.unwrap_or_else(|| "r".into());
-                    if m.contains(['w', 'a', '+']) {
+                    if m.contains(['w', 'a', '+']) && !current_scratch(lua)?.holds(Path::new(&p)) {
                         return Err(mlua::Error::runtime("not permitted while reading a spec"));
                     }
                     real_open.call::<MultiValue>((p, m))
@@ -514,6 +554,7 @@ pub(crate) fn run(
         pb.0.push(String::new());
     }
     if let Some(c) = eng.cfg.containment.as_deref() {
+        lua.set_app_data(CurrentScratch(Arc::clone(&c.scratch)));
         let deadline = std::time::Instant::now() + c.lua_timeout;
         lua.set_hook(
             mlua::HookTriggers::new().every_nth_instruction(10_000),

@@ -810,13 +810,51 @@ pub struct EngineConfig {
 /// `%(shell)` runs under bubblewrap (read-only root, private `/tmp` as scratch, no
 /// network, its own session, killed with keel), with the shell runner's wall-clock limit
 /// and a virtual memory limit; Lua gets a memory limit and a wall-clock limit and loses
-/// `os.execute`, `io.popen` and file writes; `%include` and `%{load:}` must resolve inside
-/// `roots`.
+/// `os.execute` and `io.popen`, and writes only in its scratch directory (what
+/// `os.tmpname` names: specs such as netcf's keep a patch list there); `%include` and
+/// `%{load:}` must resolve inside `roots`.
 #[derive(Debug, Clone)]
 pub struct Containment {
     pub roots: Vec<PathBuf>,
     pub lua_memory: usize,
     pub lua_timeout: Duration,
+    /// Where contained Lua may write; usually `Default::default()`.
+    pub scratch: Arc<Scratch>,
+}
+
+/// A contained Lua's private scratch directory, in place of the system's `/tmp` that
+/// rpm's `os.tmpname` uses: made on first use, removed with the last holder (so a path
+/// a spec wrote there never outlives keel).
+#[derive(Debug, Default)]
+pub struct Scratch(std::sync::OnceLock<Result<tempfile::TempDir, String>>);
+
+impl Scratch {
+    /// The directory, made on first use.
+    pub fn dir(&self) -> Result<&Path, String> {
+        self.0
+            .get_or_init(|| {
+                tempfile::Builder::new()
+                    .prefix("keel-lua-")
+                    .tempdir()
+                    .map_err(|e| format!("failed to make a scratch directory for Lua: {e}"))
+            })
+            .as_ref()
+            .map(|d| d.path())
+            .map_err(Clone::clone)
+    }
+
+    /// Whether `p` names something inside the directory: lexically, with no `..`, so
+    /// neither a parent step nor a made-up prefix leaves it.
+    pub fn holds(&self, p: &Path) -> bool {
+        use std::path::Component;
+        let Ok(dir) = self.dir() else {
+            return false;
+        };
+        p.strip_prefix(dir).is_ok_and(|rest| {
+            rest.components().next().is_some()
+                && rest.components().all(|c| matches!(c, Component::Normal(_)))
+        })
+    }
 }
 
 impl Containment {

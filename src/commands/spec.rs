@@ -370,6 +370,7 @@ fn reader_config(o: &Opts) -> anyhow::Result<(ReaderConfig, Vec<String>)> {
             roots,
             lua_memory: 256 << 20,
             lua_timeout: t,
+            scratch: Default::default(),
         }));
     }
     let (table, warnings) =

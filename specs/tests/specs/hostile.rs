@@ -18,6 +18,7 @@ fn contained(root: &Path) -> ReaderConfig {
             roots: vec![root.to_path_buf()],
             lua_memory: 64 << 20,
             lua_timeout: Duration::from_secs(2),
+            scratch: Default::default(),
         })),
         ..EngineConfig::default()
     };
@@ -215,6 +216,53 @@ fn lua_cannot_run_commands_or_write_and_is_time_limited() {
     let (r, t) = read_timed(&p, &contained(d.path()));
     assert!(r.expect_err("must fail").message.contains("time limit"));
     assert!(t < Duration::from_secs(10), "took {t:?}");
+}
+
+/// netcf's `%prep` keeps its patch list in `os.tmpname()`: contained, that name is in a
+/// scratch directory of the reading's own, writable, gone when the reading is; nothing
+/// outside it, `..` included, can be written or removed.
+#[test]
+fn contained_lua_writes_only_in_its_own_scratch() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let cfg = contained(d.path());
+    let p = write(
+        d.path(),
+        "t.spec",
+        &format!(
+            "{HEAD}%description\n%{{lua: t = os.tmpname(); f = io.open(t, 'w+'); \
+             f:write('a\\n'); f:close(); g = io.open(t); \
+             print('read:' .. g:read('l') .. ' ' .. t); g:close(); os.remove(t)}}\n"
+        ),
+    );
+    let spec = read_spec(&p, &cfg).expect("reads");
+    let line = spec
+        .parsed
+        .lines()
+        .find_map(|l| l.strip_prefix("read:"))
+        .unwrap_or_else(|| panic!("{}", spec.parsed));
+    let (text, name) = line.split_once(' ').expect("two words");
+    assert_eq!(text, "a");
+    let scratch = Path::new(name).parent().expect("a directory").to_path_buf();
+    assert!(!scratch.starts_with(d.path()) && !Path::new(name).exists());
+    let escape = scratch.join("..").join("keel-lua-escape");
+    for body in [
+        format!("io.open('{}', 'w')", escape.display()),
+        format!("os.remove('{}')", d.path().join("t.spec").display()),
+    ] {
+        let p = write(
+            d.path(),
+            "e.spec",
+            &format!("{HEAD}%description\n%{{lua: t = os.tmpname(); {body}}}\n"),
+        );
+        assert!(read_spec(&p, &cfg).is_err(), "{body}");
+    }
+    assert!(!escape.exists() && d.path().join("t.spec").exists());
+    drop(cfg);
+    assert!(
+        !scratch.exists(),
+        "{} outlived its reading",
+        scratch.display()
+    );
 }
 
 #[test]
