@@ -26,7 +26,7 @@
 //! Not done: file capabilities (`%caps`) are not applied (a warning names the file),
 //! SELinux labels are not set, scriptlets of the packages themselves are not run (like
 //! `rpm --noscripts`), and two packages may not ship the same file (rpm accepts identical
-//! shared files; keel refuses the second one, naming it).
+//! shared files; keel refuses the second one, naming both).
 
 use std::collections::BTreeMap;
 use std::ffi::CString;
@@ -576,12 +576,40 @@ fn unpack_in_order(
                     refused = Some(too_large(opts, rpm, &info.name, total + bytes));
                     break;
                 }
-                Ok((paths, bytes)) if tree.add(&paths) => {
-                    total += bytes;
-                    lock().cleared = i + 1;
-                    changed.notify_all();
-                }
-                Ok(_) => break,
+                Ok((paths, bytes)) => match tree.add(i, &paths) {
+                    Ok(()) => {
+                        total += bytes;
+                        lock().cleared = i + 1;
+                        changed.notify_all();
+                    }
+                    // Another package's file, symlink or directory is in the way: the
+                    // unpacker would refuse this package, but could name only it.
+                    Err(m) if m.owner != i => {
+                        let (earlier_rpm, earlier) = &rpms[m.owner];
+                        let what = if m.at == m.path {
+                            "shipped this path first".to_owned()
+                        } else {
+                            format!("made {} a file or symlink first", m.at)
+                        };
+                        refused = Some(
+                            keel_toolchain::Error::UnsafePayload {
+                                package: info.name.clone(),
+                                rpm: rpm.clone(),
+                                path: m.path,
+                                reason: format!(
+                                    "package {} ({}) {what}; two packages of an image may \
+                                     share directories only",
+                                    earlier.name,
+                                    earlier_rpm.display()
+                                ),
+                            }
+                            .into(),
+                        );
+                        break;
+                    }
+                    // The package meets itself: the unpacker says what and where.
+                    Err(_) => break,
+                },
                 Err(e) => {
                     refused = Some(e);
                     break;
@@ -658,35 +686,57 @@ fn payload_paths(meta: &rpm::PackageMetadata) -> Vec<(String, bool)> {
         .collect()
 }
 
-/// The paths written so far, and which are directories (parents included).
+/// The paths written so far: which are directories (parents included), and the index of
+/// the package that wrote (or implied) each.
 #[derive(Default)]
 struct PathTree {
-    is_dir: std::collections::HashMap<String, bool>,
+    is_dir: std::collections::HashMap<String, (bool, usize)>,
+}
+
+/// Where a package's path met what another (or an earlier path of its own) put there.
+struct Meeting {
+    /// The package's own path.
+    path: String,
+    /// Where it met: the path itself, or a parent that is not a directory.
+    at: String,
+    owner: usize,
 }
 
 impl PathTree {
-    /// Adds one package's paths; false when one of them meets an existing non-directory
-    /// (as itself or as a parent) or is itself met by a later path of the package.
-    fn add(&mut self, paths: &[(String, bool)]) -> bool {
+    /// Adds the paths of package `pkg`; the first that meets an existing non-directory
+    /// (as itself or as a parent), or a directory as a non-directory, is an error.
+    fn add(&mut self, pkg: usize, paths: &[(String, bool)]) -> Result<(), Meeting> {
         for (path, dir) in paths {
             for (i, _) in path.match_indices('/').skip(1) {
                 match self.is_dir.get(&path[..i]) {
-                    Some(false) => return false,
-                    Some(true) => {}
+                    Some(&(false, owner)) => {
+                        return Err(Meeting {
+                            path: path.clone(),
+                            at: path[..i].to_owned(),
+                            owner,
+                        });
+                    }
+                    Some(_) => {}
                     None => {
-                        self.is_dir.insert(path[..i].to_owned(), true);
+                        self.is_dir.insert(path[..i].to_owned(), (true, pkg));
                     }
                 }
             }
             match self.is_dir.get(path.as_str()) {
-                Some(true) if *dir => {}
-                Some(_) => return false,
+                Some(&(true, _)) if *dir => {}
+                Some(&(_, owner)) => {
+                    return Err(Meeting {
+                        path: path.clone(),
+                        at: path.clone(),
+                        owner,
+                    });
+                }
                 None => {
-                    self.is_dir.insert(path.clone(), *dir);
+                    self.is_dir.insert(path.clone(), (*dir, pkg));
                 }
             }
         }
-        true
+        Ok(())
     }
 }
 
@@ -1175,12 +1225,38 @@ mod tests {
         });
         let err = assemble(dir.path(), &[a, b], &RootfsOptions::default()).unwrap_err();
         assert!(
-            err.contains("writer") && err.contains("/usr/lib/pwned"),
+            err.contains("writer") && err.contains("/usr/lib") && err.contains("planter"),
             "{err}"
         );
         assert!(
             !outside.join("pwned").exists(),
             "wrote through the planted symlink"
+        );
+    }
+
+    #[test]
+    fn two_packages_shipping_one_file_are_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let rpms: Vec<_> = ["first", "middle", "second"]
+            .iter()
+            .map(|name| {
+                crafted(dir.path(), name, |b| {
+                    let path = if *name == "middle" {
+                        "/usr/share/other".to_owned()
+                    } else {
+                        "/usr/share/same".to_owned()
+                    };
+                    file(b, &path, name.as_bytes(), 0o644)
+                })
+            })
+            .collect();
+        let err = assemble(dir.path(), &rpms, &RootfsOptions::default()).unwrap_err();
+        assert!(
+            err.contains("second")
+                && err.contains("package first (")
+                && err.contains("/usr/share/same")
+                && !err.contains("middle"),
+            "{err}"
         );
     }
 
