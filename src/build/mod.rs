@@ -522,13 +522,22 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// Where the keys of a tree's last `rpm:` results are kept for [`learn_from_builds`]: one
 /// file per tree (by its root), in the store's `builds/`.
 fn learned_path(store_root: &std::path::Path, tree_root: &std::path::Path) -> std::path::PathBuf {
+    per_tree_path(store_root, tree_root, "learned")
+}
+
+/// `<store>/builds/<kind>-<tree>`: a file kept for one tree, named by its root.
+pub fn per_tree_path(
+    store_root: &std::path::Path,
+    tree_root: &std::path::Path,
+    kind: &str,
+) -> std::path::PathBuf {
     use std::os::unix::ffi::OsStrExt as _;
     // `-C tree` gives a relative root: the same tree by any path is one tree.
     let root = std::fs::canonicalize(tree_root).unwrap_or_else(|_| tree_root.to_owned());
     let h = BlobDigest::of_bytes(root.as_os_str().as_bytes());
     store_root
         .join("builds")
-        .join(format!("learned-{}", &h.to_hex()[..16]))
+        .join(format!("{kind}-{}", &h.to_hex()[..16]))
 }
 
 fn load_learned(path: &std::path::Path) -> BTreeMap<String, keel_store::ActionKey> {

@@ -233,7 +233,19 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         Some(s) => s.executor(remote.clone())?,
         None => Box::new(keel_engine::testing::TestExecutor::new()),
     };
-    let mut progress = Progress::new(ctx.out);
+    let durations_path = build::progress::Durations::path(
+        store.root(),
+        &tree.root,
+        match args.executor {
+            ExecutorKind::Rpmbuild => "rpmbuild",
+            ExecutorKind::Test => "test",
+        },
+    );
+    let mut durations = build::progress::Durations::load(&durations_path);
+    let mut progress = Progress::new(
+        ctx.out,
+        build::progress::Tally::new(graph.iter().map(|(_, a)| a.name.clone()), &durations),
+    );
     let mut report = engine.run(graph, executor.as_ref(), &config, &mut |e| {
         progress.event(e)
     });
@@ -269,6 +281,7 @@ pub fn run(ctx: &Context, args: BuildArgs) -> anyhow::Result<i32> {
         }
     }
     progress.finish();
+    durations.record(&durations_path, &progress.ran());
     let report = report?;
     store.flush()?;
     save_last(&log_dir, &report);

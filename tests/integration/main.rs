@@ -16,6 +16,7 @@ mod image;
 mod incremental;
 mod newcomer;
 mod preflight;
+mod progress;
 mod remote;
 mod sandbox_probe;
 mod spec_corpus;
