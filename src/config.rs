@@ -29,6 +29,24 @@ pub struct TreeConfig {
     pub remote: crate::build::remote::RemoteSection,
     #[serde(default)]
     pub images: ImagesSection,
+    #[serde(default)]
+    pub build: BuildSection,
+}
+
+/// `[build]`: how rpmbuild builds the tree's packages.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSection {
+    /// Run `%check` sections [default: true]; false is `rpmbuild --nocheck` (the toolkit's
+    /// `RUN_CHECK=n`), part of every `rpm:` key.
+    #[serde(default = "yes")]
+    pub check: bool,
+}
+
+impl Default for BuildSection {
+    fn default() -> Self {
+        BuildSection { check: true }
+    }
 }
 
 /// `[images]`: the images `keel build` makes, each an action of the build.

@@ -398,6 +398,8 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
                 old,
                 new,
             });
+            let check = |c: bool| if c { "run" } else { "skipped" };
+            d.field("%check", check(o.check), check(n.check));
         }
         (KeyInputs::RepoIndex(o), KeyInputs::RepoIndex(n)) => {
             d.field("repository name", &o.name, &n.name);

@@ -307,7 +307,7 @@ impl SrpmPackInputs {
     }
 }
 
-/// Inputs of a [`ActionKind::RpmBuild`] action. `VERSION` 3:
+/// Inputs of a [`ActionKind::RpmBuild`] action. `VERSION` 4:
 ///
 /// 1. `name` — the source package's name.
 /// 2. `evr` — its epoch, version and release as evaluated.
@@ -319,6 +319,7 @@ impl SrpmPackInputs {
 /// 7. `toolchain` — the build root (name and fingerprint).
 /// 8. `env` — the allowlisted environment given to the build (`SOURCE_DATE_EPOCH`…).
 /// 9. `executor` — what runs the action (see [`ExecutorId`]).
+/// 10. `check` — whether `%check` runs (`[build] check`; `rpmbuild --nocheck` when not).
 ///
 /// The SRPM and the RPMs providing the build requirements are dependency outputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,10 +333,11 @@ pub struct RpmBuildInputs {
     pub toolchain: ToolchainId,
     pub env: BTreeMap<String, String>,
     pub executor: ExecutorId,
+    pub check: bool,
 }
 
 impl RpmBuildInputs {
-    pub const VERSION: u32 = 3;
+    pub const VERSION: u32 = 4;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
@@ -348,6 +350,7 @@ impl RpmBuildInputs {
         w.blob(&self.toolchain.fingerprint);
         w.str_map(&self.env);
         self.executor.hash_into(w);
+        w.str(if self.check { "check" } else { "nocheck" });
     }
 }
 

@@ -372,6 +372,7 @@ impl Distro {
                         toolchain: toolchain.clone(),
                         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
                         executor: executor.clone(),
+                        check: true,
                     }),
                     &deps,
                 )

@@ -46,6 +46,8 @@ pub struct ActionConfig {
     /// macros that spec uses (`%azl_kernel_version`), so that a version bump rebuilds
     /// exactly the specs that name it.
     pub spec_defines: HashMap<PathBuf, BTreeMap<String, String>>,
+    /// Whether `%check` runs (`[build] check` in keel.toml).
+    pub check: bool,
 }
 
 impl ActionConfig {
@@ -438,6 +440,7 @@ pub fn spec_actions(
         toolchain: cfg.toolchain.clone(),
         env,
         executor: cfg.executor.clone(),
+        check: cfg.check,
     });
     Ok(SpecActions {
         sources,

@@ -260,6 +260,7 @@ fn actions(root: &Path, store: &Store, cache: &mut SpecCache, d: &Distro) -> Gra
         indexer: "test".into(),
         executor: keel_engine::ExecutorId::new("test", "none"),
         spec_defines: Default::default(),
+        check: true,
     };
     let wanted = wanted_specs(&pg, &[]).unwrap();
     action_graph(store, &pg, &specs, &wanted, &cfg, true)

@@ -333,6 +333,7 @@ impl RpmExecutor {
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
         let mut req = self.request(&srpm, work.path(), macros, &i.defines, &i.target_arch, sde);
+        req.check = i.check;
         req.layers = layers;
         let out_dir = work.path().join("out");
         let built = keel_toolchain::build_rpms(&req, &srpm, &out_dir)

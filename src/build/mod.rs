@@ -262,6 +262,7 @@ impl Session {
             indexer,
             executor: kind.id(opts.unsandboxed),
             spec_defines: loaded.spec_defines.clone(),
+            check: tree.config.build.check,
         };
         let mut actions =
             actions::action_graph(store, pg, &loaded.specs, &wanted, &cfg, targets.is_empty())?;
@@ -320,8 +321,9 @@ impl Session {
                     isolation,
                     fetcher,
                     layers: keel_toolchain::LayerCache::new(&self.store_root.join("layers")),
-                    // Builds run side by side, each with a share of the cores.
-                    jobs_per_build: u32::try_from(self.jobs).unwrap_or(1).max(1),
+                    // Builds run side by side, each with a share of the cores: `-j 2`
+                    // on two cores is two builds of `make -j1`, not two of `-j2`.
+                    jobs_per_build: cores_per_build(self.jobs),
                     timeout: std::time::Duration::from_secs(3600),
                     log_dir: self.store_root.join("logs"),
                     spec_dirs: self
@@ -523,6 +525,13 @@ fn join<T>(h: std::thread::ScopedJoinHandle<'_, T>) -> T {
 /// file per tree (by its root), in the store's `builds/`.
 fn learned_path(store_root: &std::path::Path, tree_root: &std::path::Path) -> std::path::PathBuf {
     per_tree_path(store_root, tree_root, "learned")
+}
+
+/// The cores each of `jobs` builds running side by side gets (`%_smp_build_ncpus`): the
+/// machine's, shared, at least one.
+pub fn cores_per_build(jobs: usize) -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    u32::try_from(cores / jobs.max(1)).unwrap_or(1).max(1)
 }
 
 /// `<store>/builds/<kind>-<tree>`: a file kept for one tree, named by its root.

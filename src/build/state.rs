@@ -42,8 +42,8 @@ use super::stamp::{self, Meta, RACY_NS};
 use crate::config::Tree;
 
 // 3: each action keeps both output digests (bytes and summary); states are kept per
-// executor and isolation.
-const VERSION: u32 = 3;
+// executor and isolation. 4: whether `%check` runs.
+const VERSION: u32 = 4;
 
 /// The state file beside the stamp at `stamp_path` (named like it, so that `keel store
 /// gc` removes both).
@@ -209,6 +209,7 @@ struct KeptConfig {
     toolchain: ToolchainId,
     indexer: String,
     executor: keel_engine::ExecutorId,
+    check: bool,
 }
 
 /// What the last successful build of a tree knew (see the module docs).
@@ -385,6 +386,7 @@ impl State {
                 toolchain: cfg.toolchain.clone(),
                 indexer: cfg.indexer.clone(),
                 executor: cfg.executor.clone(),
+                check: cfg.check,
             },
             warnings,
         }
@@ -502,6 +504,7 @@ impl State {
                 executor: self.config.executor.clone(),
                 // `applies` keeps trees with version macros off this path.
                 spec_defines: HashMap::new(),
+                check: self.config.check,
             };
             let macro_files = actions::macro_digests(store, &cfg).ok()?;
             for i in changed {

@@ -663,3 +663,74 @@ fn a_toolchain_can_be_a_tarball_or_a_set_of_rpms() {
         run.stdout()
     );
 }
+
+const CHECKED_SPEC: &str = "Name: checked
+Version: 1
+Release: 1
+Summary: A failing check, and the cores the build was given
+License: MIT
+BuildArch: noarch
+
+%description
+Checked.
+
+%install
+mkdir -p %{buildroot}/usr/share/checked
+echo %{_smp_build_ncpus} %{?_smp_mflags} > %{buildroot}/usr/share/checked/cores
+
+%check
+echo the test suite fails
+exit 1
+
+%files
+/usr/share/checked/cores
+
+%changelog
+* Sun Dec 06 2026 keel <keel@example.invalid> - 1-1
+- Checked.
+";
+
+/// `[build] check = false` is `rpmbuild --nocheck`, and part of the key; builds side by
+/// side share the machine's cores.
+#[test]
+fn check_can_be_skipped_by_the_tree_and_parallel_builds_share_the_cores() {
+    let p = project()
+        .file(
+            "tree/keel.toml",
+            "[specs]\ndirs = [\"SPECS\"]\n[build]\ncheck = false\n",
+        )
+        .file("tree/SPECS/checked/checked.spec", CHECKED_SPEC)
+        .build();
+    p.keel(&["-C", "tree", "-j", "2", "build"]).run().success();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = (cores / 2).max(1);
+    let run = p
+        .keel(&[
+            "-C",
+            "tree",
+            "run",
+            "-p",
+            "checked",
+            "--",
+            "/usr/bin/cat",
+            "/usr/share/checked/cores",
+        ])
+        .run()
+        .success();
+    assert_eq!(run.stdout().trim(), format!("{share} -j{share}"));
+    // Checks on again: a different key, and the failing check fails the build.
+    std::fs::write(p.path("tree/keel.toml"), "[specs]\ndirs = [\"SPECS\"]\n").unwrap();
+    let plan = p
+        .keel(&["-C", "tree", "build", "--dry-run"])
+        .run()
+        .success()
+        .stdout();
+    assert!(
+        plan.contains("rpm:checked") && plan.contains("%check changed (skipped -> run)"),
+        "{plan}"
+    );
+    p.keel(&["-C", "tree", "build"])
+        .run()
+        .code_is(1)
+        .stderr_has("checked");
+}

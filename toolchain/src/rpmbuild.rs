@@ -14,7 +14,8 @@
 //!   `SOURCE_DATE_EPOCH` ([`BuildRequest::source_date_epoch`]), not the clock;
 //! - `_build_id_links none`: no `/usr/lib/.build-id` links whose names depend on the
 //!   build's position in a tree;
-//! - `_smp_mflags -jN` ([`BuildRequest::jobs`]): parallelism, which must not change output.
+//! - `_smp_build_ncpus N`, `_smp_mflags -jN` ([`BuildRequest::jobs`]): parallelism, which
+//!   must not change output (so it is not part of any key, as Nix's `NIX_BUILD_CORES`).
 //!
 //! A failed build is a [`BuildError`] naming the package, the log and its last lines.
 
@@ -50,8 +51,10 @@ pub struct BuildRequest {
     pub toolchain: Toolchain,
     /// Wall-clock limit of each rpmbuild run.
     pub timeout: Duration,
-    /// `%_smp_mflags` is `-j<jobs>`.
+    /// `%_smp_build_ncpus` is `<jobs>` and `%_smp_mflags` `-j<jobs>`.
     pub jobs: u32,
+    /// Run `%check` (else `--nocheck`) when building RPMs.
+    pub check: bool,
     /// Sandboxed (the default) or not.
     pub isolation: Isolation,
     /// Where the sandbox keeps merged layers (see [`SandboxSpec::merge_cache`]).
@@ -73,6 +76,7 @@ impl BuildRequest {
             toolchain: Toolchain::Host,
             timeout: Duration::from_secs(3600),
             jobs: 1,
+            check: true,
             isolation: Isolation::Sandboxed,
             merge_cache: None,
         }
@@ -243,6 +247,9 @@ fn rpmbuild_args(req: &BuildRequest, topdir: &Path) -> Vec<String> {
     define("use_source_date_epoch_as_buildtime", "1");
     define("clamp_mtime_to_source_date_epoch", "1");
     define("_build_id_links", "none");
+    // Both: rpm's own `%_smp_mflags` is made of `%_smp_build_ncpus`, which specs and
+    // macro files (Azure Linux's, cmake's, meson's) also read directly.
+    define("_smp_build_ncpus", &req.jobs.max(1).to_string());
     define("_smp_mflags", &format!("-j{}", req.jobs.max(1)));
     args.push("--target".into());
     args.push(req.target_arch.clone());
@@ -354,6 +361,9 @@ pub fn build_rpms(req: &BuildRequest, srpm: &Path, work: &Path) -> Result<BuildO
         .map_err(setup)?;
     let topdir = sandbox_spec(req, &build_dir).build_dir_inside();
     let mut args = rpmbuild_args(req, &topdir);
+    if !req.check {
+        args.push("--nocheck".into());
+    }
     args.push("--rebuild".into());
     args.push(
         topdir

@@ -27,6 +27,7 @@ fn rpm() -> RpmBuildInputs {
         },
         env: BTreeMap::new(),
         executor: ExecutorId::new("rpmbuild", "sandboxed"),
+        check: true,
     }
 }
 

@@ -50,6 +50,7 @@ fn rpm_build() -> RpmBuildInputs {
         },
         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
         executor: executor(),
+        check: true,
     }
 }
 
@@ -205,6 +206,7 @@ input_changes_key!(rpm_build_9_isolation, rpm_build, RpmBuild, |i| i
     .executor
     .isolation =
     "unsandboxed".into());
+input_changes_key!(rpm_build_10_check, rpm_build, RpmBuild, |i| i.check = false);
 
 input_changes_key!(repo_index_1_name, repo_index, RepoIndex, |i| i.name =
     "extra".into());

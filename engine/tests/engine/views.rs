@@ -62,6 +62,7 @@ fn graph(store: &Store, lib_spec: &str) -> Graph {
             defines: BTreeMap::new(),
             target_arch: "x86_64".into(),
             executor: keel_engine::ExecutorId::new("test", "none"),
+            check: true,
             toolchain: ToolchainId {
                 name: "test".into(),
                 fingerprint: store.put_bytes(b"toolchain").unwrap(),
