@@ -207,6 +207,31 @@ fn shell_view(
     }))
 }
 
+/// The build root's own files, for file dependencies nothing of the tree or the manifest
+/// provides (see `keel_rules::RootFiles`): the host's as a build sees it, or the
+/// toolchain directory's. A toolchain tarball or RPM set is looked into only once unpacked
+/// in a store; without one its file dependencies stay unresolved (warnings, never edges).
+fn root_files(tree: &Tree, store: Option<&keel_store::Store>) -> Option<keel_rules::RootFiles> {
+    let toolchain = if host_toolchain(tree) {
+        keel_toolchain::Toolchain::Host
+    } else {
+        match (&tree.config.toolchain.root, store) {
+            (Some(r), _) if tree.root.join(r).is_dir() => {
+                keel_toolchain::Toolchain::Dir(tree.root.join(r))
+            }
+            (_, Some(store)) => {
+                crate::build::toolchains::resolve(tree, store)
+                    .ok()?
+                    .toolchain
+            }
+            _ => return None,
+        }
+    };
+    Some(keel_rules::RootFiles(Arc::new(move |p: &str| {
+        keel_toolchain::sandbox::root_has(&toolchain, p)
+    })))
+}
+
 /// The identity of the build root `%(shell)` runs in, for the shell and spec caches.
 fn shell_root_identity(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<String> {
     let (name, digest) = if host_toolchain(tree) {
@@ -480,6 +505,7 @@ pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Resu
             target_arch,
             toolchain,
             seed,
+            root_files: root_files(tree, store),
         },
     );
     Ok(LoadedTree {

@@ -25,6 +25,8 @@ pub struct GraphConfig {
     /// A bootstrap seed (prebuilt RPMs): like the toolchain, it satisfies dependencies
     /// without an edge, which breaks the cycles it covers.
     pub seed: Vec<RpmName>,
+    /// The build root's own files, for file dependencies nothing else provides.
+    pub root_files: Option<crate::index::RootFiles>,
 }
 
 /// A spec in the graph.
@@ -225,7 +227,11 @@ impl PackageGraph {
         let mut g = PackageGraph {
             specs: nodes,
             bins,
-            index: ProvidersIndex::new(cfg.toolchain.clone(), cfg.seed.clone()),
+            index: ProvidersIndex::new(
+                cfg.toolchain.clone(),
+                cfg.seed.clone(),
+                cfg.root_files.clone(),
+            ),
             edges: Vec::new(),
             unresolved: Vec::new(),
             cycles: Vec::new(),
@@ -288,6 +294,7 @@ impl PackageGraph {
                 ProviderSource::Package(b) => Some(self.bins[b.0].name.clone()),
                 ProviderSource::Toolchain(i) => self.index.toolchain.get(i).map(|r| r.name.clone()),
                 ProviderSource::Seed(i) => self.index.seed.get(i).map(|r| r.name.clone()),
+                ProviderSource::BuildRoot => None,
             }
         };
         let similar = Similar::new(self.index.names());

@@ -36,6 +36,21 @@ pub enum ProviderSource {
     Toolchain(usize),
     /// A package of the bootstrap seed (prebuilt RPMs): no build edge.
     Seed(usize),
+    /// A file of the build root itself (the host's, or the toolchain directory's), for a
+    /// file dependency nothing else provides (`/sbin/ldconfig` when the toolchain's
+    /// manifest lists glibc): no build edge.
+    BuildRoot,
+}
+
+/// Whether the build root has a file (see [`ProviderSource::BuildRoot`]); the binary
+/// gives it from the toolchain, which this crate does not know.
+#[derive(Clone)]
+pub struct RootFiles(pub std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for RootFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RootFiles")
+    }
 }
 
 /// One provision of one capability.
@@ -56,13 +71,19 @@ pub struct ProvidersIndex {
     globs: Vec<(String, ProviderSource)>,
     pub(crate) toolchain: Vec<RpmName>,
     pub(crate) seed: Vec<RpmName>,
+    pub(crate) root_files: Option<RootFiles>,
 }
 
 impl ProvidersIndex {
-    pub(crate) fn new(toolchain: Vec<RpmName>, seed: Vec<RpmName>) -> Self {
+    pub(crate) fn new(
+        toolchain: Vec<RpmName>,
+        seed: Vec<RpmName>,
+        root_files: Option<RootFiles>,
+    ) -> Self {
         ProvidersIndex {
             toolchain,
             seed,
+            root_files,
             ..Default::default()
         }
     }

@@ -38,7 +38,7 @@ pub use graph::{
     BuildEdge, Cycle, CycleStep, GraphConfig, PackageGraph, SpecId, SpecNode, Unresolved,
     UnresolvedKind,
 };
-pub use index::{BinId, BinPkg, Provider, ProviderSource, ProvidersIndex};
+pub use index::{BinId, BinPkg, Provider, ProviderSource, ProvidersIndex, RootFiles};
 pub use manifest::{ManifestError, RpmName, parse_manifest, parse_rpm_filename};
 pub use resolve::{Resolution, overlaps};
 #[cfg(test)]

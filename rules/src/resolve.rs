@@ -5,7 +5,7 @@ use std::cmp::Ordering;
 use keel_specs::deps::{Dep, Rich, RichOp, sense};
 use keel_specs::vercmp::Evr;
 
-use crate::index::{Provider, ProviderSource, ProvidersIndex};
+use crate::index::{Provider, ProviderSource, ProvidersIndex, RootFiles};
 
 /// Whether a provision `(p_flags, p_evr)` satisfies a requirement `(r_flags, r_evr)` of
 /// the same name: rpm's range overlap. A side without a version matches anything; a
@@ -47,7 +47,7 @@ fn rank(
     names: &dyn Fn(ProviderSource) -> Option<String>,
 ) -> (u8, u8, ProviderSource) {
     let tier = match p {
-        ProviderSource::Toolchain(_) | ProviderSource::Seed(_) => 0,
+        ProviderSource::Toolchain(_) | ProviderSource::Seed(_) | ProviderSource::BuildRoot => 0,
         ProviderSource::Package(_) => 1,
     };
     let _ = index;
@@ -67,6 +67,12 @@ impl ProvidersIndex {
             .collect();
         if name.starts_with('/') {
             out.extend(self.file_providers(name));
+            if out.is_empty()
+                && let Some(RootFiles(has)) = &self.root_files
+                && has(name)
+            {
+                out.push(ProviderSource::BuildRoot);
+            }
         }
         out.sort();
         out.dedup();

@@ -274,6 +274,49 @@ fn the_toolchain_satisfies_without_edges_and_with_its_packages_provides() {
 }
 
 #[test]
+fn the_build_roots_files_satisfy_file_dependencies_nothing_else_provides() {
+    let (_d, specs) = read_tree(&[
+        ("tool", &spec("tool", "")),
+        (
+            "app",
+            &spec(
+                "app",
+                "BuildRequires: /sbin/ldconfig\nBuildRequires: /usr/bin/tool\nBuildRequires: /opt/missing",
+            ),
+        ),
+    ]);
+    let root = crate::RootFiles(std::sync::Arc::new(|p: &str| {
+        ["/sbin/ldconfig", "/usr/bin/tool"].contains(&p)
+    }));
+    let with_root = GraphConfig {
+        root_files: Some(root),
+        ..cfg()
+    };
+    let unresolved = |g: &PackageGraph| -> Vec<String> {
+        let mut v: Vec<String> = g.unresolved.iter().map(|u| u.dep.clone()).collect();
+        v.sort();
+        v
+    };
+    let without = PackageGraph::build(&specs, &cfg());
+    assert_eq!(unresolved(&without), ["/opt/missing", "/sbin/ldconfig"]);
+    let g = PackageGraph::build(&specs, &with_root);
+    assert_eq!(unresolved(&g), ["/opt/missing"]);
+    // A package of the tree still wins over the build root's file: the edge stays.
+    assert_eq!(
+        edge_names(&g),
+        [(
+            "app".to_owned(),
+            "tool".to_owned(),
+            "BuildRequires: /usr/bin/tool".to_owned()
+        )]
+    );
+    assert_eq!(
+        g.index.whatprovides("/sbin/ldconfig", 0, ""),
+        [crate::ProviderSource::BuildRoot]
+    );
+}
+
+#[test]
 fn self_build_dependency_is_a_cycle() {
     let (_d, specs) = read_tree(&[("selfish", &spec("selfish", "BuildRequires: selfish"))]);
     let g = PackageGraph::build(&specs, &cfg());

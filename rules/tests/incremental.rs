@@ -241,6 +241,7 @@ fn actions(root: &Path, store: &Store, cache: &mut SpecCache, d: &Distro) -> Gra
             target_arch: "x86_64".into(),
             toolchain: parse_manifest(&root.join("toolchain.txt")).unwrap(),
             seed: Vec::new(),
+            root_files: None,
         },
     );
     assert!(pg.unresolved.is_empty(), "{:?}", pg.unresolved);

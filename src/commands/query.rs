@@ -84,6 +84,7 @@ pub fn run(ctx: &Context, cmd: QueryCommand) -> anyhow::Result<i32> {
                     ProviderSource::Seed(i) => {
                         format!("{}\t(bootstrap seed)", g.index.seed_name(i))
                     }
+                    ProviderSource::BuildRoot => format!("{}\t(the build root)", dep.name),
                 };
                 o.line(&line)?;
             }

@@ -215,3 +215,41 @@ fn spec_reads_with_the_trees_keel_toml_when_asked() {
         q(&["--keel-toml", "-D", "dist .x"])
     );
 }
+
+/// A file dependency nothing of the tree provides is satisfied by the build root when it
+/// has the file as a build sees it (the host's `/usr`, `/bin`, `/sbin`, `/lib*`, its staged
+/// `/etc`), and only then: the host's `/etc/shadow` is not in a build's root.
+#[test]
+fn the_build_root_satisfies_file_dependencies_it_has() {
+    let spec = "Name: needy
+Version: 1
+Release: 1
+Summary: Needs files
+License: MIT
+BuildArch: noarch
+BuildRequires: /bin/sh
+BuildRequires: /etc/shadow
+
+%description
+Needy.
+
+%files
+";
+    let p = project()
+        .file("tree/keel.toml", "[specs]\ndirs = [\"SPECS\"]\n")
+        .file("tree/SPECS/needy/needy.spec", spec)
+        .build();
+    let out = p
+        .keel(&["-C", "tree", "query", "whatprovides", "/bin/sh"])
+        .run()
+        .success()
+        .stdout();
+    assert_eq!(out.trim(), "/bin/sh\t(the build root)");
+    let run = p.keel(&["-C", "tree", "graph"]).run().success();
+    let text = format!("{}{}", run.stdout(), run.stderr());
+    assert!(text.contains("unresolved  1"), "{text}");
+    assert!(
+        text.contains("/etc/shadow") && !text.contains("/bin/sh is"),
+        "{text}"
+    );
+}

@@ -468,6 +468,74 @@ impl HostView {
     }
 }
 
+/// Whether the build root `toolchain` makes (before any layer) has the absolute `path`,
+/// resolved as inside it: on the host, only what a build sees of it (`/usr` but
+/// `/usr/local`, `/bin`, `/sbin`, `/lib*`, the staged `/etc`); in a toolchain directory,
+/// with its symlinks resolved within it. File dependencies the toolchain satisfies
+/// (`/sbin/ldconfig`) are found this way.
+pub fn root_has(toolchain: &Toolchain, path: &str) -> bool {
+    match toolchain {
+        Toolchain::Host => {
+            let Ok(real) = Path::new(path).canonicalize() else {
+                return false;
+            };
+            let mut parts = real.components().skip(1).map(|c| c.as_os_str());
+            match parts.next().and_then(|c| c.to_str()) {
+                Some("usr") => parts.next().is_none_or(|c| c != "local"),
+                Some("etc") => parts.next().and_then(|c| c.to_str()).is_some_and(|c| {
+                    HOST_ETC.contains(&c) || HOST_ETC_GENERATED.iter().any(|(n, _)| *n == c)
+                }),
+                Some(top) => HOST_ROOT.contains(&top),
+                None => false,
+            }
+        }
+        Toolchain::Dir(dir) => resolve_within(dir, Path::new(path)).is_some(),
+    }
+}
+
+/// `path` (absolute, as seen inside `root`) resolved within `root`: every symlink on the
+/// way read and followed as the root's own (an absolute target starts again at `root`,
+/// `..` never leaves it), at most 40 of them; the resolved path under `root` if it exists.
+fn resolve_within(root: &Path, path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    // The components still to walk, the next one last.
+    let reversed = |p: &Path| -> Vec<std::ffi::OsString> {
+        p.components()
+            .rev()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_owned()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut todo = reversed(path);
+    let mut cur = PathBuf::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            cur.pop();
+            continue;
+        }
+        let next = cur.join(&c);
+        let m = fs::symlink_metadata(root.join(&next)).ok()?;
+        if !m.file_type().is_symlink() {
+            cur = next;
+            continue;
+        }
+        hops += 1;
+        if hops > 40 {
+            return None;
+        }
+        let target = fs::read_link(root.join(&next)).ok()?;
+        if target.is_absolute() {
+            cur = PathBuf::new();
+        }
+        todo.extend(reversed(&target));
+    }
+    Some(root.join(cur))
+}
+
 /// A [`Toolchain::Dir`] build root read-only, as a build sees it without layers: every
 /// top-level entry of `dir` but those the sandbox provides itself (`proc`, `sys`, `dev`,
 /// `tmp`, `build`), bound read-only or made the same symlink. Reading a tree whose builds
@@ -998,6 +1066,31 @@ pub fn log_tail(log: &Path, n: usize) -> String {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// A toolchain directory's symlinks resolve inside it, absolute ones included, and
+    /// neither `..` nor a symlink loop leaves it or hangs.
+    #[test]
+    fn a_toolchain_directorys_files_are_found_through_its_own_symlinks() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join("usr/sbin")).unwrap();
+        fs::write(r.join("usr/sbin/ldconfig"), "").unwrap();
+        std::os::unix::fs::symlink("usr/sbin", r.join("sbin")).unwrap();
+        fs::create_dir_all(r.join("etc/alternatives")).unwrap();
+        std::os::unix::fs::symlink("/sbin/ldconfig", r.join("etc/alternatives/ld")).unwrap();
+        std::os::unix::fs::symlink("../../../../../..", r.join("usr/up")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        let tc = Toolchain::Dir(r.to_owned());
+        assert!(root_has(&tc, "/sbin/ldconfig"));
+        assert!(root_has(&tc, "/etc/alternatives/ld"));
+        assert!(root_has(&tc, "/usr/up/usr/sbin/ldconfig"));
+        assert!(!root_has(&tc, "/usr/up/tmp"));
+        assert!(!root_has(&tc, "/loop/x"));
+        assert!(!root_has(&tc, "/sbin/missing"));
+        // The host: what a build sees of it only.
+        assert!(root_has(&Toolchain::Host, "/bin/sh"));
+        assert!(!root_has(&Toolchain::Host, "/etc/shadow"));
+    }
 
     /// The host's `/etc` is staged once per host state in a cache and shared: the same
     /// directory for every run and view, whole, with nothing half-made beside it.
