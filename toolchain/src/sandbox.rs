@@ -11,8 +11,10 @@
 //! but `proc`, `sys`, `dev`, `tmp` and `build`), each with the build's layers stacked over
 //! it in an overlay whose upper layer is a scratch tmpfs: a build can write anywhere, and
 //! nothing it writes outside `/build` survives it or reaches the host. A layer directory
-//! that is a symlink in the toolchain (a layer shipping `/lib64/…` on a merged-`/usr`
-//! host) is refused with an error naming it. `/build` is a writable bind of
+//! that is a symlink in the toolchain (a package shipping `/bin/sed` on a merged-`/usr`
+//! root, where `/bin` is `usr/bin`) goes where rpm would install it, through the symlink:
+//! an overlay of its own at the target (`/usr/bin`) holds the layers' files of both
+//! places over the toolchain's. `/build` is a writable bind of
 //! [`SandboxSpec::build_dir`], `/tmp` a tmpfs, `/proc` a new procfs, `/dev` a minimal one
 //! (null, zero, random, tty, pts, shm).
 //!
@@ -622,21 +624,21 @@ fn plan(toolchain: &Toolchain, layers: &[PathBuf], host_stage: &Path) -> Result<
     all.sort();
     all.dedup();
     let mut p = Plan::default();
+    // Top-level directories of layers that the toolchain makes symlinks (a package's
+    // `/bin/sed` on a merged-/usr root): where they go instead, as rpm would install them
+    // through the symlink, and the layers' directories of that name.
+    let mut redirected: Vec<(String, Vec<PathBuf>)> = Vec::new();
     for name in all {
         let base_path = bases.get(&name).cloned().unwrap_or_default();
         let meta = bases.get(&name).and_then(|b| fs::symlink_metadata(b).ok());
         let from = from_layers.remove(&name).unwrap_or_default();
         match meta {
             Some(m) if m.file_type().is_symlink() => {
-                if let Some(first) = from.first() {
-                    return Err(Error::SandboxConfig(format!(
-                        "layer {} has a directory /{name} but the toolchain's /{name} is a symlink to {}",
-                        first.parent().unwrap_or(first).display(),
-                        fs::read_link(&base_path).unwrap_or_default().display()
-                    )));
-                }
                 let target =
                     fs::read_link(&base_path).map_err(Error::io("read symlink", &base_path))?;
+                if !from.is_empty() {
+                    redirected.push((merged_usr_target(&name, &target, &from)?, from));
+                }
                 p.symlinks
                     .push((target.to_string_lossy().into_owned(), format!("/{name}")));
             }
@@ -659,12 +661,64 @@ fn plan(toolchain: &Toolchain, layers: &[PathBuf], host_stage: &Path) -> Result<
             None => {}
         }
     }
+    // Each redirected directory is an overlay of its own over its target, mounted after
+    // the target's top-level overlay: every layer's files of both places, a higher layer
+    // first, over the toolchain's.
+    for (target, from) in redirected {
+        let mut lower = Vec::new();
+        for layer in layers.iter().rev() {
+            lower.extend(
+                from.iter()
+                    .filter(|d| d.parent() == Some(layer.as_path()))
+                    .cloned(),
+            );
+            let own = layer.join(&target);
+            if own.is_dir() {
+                lower.push(own);
+            }
+        }
+        let (top, rest) = target.split_once('/').unwrap_or((target.as_str(), ""));
+        if let Some(base) = bases.get(top) {
+            let base = base.join(rest);
+            if base.is_dir() {
+                lower.push(base);
+            }
+        }
+        p.overlays.push(Overlay {
+            dest: format!("/{target}"),
+            lower,
+        });
+    }
     for o in &p.overlays {
         for l in &o.lower {
             check_overlay_path(l)?;
         }
     }
     Ok(p)
+}
+
+/// Where the layer directories `from` (of the top-level name `name`) go when the toolchain
+/// makes `/name` a symlink to `target`: `usr/bin` for `/bin -> usr/bin` (or `/usr/bin`).
+/// Only a path into another top-level directory of the root is followed.
+fn merged_usr_target(name: &str, target: &Path, from: &[PathBuf]) -> Result<String, Error> {
+    use std::path::Component;
+    let parts: Option<Vec<&str>> = target
+        .components()
+        .filter(|c| !matches!(c, Component::RootDir | Component::CurDir))
+        .map(|c| match c {
+            Component::Normal(n) => n.to_str(),
+            _ => None,
+        })
+        .collect();
+    match parts {
+        Some(parts) if parts.len() >= 2 && parts[0] != name => Ok(parts.join("/")),
+        _ => Err(Error::SandboxConfig(format!(
+            "layer {} has a directory /{name}, and the toolchain's /{name} is a symlink to {}, \
+             which is not a directory of another top-level directory to put its files in",
+            from[0].parent().unwrap_or(&from[0]).display(),
+            target.display()
+        ))),
+    }
 }
 
 /// The layers as mounted: merged into one when there are too many or their paths too long.
@@ -1206,6 +1260,37 @@ mod tests {
         assert!(!Path::new("/usr/share/keel-t").exists());
     }
 
+    /// On a merged-/usr root (Debian 12's: `/bin` is `usr/bin`), a package's `/bin/*`
+    /// lands in `/usr/bin` as rpm would put it there, seen through both paths, with the
+    /// host's own `/usr/bin` still there and a higher layer still winning.
+    #[test]
+    fn a_layers_bin_lands_in_usr_bin_on_a_merged_usr_root() {
+        assert!(
+            fs::symlink_metadata("/bin")
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "this test needs a merged-/usr host (Debian 12 is one)"
+        );
+        let mut f = fixture();
+        let lower = f.layer(
+            "lower",
+            &[("/bin/keel-sed", "lower"), ("/bin/keel-lower-only", "l")],
+        );
+        let upper = f.layer(
+            "upper",
+            &[("/usr/bin/keel-sed", "upper"), ("/sbin/keel-tool", "t")],
+        );
+        f.spec.layers = vec![lower, upper];
+        let (o, log) = f.bash(
+            "cat /bin/keel-sed /usr/bin/keel-sed /usr/bin/keel-lower-only /bin/keel-lower-only \
+             /usr/sbin/keel-tool; test -x /usr/bin/bash && echo host-visible",
+        );
+        assert!(o.success(), "{log}");
+        assert_eq!(log, "upperupperllthost-visible\n");
+        assert!(!Path::new("/usr/bin/keel-sed").exists());
+    }
+
     #[test]
     fn many_layers_are_merged_and_keep_their_order() {
         let mut f = fixture();
@@ -1302,15 +1387,21 @@ mod tests {
         );
     }
 
+    /// A layer directory over a toolchain symlink that leads nowhere to put its files (not
+    /// into another top-level directory) is refused, naming the layer.
     #[test]
-    fn a_layer_dir_over_a_toolchain_symlink_is_refused() {
+    fn a_layer_dir_over_a_toolchain_symlink_to_no_directory_is_refused() {
         let mut f = fixture();
-        let bad = f.layer("bad", &[("/lib64/libx.so", "x")]);
+        let chroot = f.dir.path().join("chroot");
+        bash_chroot(&chroot);
+        std::os::unix::fs::symlink("/", chroot.join("odd")).unwrap();
+        let bad = f.layer("bad", &[("/odd/libx.so", "x")]);
+        f.spec.toolchain = Toolchain::Dir(chroot);
         f.spec.layers = vec![bad];
         let err = run(&f.spec, &["/bin/true"], &f.dir.path().join("log"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("/lib64") && err.contains("bad"), "{err}");
+        assert!(err.contains("/odd") && err.contains("bad"), "{err}");
     }
 
     /// A chroot holding only bash and the libraries `ldd` says it needs.
