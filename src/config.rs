@@ -147,6 +147,11 @@ pub struct ToolchainSection {
     pub root: Option<PathBuf>,
     /// Or a directory of toolchain RPMs, whose payloads make the root.
     pub rpms: Option<PathBuf>,
+    /// Packages of the tree the build root carries, which the root itself lacks (Azure
+    /// Linux's `azurelinux-rpm-macros` on a Debian host): built first and layered into
+    /// every other build, as if each spec had `BuildRequires: NAME`.
+    #[serde(default)]
+    pub from_tree: Vec<String>,
 }
 
 /// `[bootstrap]`: prebuilt packages that break build cycles.

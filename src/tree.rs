@@ -506,8 +506,20 @@ pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Resu
             toolchain,
             seed,
             root_files: root_files(tree, store),
+            from_tree: tree.config.toolchain.from_tree.clone(),
         },
     );
+    for name in &tree.config.toolchain.from_tree {
+        let provided = graph
+            .index
+            .whatprovides(name, 0, "")
+            .iter()
+            .any(|p| matches!(p, keel_rules::ProviderSource::Package(_)));
+        anyhow::ensure!(
+            provided,
+            "keel.toml: [toolchain] from_tree names {name}, which no package of the tree provides"
+        );
+    }
     Ok(LoadedTree {
         graph,
         specs,

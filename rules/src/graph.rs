@@ -27,6 +27,11 @@ pub struct GraphConfig {
     pub seed: Vec<RpmName>,
     /// The build root's own files, for file dependencies nothing else provides.
     pub root_files: Option<crate::index::RootFiles>,
+    /// Packages of the tree the build root carries (`[toolchain] from_tree`: Azure
+    /// Linux's rpm macros, which its real toolchain has installed): every spec builds with
+    /// them — an edge as if it had `BuildRequires: NAME` — except the specs they are built
+    /// from and need, which would otherwise depend on themselves.
+    pub from_tree: Vec<String>,
 }
 
 /// A spec in the graph.
@@ -107,6 +112,83 @@ pub struct PackageGraph {
     out: Vec<Vec<usize>>,
     inc: Vec<Vec<usize>>,
     target_arch: String,
+    /// [`GraphConfig::from_tree`], as dependencies.
+    from_tree: Vec<Dep>,
+}
+
+/// One spec's build edges as they are found: each provider's spec once per reason, and
+/// the packages whose Requires the build root pulls in too.
+#[derive(Default)]
+struct Pull {
+    seen_edge: HashSet<(usize, String)>,
+    queue: VecDeque<BinId>,
+    visited: HashSet<BinId>,
+}
+
+impl Pull {
+    /// `si` needs `b` in its build root, because of `via`.
+    fn edge(
+        &mut self,
+        g: &PackageGraph,
+        edges: &mut Vec<BuildEdge>,
+        si: usize,
+        b: BinId,
+        via: String,
+    ) {
+        let to = g.bins[b.0].spec.0;
+        if self.seen_edge.insert((to, via.clone())) {
+            edges.push(BuildEdge {
+                from: SpecId(si),
+                to: SpecId(to),
+                via,
+                provider: b,
+            });
+        }
+        if self.visited.insert(b) {
+            self.queue.push_back(b);
+        }
+    }
+
+    /// What the build root pulls in through Requires of the packages found so far.
+    fn requires(
+        &mut self,
+        g: &PackageGraph,
+        edges: &mut Vec<BuildEdge>,
+        si: usize,
+        req_cache: &mut HashMap<BinId, Vec<(String, Resolution)>>,
+    ) {
+        let names = |p: ProviderSource| g.provider_name(p);
+        while let Some(b) = self.queue.pop_front() {
+            let resolved = req_cache.entry(b).or_insert_with(|| {
+                g.bins[b.0]
+                    .requires
+                    .iter()
+                    .filter(|d| !is_internal(d))
+                    .map(|d| (d.nevr(), g.index.resolve(d, &names)))
+                    .collect()
+            });
+            let mut found = Vec::new();
+            for (text, res) in resolved.iter() {
+                if let Resolution::Satisfied(ps) = res {
+                    for p in ps {
+                        if let ProviderSource::Package(nb) = p {
+                            found.push((*nb, format!("{} Requires: {text}", g.bins[b.0].name)));
+                        }
+                    }
+                }
+            }
+            for (nb, via) in found {
+                if g.bins[nb.0].spec.0 == g.bins[b.0].spec.0 {
+                    // A package's own spec is where it comes from, not an edge.
+                    if self.visited.insert(nb) {
+                        self.queue.push_back(nb);
+                    }
+                    continue;
+                }
+                self.edge(g, edges, si, nb, via);
+            }
+        }
+    }
 }
 
 fn arch_excluded(spec: &Spec, arch: &str) -> Option<String> {
@@ -238,6 +320,16 @@ impl PackageGraph {
             out: Vec::new(),
             inc: Vec::new(),
             target_arch: cfg.target_arch.clone(),
+            from_tree: cfg
+                .from_tree
+                .iter()
+                .map(|n| Dep {
+                    name: n.clone(),
+                    flags: 0,
+                    evr: String::new(),
+                    rich: None,
+                })
+                .collect(),
         };
         g.index_all();
         g.resolve();
@@ -289,91 +381,45 @@ impl PackageGraph {
     pub fn resolve(&mut self) {
         self.edges.clear();
         self.unresolved.clear();
-        let names = |p: ProviderSource| -> Option<String> {
-            match p {
-                ProviderSource::Package(b) => Some(self.bins[b.0].name.clone()),
-                ProviderSource::Toolchain(i) => self.index.toolchain.get(i).map(|r| r.name.clone()),
-                ProviderSource::Seed(i) => self.index.seed.get(i).map(|r| r.name.clone()),
-                ProviderSource::BuildRoot => None,
-            }
-        };
         let similar = Similar::new(self.index.names());
-        let mut edges = Vec::new();
-        let mut unresolved = Vec::new();
-        // Requires of a binary package resolve the same way for every spec that pulls it
-        // in: resolve each package's once.
-        let mut req_cache: HashMap<BinId, Vec<(String, Resolution)>> = HashMap::new();
-        for (si, spec) in self.specs.iter().enumerate() {
-            if spec.excluded.is_some() {
-                continue;
-            }
-            let mut seen_edge: HashSet<(usize, String)> = HashSet::new();
-            let mut queue: VecDeque<BinId> = VecDeque::new();
-            let mut visited: HashSet<BinId> = HashSet::new();
-            for dep in spec.build_requires.iter().filter(|d| !is_internal(d)) {
-                let via = format!("BuildRequires: {}", dep.nevr());
-                match self.index.resolve(dep, &names) {
-                    Resolution::Satisfied(ps) => {
+        let (mut edges, mut unresolved, mut req_cache) = self.resolve_specs(&similar);
+        if !self.from_tree.is_empty() {
+            // The specs the build root's own packages — and what they pull in — are built
+            // from, and everything those need to build: they build without them. Closed
+            // under build edges, and only specs outside get the new edges, so no cycle
+            // can pass through one.
+            let names = |p: ProviderSource| match p {
+                ProviderSource::Package(b) => Some(self.bins[b.0].name.clone()),
+                _ => None,
+            };
+            let mut carried: Vec<BinId> = self.carried().into_iter().map(|(_, b)| b).collect();
+            let mut seen: HashSet<BinId> = carried.iter().copied().collect();
+            let mut todo: Vec<usize> = Vec::new();
+            while let Some(b) = carried.pop() {
+                todo.push(self.bins[b.0].spec.0);
+                for d in self.bins[b.0].requires.iter().filter(|d| !is_internal(d)) {
+                    if let Resolution::Satisfied(ps) = self.index.resolve(d, &names) {
                         for p in ps {
-                            if let ProviderSource::Package(b) = p {
-                                let to = self.bins[b.0].spec.0;
-                                if seen_edge.insert((to, via.clone())) {
-                                    edges.push(BuildEdge {
-                                        from: SpecId(si),
-                                        to: SpecId(to),
-                                        via: via.clone(),
-                                        provider: b,
-                                    });
-                                }
-                                if visited.insert(b) {
-                                    queue.push_back(b);
-                                }
-                            }
-                        }
-                    }
-                    Resolution::NotNeeded => {}
-                    Resolution::Unresolved => unresolved.push(Unresolved {
-                        spec: SpecId(si),
-                        kind: UnresolvedKind::BuildRequires,
-                        dep: dep.nevr(),
-                        closest: self.closest(dep, &similar),
-                    }),
-                }
-            }
-            // What the build root pulls in through Requires.
-            while let Some(b) = queue.pop_front() {
-                let resolved = req_cache.entry(b).or_insert_with(|| {
-                    self.bins[b.0]
-                        .requires
-                        .iter()
-                        .filter(|d| !is_internal(d))
-                        .map(|d| (d.nevr(), self.index.resolve(d, &names)))
-                        .collect()
-                });
-                for (text, res) in resolved.iter() {
-                    if let Resolution::Satisfied(ps) = res {
-                        for p in ps {
-                            if let ProviderSource::Package(nb) = p {
-                                let to = self.bins[nb.0].spec.0;
-                                let via = format!("{} Requires: {text}", self.bins[b.0].name);
-                                if to != self.bins[b.0].spec.0
-                                    && seen_edge.insert((to, via.clone()))
-                                {
-                                    edges.push(BuildEdge {
-                                        from: SpecId(si),
-                                        to: SpecId(to),
-                                        via,
-                                        provider: *nb,
-                                    });
-                                }
-                                if visited.insert(*nb) {
-                                    queue.push_back(*nb);
-                                }
+                            if let ProviderSource::Package(nb) = p
+                                && seen.insert(nb)
+                            {
+                                carried.push(nb);
                             }
                         }
                     }
                 }
             }
+            let mut needs: HashMap<usize, Vec<usize>> = HashMap::new();
+            for e in &edges {
+                needs.entry(e.from.0).or_default().push(e.to.0);
+            }
+            let mut below: HashSet<usize> = HashSet::new();
+            while let Some(s) = todo.pop() {
+                if below.insert(s) {
+                    todo.extend(needs.get(&s).into_iter().flatten());
+                }
+            }
+            self.add_carried(&mut edges, &below, &mut req_cache);
         }
         // Unresolved Requires are reported once, against the spec that declares them.
         for (b, list) in &req_cache {
@@ -402,6 +448,121 @@ impl PackageGraph {
             self.inc[e.to.0].push(i);
         }
         self.cycles = self.find_cycles();
+    }
+
+    /// The tree's packages that provide [`GraphConfig::from_tree`]: the one of the same
+    /// name, else the first — never the toolchain manifest's package of that name, which
+    /// the build root is said to lack. A name no package provides is left out (keel.toml's
+    /// error, which the caller reports).
+    fn carried(&self) -> Vec<(&Dep, BinId)> {
+        self.from_tree
+            .iter()
+            .filter_map(|d| {
+                let bins: Vec<BinId> = self
+                    .index
+                    .whatprovides(&d.name, 0, "")
+                    .into_iter()
+                    .filter_map(|p| match p {
+                        ProviderSource::Package(b) => Some(b),
+                        _ => None,
+                    })
+                    .collect();
+                let same = bins.iter().find(|b| self.bins[b.0].name == d.name);
+                same.or(bins.first()).map(|b| (d, *b))
+            })
+            .collect()
+    }
+
+    /// A provider's package name (to prefer a package named like the capability).
+    fn provider_name(&self, p: ProviderSource) -> Option<String> {
+        match p {
+            ProviderSource::Package(b) => Some(self.bins[b.0].name.clone()),
+            ProviderSource::Toolchain(i) => self.index.toolchain.get(i).map(|r| r.name.clone()),
+            ProviderSource::Seed(i) => self.index.seed.get(i).map(|r| r.name.clone()),
+            ProviderSource::BuildRoot => None,
+        }
+    }
+
+    /// The build edges and unresolved build requirements of every spec, and each pulled-in
+    /// package's resolved Requires.
+    #[allow(clippy::type_complexity)]
+    fn resolve_specs(
+        &self,
+        similar: &Similar,
+    ) -> (
+        Vec<BuildEdge>,
+        Vec<Unresolved>,
+        HashMap<BinId, Vec<(String, Resolution)>>,
+    ) {
+        let names = |p: ProviderSource| self.provider_name(p);
+        let mut edges = Vec::new();
+        let mut unresolved = Vec::new();
+        // Requires of a binary package resolve the same way for every spec that pulls it
+        // in: resolve each package's once.
+        let mut req_cache: HashMap<BinId, Vec<(String, Resolution)>> = HashMap::new();
+        for (si, spec) in self.specs.iter().enumerate() {
+            if spec.excluded.is_some() {
+                continue;
+            }
+            let mut pull = Pull::default();
+            for dep in spec.build_requires.iter().filter(|d| !is_internal(d)) {
+                let via = format!("BuildRequires: {}", dep.nevr());
+                match self.index.resolve(dep, &names) {
+                    Resolution::Satisfied(ps) => {
+                        for p in ps {
+                            if let ProviderSource::Package(b) = p {
+                                pull.edge(self, &mut edges, si, b, via.clone());
+                            }
+                        }
+                    }
+                    Resolution::NotNeeded => {}
+                    Resolution::Unresolved => unresolved.push(Unresolved {
+                        spec: SpecId(si),
+                        kind: UnresolvedKind::BuildRequires,
+                        dep: dep.nevr(),
+                        closest: self.closest(dep, similar),
+                    }),
+                }
+            }
+            pull.requires(self, &mut edges, si, &mut req_cache);
+        }
+        (edges, unresolved, req_cache)
+    }
+
+    /// Adds, to every spec outside `below`, the edges of the packages the build root
+    /// carries ([`GraphConfig::from_tree`]) and of what they pull in.
+    fn add_carried(
+        &self,
+        edges: &mut Vec<BuildEdge>,
+        below: &HashSet<usize>,
+        req_cache: &mut HashMap<BinId, Vec<(String, Resolution)>>,
+    ) {
+        let carried = self.carried();
+        let mut had: HashMap<usize, HashSet<(usize, String)>> = HashMap::new();
+        for e in edges.iter() {
+            had.entry(e.from.0)
+                .or_default()
+                .insert((e.to.0, e.via.clone()));
+        }
+        for (si, spec) in self.specs.iter().enumerate() {
+            if spec.excluded.is_some() || below.contains(&si) {
+                continue;
+            }
+            let mut pull = Pull {
+                seen_edge: had.remove(&si).unwrap_or_default(),
+                ..Pull::default()
+            };
+            for (d, b) in &carried {
+                pull.edge(
+                    self,
+                    edges,
+                    si,
+                    *b,
+                    format!("the build root carries {}", d.name),
+                );
+            }
+            pull.requires(self, edges, si, req_cache);
+        }
     }
 
     /// Same name at other versions, else up to three capability names that differ only

@@ -317,6 +317,50 @@ fn the_build_roots_files_satisfy_file_dependencies_nothing_else_provides() {
 }
 
 #[test]
+fn packages_the_build_root_carries_are_built_first_for_every_other_spec() {
+    let (_d, specs) = read_tree(&[
+        (
+            "macros",
+            &spec("macros", "BuildRequires: tool\nRequires: helper"),
+        ),
+        ("helper", &spec("helper", "")),
+        ("tool", &spec("tool", "")),
+        ("app", &spec("app", "BuildRequires: lib")),
+        ("lib", &spec("lib", "")),
+    ]);
+    let carried = GraphConfig {
+        from_tree: vec!["macros".into()],
+        ..cfg()
+    };
+    let g = PackageGraph::build(&specs, &carried);
+    let e = |from: &str, to: &str, via: &str| (from.to_owned(), to.to_owned(), via.to_owned());
+    // What macros is built from and pulls in (tool, helper, macros) builds without it.
+    assert_eq!(
+        edge_names(&g),
+        [
+            e("app", "helper", "macros Requires: helper"),
+            e("app", "lib", "BuildRequires: lib"),
+            e("app", "macros", "the build root carries macros"),
+            e("lib", "helper", "macros Requires: helper"),
+            e("lib", "macros", "the build root carries macros"),
+            e("macros", "tool", "BuildRequires: tool"),
+        ]
+    );
+    assert!(g.cycles.is_empty(), "{:?}", g.cycles);
+    assert!(g.unresolved.is_empty(), "{:?}", g.unresolved);
+    // The manifest may list it too (Azure Linux's does): the root is said to lack it, so
+    // the tree's package is still the one layered in.
+    let listed = GraphConfig {
+        toolchain: vec![parse_rpm_filename("macros-1.0-1.x86_64.rpm").unwrap()],
+        ..carried
+    };
+    assert_eq!(
+        edge_names(&PackageGraph::build(&specs, &listed)),
+        edge_names(&g)
+    );
+}
+
+#[test]
 fn self_build_dependency_is_a_cycle() {
     let (_d, specs) = read_tree(&[("selfish", &spec("selfish", "BuildRequires: selfish"))]);
     let g = PackageGraph::build(&specs, &cfg());

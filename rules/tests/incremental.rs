@@ -242,6 +242,7 @@ fn actions(root: &Path, store: &Store, cache: &mut SpecCache, d: &Distro) -> Gra
             toolchain: parse_manifest(&root.join("toolchain.txt")).unwrap(),
             seed: Vec::new(),
             root_files: None,
+            from_tree: Vec::new(),
         },
     );
     assert!(pg.unresolved.is_empty(), "{:?}", pg.unresolved);

@@ -62,6 +62,8 @@ pub fn applies(tree: &Tree, kind: ExecutorKind) -> bool {
         && tree.config.specs.version_macros.is_none()
         && tree.config.toolchain.root.is_none()
         && tree.config.toolchain.rpms.is_none()
+        // The build root's packages from the tree add edges to every spec.
+        && tree.config.toolchain.from_tree.is_empty()
         && tree.config.images.configs.is_empty()
 }
 

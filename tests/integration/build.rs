@@ -734,3 +734,95 @@ fn check_can_be_skipped_by_the_tree_and_parallel_builds_share_the_cores() {
         .code_is(1)
         .stderr_has("checked");
 }
+
+const TREE_MACROS_SPEC: &str = "Name: tree-macros
+Version: 1
+Release: 1
+Summary: The tree's own rpm macros, which the build root carries
+License: MIT
+BuildArch: noarch
+
+%description
+Macros.
+
+%install
+mkdir -p %{buildroot}/usr/lib/rpm/macros.d
+echo '%%treedemo_val 42' > %{buildroot}/usr/lib/rpm/macros.d/macros.treedemo
+
+%files
+/usr/lib/rpm/macros.d/macros.treedemo
+
+%changelog
+* Sun Dec 06 2026 keel <keel@example.invalid> - 1-1
+- Macros.
+";
+
+const MACRO_USER_SPEC: &str = "Name: macro-user
+Version: 1
+Release: 1
+Summary: Uses the tree's macros without asking for them
+License: MIT
+BuildArch: noarch
+
+%description
+User.
+
+%install
+mkdir -p %{buildroot}/usr/share/macro-user
+echo %{?treedemo_val}%{!?treedemo_val:undefined} > %{buildroot}/usr/share/macro-user/val
+
+%files
+/usr/share/macro-user/val
+
+%changelog
+* Sun Dec 06 2026 keel <keel@example.invalid> - 1-1
+- User.
+";
+
+/// `[toolchain] from_tree`: packages of the tree the build root carries (Azure Linux's
+/// macros on a Debian host) are built first and layered into every other build.
+#[test]
+fn packages_the_build_root_carries_are_layered_into_every_build() {
+    let p = project()
+        .file(
+            "tree/keel.toml",
+            "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nfrom_tree = [\"tree-macros\"]\n",
+        )
+        .file("tree/SPECS/tree-macros/tree-macros.spec", TREE_MACROS_SPEC)
+        .file("tree/SPECS/macro-user/macro-user.spec", MACRO_USER_SPEC)
+        .build();
+    let deps = p
+        .keel(&["-C", "tree", "query", "deps", "macro-user"])
+        .run()
+        .success()
+        .stdout();
+    assert!(
+        deps.contains("tree-macros\tthe build root carries tree-macros"),
+        "{deps}"
+    );
+    p.keel(&["-C", "tree", "build"]).run().success();
+    let run = p
+        .keel(&[
+            "-C",
+            "tree",
+            "run",
+            "-p",
+            "macro-user",
+            "--",
+            "/usr/bin/cat",
+            "/usr/share/macro-user/val",
+        ])
+        .run()
+        .success();
+    assert_eq!(run.stdout().trim(), "42");
+    // A name no package of the tree provides is keel.toml's error.
+    std::fs::write(
+        p.path("tree/keel.toml"),
+        "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nfrom_tree = [\"no-such-macros\"]\n",
+    )
+    .unwrap();
+    p.keel(&["-C", "tree", "graph"])
+        .run()
+        .code_is(1)
+        .stderr_has("from_tree names no-such-macros, which no package of the tree provides");
+}
