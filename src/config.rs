@@ -41,11 +41,18 @@ pub struct BuildSection {
     /// `RUN_CHECK=n`), part of every `rpm:` key.
     #[serde(default = "yes")]
     pub check: bool,
+    /// What `/bin/sh` is in every build root (`/bin/bash`: Azure Linux's scripts use bash
+    /// under `#!/bin/sh`, and Debian's is dash), a path inside the root; part of every
+    /// `srpm:` and `rpm:` key [default: the toolchain's own].
+    pub sh: Option<PathBuf>,
 }
 
 impl Default for BuildSection {
     fn default() -> Self {
-        BuildSection { check: true }
+        BuildSection {
+            check: true,
+            sh: None,
+        }
     }
 }
 

@@ -383,6 +383,7 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
             });
             d.field("target arch", &o.target_arch, &n.target_arch);
             d.toolchain(&o.toolchain, &n.toolchain);
+            d.field("/bin/sh", shell(&o.sh), shell(&n.sh));
         }
         (KeyInputs::RpmBuild(o), KeyInputs::RpmBuild(n)) => {
             d.field("package name", &o.name, &n.name);
@@ -400,6 +401,7 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
             });
             let check = |c: bool| if c { "run" } else { "skipped" };
             d.field("%check", check(o.check), check(n.check));
+            d.field("/bin/sh", shell(&o.sh), shell(&n.sh));
         }
         (KeyInputs::RepoIndex(o), KeyInputs::RepoIndex(n)) => {
             d.field("repository name", &o.name, &n.name);
@@ -782,6 +784,11 @@ pub fn explain(store: &Store, graph: &Graph, target: &str) -> Result<Explanation
         target: target_plan,
         chain,
     })
+}
+
+/// `[build] sh` as an explanation shows it: empty is the toolchain's own.
+fn shell(sh: &str) -> &str {
+    if sh.is_empty() { "the toolchain's" } else { sh }
 }
 
 #[cfg(test)]

@@ -262,7 +262,7 @@ impl SourceFetchInputs {
     }
 }
 
-/// Inputs of a [`ActionKind::SrpmPack`] action. `VERSION` 3:
+/// Inputs of a [`ActionKind::SrpmPack`] action. `VERSION` 4:
 ///
 /// 1. `name` — the source package's name.
 /// 2. `evr` — its epoch, version and release as evaluated.
@@ -277,6 +277,8 @@ impl SourceFetchInputs {
 /// 8. `toolchain` — the build root rpmbuild packs the SRPM in (its macros and rpm's
 ///    version shape the SRPM's header).
 /// 9. `executor` — what runs the action (see [`ExecutorId`]).
+/// 10. `sh` — what `/bin/sh` is in the build root (`[build] sh`; empty: the toolchain's
+///     own), which runs the spec's `%(…)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SrpmPackInputs {
     pub name: String,
@@ -288,10 +290,11 @@ pub struct SrpmPackInputs {
     pub target_arch: String,
     pub toolchain: ToolchainId,
     pub executor: ExecutorId,
+    pub sh: String,
 }
 
 impl SrpmPackInputs {
-    pub const VERSION: u32 = 3;
+    pub const VERSION: u32 = 4;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
@@ -304,10 +307,11 @@ impl SrpmPackInputs {
         w.str(&self.toolchain.name);
         w.blob(&self.toolchain.fingerprint);
         self.executor.hash_into(w);
+        w.str(&self.sh);
     }
 }
 
-/// Inputs of a [`ActionKind::RpmBuild`] action. `VERSION` 4:
+/// Inputs of a [`ActionKind::RpmBuild`] action. `VERSION` 5:
 ///
 /// 1. `name` — the source package's name.
 /// 2. `evr` — its epoch, version and release as evaluated.
@@ -320,6 +324,8 @@ impl SrpmPackInputs {
 /// 8. `env` — the allowlisted environment given to the build (`SOURCE_DATE_EPOCH`…).
 /// 9. `executor` — what runs the action (see [`ExecutorId`]).
 /// 10. `check` — whether `%check` runs (`[build] check`; `rpmbuild --nocheck` when not).
+/// 11. `sh` — what `/bin/sh` is in the build root (`[build] sh`; empty: the toolchain's
+///     own), which runs every build script.
 ///
 /// The SRPM and the RPMs providing the build requirements are dependency outputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,10 +340,11 @@ pub struct RpmBuildInputs {
     pub env: BTreeMap<String, String>,
     pub executor: ExecutorId,
     pub check: bool,
+    pub sh: String,
 }
 
 impl RpmBuildInputs {
-    pub const VERSION: u32 = 4;
+    pub const VERSION: u32 = 5;
 
     fn hash_into(&self, w: &mut KeyWriter) {
         w.str(&self.name);
@@ -351,6 +358,7 @@ impl RpmBuildInputs {
         w.str_map(&self.env);
         self.executor.hash_into(w);
         w.str(if self.check { "check" } else { "nocheck" });
+        w.str(&self.sh);
     }
 }
 

@@ -353,6 +353,7 @@ impl Distro {
                         target_arch: arch.clone(),
                         toolchain: toolchain.clone(),
                         executor: executor.clone(),
+                        sh: String::new(),
                     }),
                     &[source],
                 )
@@ -373,6 +374,7 @@ impl Distro {
                         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
                         executor: executor.clone(),
                         check: true,
+                        sh: String::new(),
                     }),
                     &deps,
                 )

@@ -48,6 +48,8 @@ pub struct ActionConfig {
     pub spec_defines: HashMap<PathBuf, BTreeMap<String, String>>,
     /// Whether `%check` runs (`[build] check` in keel.toml).
     pub check: bool,
+    /// What `/bin/sh` is in the build root (`[build] sh`; empty: the toolchain's own).
+    pub sh: String,
 }
 
 impl ActionConfig {
@@ -424,6 +426,7 @@ pub fn spec_actions(
         target_arch: cfg.target_arch.clone(),
         toolchain: cfg.toolchain.clone(),
         executor: cfg.executor.clone(),
+        sh: cfg.sh.clone(),
     });
     let mut env = BTreeMap::new();
     env.insert(
@@ -441,6 +444,7 @@ pub fn spec_actions(
         env,
         executor: cfg.executor.clone(),
         check: cfg.check,
+        sh: cfg.sh.clone(),
     });
     Ok(SpecActions {
         sources,

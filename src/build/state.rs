@@ -42,8 +42,8 @@ use super::stamp::{self, Meta, RACY_NS};
 use crate::config::Tree;
 
 // 3: each action keeps both output digests (bytes and summary); states are kept per
-// executor and isolation. 4: whether `%check` runs.
-const VERSION: u32 = 4;
+// executor and isolation. 4: whether `%check` runs. 5: what `/bin/sh` is.
+const VERSION: u32 = 5;
 
 /// The state file beside the stamp at `stamp_path` (named like it, so that `keel store
 /// gc` removes both).
@@ -212,6 +212,7 @@ struct KeptConfig {
     indexer: String,
     executor: keel_engine::ExecutorId,
     check: bool,
+    sh: String,
 }
 
 /// What the last successful build of a tree knew (see the module docs).
@@ -389,6 +390,7 @@ impl State {
                 indexer: cfg.indexer.clone(),
                 executor: cfg.executor.clone(),
                 check: cfg.check,
+                sh: cfg.sh.clone(),
             },
             warnings,
         }
@@ -507,6 +509,7 @@ impl State {
                 // `applies` keeps trees with version macros off this path.
                 spec_defines: HashMap::new(),
                 check: self.config.check,
+                sh: self.config.sh.clone(),
             };
             let macro_files = actions::macro_digests(store, &cfg).ok()?;
             for i in changed {

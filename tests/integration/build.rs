@@ -826,3 +826,67 @@ fn packages_the_build_root_carries_are_layered_into_every_build() {
         .code_is(1)
         .stderr_has("from_tree names no-such-macros, which no package of the tree provides");
 }
+
+const SHELL_SPEC: &str = "Name: shelled
+Version: 1
+Release: 1
+Summary: Records which shell ran its build scripts
+License: MIT
+BuildArch: noarch
+
+%description
+Shelled.
+
+%install
+mkdir -p %{buildroot}/usr/share/shelled
+echo \"[${BASH_VERSION%%%%.*}]\" > %{buildroot}/usr/share/shelled/sh
+
+%files
+/usr/share/shelled/sh
+
+%changelog
+* Sun Dec 06 2026 keel <keel@example.invalid> - 1-1
+- Shelled.
+";
+
+/// `[build] sh`: what `/bin/sh` is in the build root (Azure Linux's scripts need bash
+/// there; Debian's is dash), part of the key.
+#[test]
+fn the_build_roots_bin_sh_is_the_trees_choice() {
+    let p = project()
+        .file("tree/keel.toml", "[specs]\ndirs = [\"SPECS\"]\n")
+        .file("tree/SPECS/shelled/shelled.spec", SHELL_SPEC)
+        .build();
+    let shell = |p: &Project| {
+        p.keel(&["-C", "tree", "build"]).run().success();
+        p.keel(&[
+            "-C",
+            "tree",
+            "run",
+            "-p",
+            "shelled",
+            "--",
+            "/usr/bin/cat",
+            "/usr/share/shelled/sh",
+        ])
+        .run()
+        .success()
+        .stdout()
+    };
+    assert_eq!(shell(&p).trim(), "[]", "Debian's /bin/sh is dash");
+    std::fs::write(
+        p.path("tree/keel.toml"),
+        "[specs]\ndirs = [\"SPECS\"]\n[build]\nsh = \"/usr/bin/bash\"\n",
+    )
+    .unwrap();
+    let plan = p
+        .keel(&["-C", "tree", "build", "--dry-run"])
+        .run()
+        .success()
+        .stdout();
+    assert!(
+        plan.contains("/bin/sh changed (the toolchain's -> /usr/bin/bash)"),
+        "{plan}"
+    );
+    assert_eq!(shell(&p).trim(), "[5]");
+}

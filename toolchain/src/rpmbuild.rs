@@ -55,6 +55,8 @@ pub struct BuildRequest {
     pub jobs: u32,
     /// Run `%check` (else `--nocheck`) when building RPMs.
     pub check: bool,
+    /// What `/bin/sh` is in the build root (see [`SandboxSpec::sh`]).
+    pub sh: Option<String>,
     /// Sandboxed (the default) or not.
     pub isolation: Isolation,
     /// Where the sandbox keeps merged layers (see [`SandboxSpec::merge_cache`]).
@@ -77,6 +79,7 @@ impl BuildRequest {
             timeout: Duration::from_secs(3600),
             jobs: 1,
             check: true,
+            sh: None,
             isolation: Isolation::Sandboxed,
             merge_cache: None,
         }
@@ -225,6 +228,7 @@ fn sandbox_spec(req: &BuildRequest, build_dir: &Path) -> SandboxSpec {
     spec.timeout = req.timeout;
     spec.isolation = req.isolation;
     spec.merge_cache = req.merge_cache.clone();
+    spec.sh = req.sh.clone();
     spec.env.insert(
         "SOURCE_DATE_EPOCH".into(),
         req.source_date_epoch.to_string(),

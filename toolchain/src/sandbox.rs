@@ -314,6 +314,10 @@ pub struct SandboxSpec {
     /// read-write instead of under a scratch overlay, so what the command writes outside
     /// `/build` stays in the directory (image post-install scripts).
     pub writable_root: bool,
+    /// What `/bin/sh` is in the root (`/bin/bash`: Azure Linux's scripts, `brp-compress`
+    /// among them, use bash under `#!/bin/sh`; Debian's is dash), as a symlink in a layer
+    /// of its own over every other; `None`: the toolchain's own.
+    pub sh: Option<String>,
 }
 
 impl SandboxSpec {
@@ -330,6 +334,7 @@ impl SandboxSpec {
             isolation: Isolation::Sandboxed,
             merge_cache: None,
             writable_root: false,
+            sh: None,
         }
     }
 
@@ -906,7 +911,16 @@ pub fn run(spec: &SandboxSpec, argv: &[&str], log: &Path) -> Result<RunResult, E
             "create temporary directory in",
             std::env::temp_dir(),
         ))?;
-    let layers = effective_layers(spec, scratch.path())?;
+    let mut layers = effective_layers(spec, scratch.path())?;
+    if let Some(sh) = &spec.sh {
+        // `bin/sh` even on a merged-/usr root: `plan` puts it where `/bin` leads.
+        let l = scratch.path().join("sh");
+        let bin = l.join("bin");
+        fs::create_dir_all(&bin).map_err(Error::io("create directory", &bin))?;
+        std::os::unix::fs::symlink(sh, bin.join("sh"))
+            .map_err(Error::io("create symlink", bin.join("sh")))?;
+        layers.push(l);
+    }
     let mut stage = scratch.path().join("stage");
     if spec.toolchain == Toolchain::Host {
         match &spec.merge_cache {
@@ -1289,6 +1303,24 @@ mod tests {
         assert!(o.success(), "{log}");
         assert_eq!(log, "upperupperllthost-visible\n");
         assert!(!Path::new("/usr/bin/keel-sed").exists());
+    }
+
+    /// `sh` makes `/bin/sh` (through `/usr/bin/sh` on a merged-/usr root) the shell it
+    /// names, for scripts that need bash under `#!/bin/sh`; the host's dash is untouched.
+    #[test]
+    fn the_roots_bin_sh_can_be_bash() {
+        let mut f = fixture();
+        let probe = ["/bin/sh", "-c", "echo \"[$BASH_VERSION]\""];
+        let (o, log) = f.run(&probe);
+        assert!(o.success(), "{log}");
+        assert_eq!(log, "[]\n", "Debian's /bin/sh is dash");
+        f.spec.sh = Some("/usr/bin/bash".into());
+        let (o, log) = f.run(&probe);
+        assert!(o.success(), "{log}");
+        assert!(log.starts_with("[5."), "{log}");
+        let (o, log) = f.run(&["/usr/bin/dash", "-c", "echo \"[$BASH_VERSION]\""]);
+        assert!(o.success(), "{log}");
+        assert_eq!(log, "[]\n");
     }
 
     #[test]
