@@ -664,6 +664,14 @@ fn a_toolchain_can_be_a_tarball_or_a_set_of_rpms() {
     );
 }
 
+/// What `path` holds in a sandbox of `pkg`'s runtime closure (`keel run`).
+fn cat_in(p: &Project, pkg: &str, path: &str) -> String {
+    p.keel(&["-C", "tree", "run", "-p", pkg, "--", "/usr/bin/cat", path])
+        .run()
+        .success()
+        .stdout()
+}
+
 const CHECKED_SPEC: &str = "Name: checked
 Version: 1
 Release: 1
@@ -704,20 +712,8 @@ fn check_can_be_skipped_by_the_tree_and_parallel_builds_share_the_cores() {
     p.keel(&["-C", "tree", "-j", "2", "build"]).run().success();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let share = (cores / 2).max(1);
-    let run = p
-        .keel(&[
-            "-C",
-            "tree",
-            "run",
-            "-p",
-            "checked",
-            "--",
-            "/usr/bin/cat",
-            "/usr/share/checked/cores",
-        ])
-        .run()
-        .success();
-    assert_eq!(run.stdout().trim(), format!("{share} -j{share}"));
+    let out = cat_in(&p, "checked", "/usr/share/checked/cores");
+    assert_eq!(out.trim(), format!("{share} -j{share}"));
     // Checks on again: a different key, and the failing check fails the build.
     std::fs::write(p.path("tree/keel.toml"), "[specs]\ndirs = [\"SPECS\"]\n").unwrap();
     let plan = p
@@ -801,20 +797,8 @@ fn packages_the_build_root_carries_are_layered_into_every_build() {
         "{deps}"
     );
     p.keel(&["-C", "tree", "build"]).run().success();
-    let run = p
-        .keel(&[
-            "-C",
-            "tree",
-            "run",
-            "-p",
-            "macro-user",
-            "--",
-            "/usr/bin/cat",
-            "/usr/share/macro-user/val",
-        ])
-        .run()
-        .success();
-    assert_eq!(run.stdout().trim(), "42");
+    let out = cat_in(&p, "macro-user", "/usr/share/macro-user/val");
+    assert_eq!(out.trim(), "42");
     // A name no package of the tree provides is keel.toml's error.
     std::fs::write(
         p.path("tree/keel.toml"),
@@ -859,19 +843,7 @@ fn the_build_roots_bin_sh_is_the_trees_choice() {
         .build();
     let shell = |p: &Project| {
         p.keel(&["-C", "tree", "build"]).run().success();
-        p.keel(&[
-            "-C",
-            "tree",
-            "run",
-            "-p",
-            "shelled",
-            "--",
-            "/usr/bin/cat",
-            "/usr/share/shelled/sh",
-        ])
-        .run()
-        .success()
-        .stdout()
+        cat_in(p, "shelled", "/usr/share/shelled/sh")
     };
     assert_eq!(shell(&p).trim(), "[]", "Debian's /bin/sh is dash");
     std::fs::write(

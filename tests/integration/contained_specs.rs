@@ -41,16 +41,21 @@ fn whatprovides(p: &Project, name: &str) -> String {
         .stdout()
 }
 
-#[test]
-fn shell_in_a_spec_cannot_write_on_the_host_when_a_tree_is_read() {
-    let marker = format!(
-        "/tmp/keel-touch-probe-{}-{}",
+/// A host path no test has written: where a spec that could write on the host would.
+fn host_marker(what: &str) -> String {
+    format!(
+        "/tmp/keel-{what}-probe-{}-{}",
         std::process::id(),
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_nanos()
-    );
+    )
+}
+
+#[test]
+fn shell_in_a_spec_cannot_write_on_the_host_when_a_tree_is_read() {
+    let marker = host_marker("touch");
     let p = project()
         .file("tree/keel.toml", TOML)
         .file(
@@ -191,14 +196,7 @@ fn shell_in_a_spec_runs_in_the_trees_own_toolchain() {
 /// and the spec that tries is an error that says so.
 #[test]
 fn lua_in_a_spec_cannot_write_on_the_host_when_a_tree_is_read() {
-    let marker = format!(
-        "/tmp/keel-lua-probe-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let marker = host_marker("lua");
     for (name, lua) in [
         ("luaexec", format!("os.execute('touch {marker}')")),
         ("luaopen", format!("io.open('{marker}', 'w'):write('x')")),
