@@ -45,6 +45,11 @@ pub struct BuildSection {
     /// under `#!/bin/sh`, and Debian's is dash), a path inside the root; part of every
     /// `srpm:` and `rpm:` key [default: the toolchain's own].
     pub sh: Option<PathBuf>,
+    /// An rpmrc in the build root read after rpm's own (`/usr/lib/rpm/azl/rpmrc`, which
+    /// `azurelinux-rpm-macros` installs): where `%optflags` comes from, which no macro
+    /// file can set (rpmbuild's `--target` re-reads rpmrc after them). Part of every
+    /// `srpm:` and `rpm:` key.
+    pub rcfile: Option<PathBuf>,
 }
 
 impl Default for BuildSection {
@@ -52,7 +57,18 @@ impl Default for BuildSection {
         BuildSection {
             check: true,
             sh: None,
+            rcfile: None,
         }
+    }
+}
+
+impl BuildSection {
+    /// The build root's settings as keys see them (`sh`, `rcfile`; unset ones absent).
+    pub fn build_root(&self) -> std::collections::BTreeMap<String, String> {
+        [("sh", &self.sh), ("rcfile", &self.rcfile)]
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.to_owned(), v.as_ref()?.to_string_lossy().into_owned())))
+            .collect()
     }
 }
 

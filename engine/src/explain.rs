@@ -280,6 +280,19 @@ impl Diff {
         }
     }
 
+    /// `[build]`'s build root settings: `sh` shows as `/bin/sh`, an unset one as the
+    /// toolchain's own.
+    fn build_root(&mut self, old: &BTreeMap<String, String>, new: &BTreeMap<String, String>) {
+        self.strings(old, new, |name, o, n| {
+            let show = |v: Option<String>| v.unwrap_or_else(|| "the toolchain's".into());
+            DirtyReason::InputChanged {
+                field: if name == "sh" { "/bin/sh".into() } else { name },
+                old: show(o),
+                new: show(n),
+            }
+        });
+    }
+
     fn macro_files(&mut self, old: &[(String, BlobDigest)], new: &[(String, BlobDigest)]) {
         let map = |v: &[(String, BlobDigest)]| -> BTreeMap<String, BlobDigest> {
             v.iter().cloned().collect()
@@ -383,7 +396,7 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
             });
             d.field("target arch", &o.target_arch, &n.target_arch);
             d.toolchain(&o.toolchain, &n.toolchain);
-            d.field("/bin/sh", shell(&o.sh), shell(&n.sh));
+            d.build_root(&o.build_root, &n.build_root);
         }
         (KeyInputs::RpmBuild(o), KeyInputs::RpmBuild(n)) => {
             d.field("package name", &o.name, &n.name);
@@ -401,7 +414,7 @@ pub fn compute_reasons(old: &KeyRecord, new: &KeyRecord, pending: &[String]) -> 
             });
             let check = |c: bool| if c { "run" } else { "skipped" };
             d.field("%check", check(o.check), check(n.check));
-            d.field("/bin/sh", shell(&o.sh), shell(&n.sh));
+            d.build_root(&o.build_root, &n.build_root);
         }
         (KeyInputs::RepoIndex(o), KeyInputs::RepoIndex(n)) => {
             d.field("repository name", &o.name, &n.name);
@@ -784,11 +797,6 @@ pub fn explain(store: &Store, graph: &Graph, target: &str) -> Result<Explanation
         target: target_plan,
         chain,
     })
-}
-
-/// `[build] sh` as an explanation shows it: empty is the toolchain's own.
-fn shell(sh: &str) -> &str {
-    if sh.is_empty() { "the toolchain's" } else { sh }
 }
 
 #[cfg(test)]

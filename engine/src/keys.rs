@@ -277,8 +277,8 @@ impl SourceFetchInputs {
 /// 8. `toolchain` — the build root rpmbuild packs the SRPM in (its macros and rpm's
 ///    version shape the SRPM's header).
 /// 9. `executor` — what runs the action (see [`ExecutorId`]).
-/// 10. `sh` — what `/bin/sh` is in the build root (`[build] sh`; empty: the toolchain's
-///     own), which runs the spec's `%(…)`.
+/// 10. `build_root` — settings of the build root from `[build]` (`sh`: what `/bin/sh`
+///     is, which runs the spec's `%(…)`; `rcfile`: an rpmrc read after rpm's own).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SrpmPackInputs {
     pub name: String,
@@ -290,7 +290,7 @@ pub struct SrpmPackInputs {
     pub target_arch: String,
     pub toolchain: ToolchainId,
     pub executor: ExecutorId,
-    pub sh: String,
+    pub build_root: BTreeMap<String, String>,
 }
 
 impl SrpmPackInputs {
@@ -307,7 +307,7 @@ impl SrpmPackInputs {
         w.str(&self.toolchain.name);
         w.blob(&self.toolchain.fingerprint);
         self.executor.hash_into(w);
-        w.str(&self.sh);
+        w.str_map(&self.build_root);
     }
 }
 
@@ -324,8 +324,9 @@ impl SrpmPackInputs {
 /// 8. `env` — the allowlisted environment given to the build (`SOURCE_DATE_EPOCH`…).
 /// 9. `executor` — what runs the action (see [`ExecutorId`]).
 /// 10. `check` — whether `%check` runs (`[build] check`; `rpmbuild --nocheck` when not).
-/// 11. `sh` — what `/bin/sh` is in the build root (`[build] sh`; empty: the toolchain's
-///     own), which runs every build script.
+/// 11. `build_root` — settings of the build root from `[build]` (`sh`: what `/bin/sh`
+///     is, which runs every build script; `rcfile`: an rpmrc read after rpm's own, where
+///     `%optflags` comes from).
 ///
 /// The SRPM and the RPMs providing the build requirements are dependency outputs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -340,7 +341,7 @@ pub struct RpmBuildInputs {
     pub env: BTreeMap<String, String>,
     pub executor: ExecutorId,
     pub check: bool,
-    pub sh: String,
+    pub build_root: BTreeMap<String, String>,
 }
 
 impl RpmBuildInputs {
@@ -358,7 +359,7 @@ impl RpmBuildInputs {
         w.str_map(&self.env);
         self.executor.hash_into(w);
         w.str(if self.check { "check" } else { "nocheck" });
-        w.str(&self.sh);
+        w.str_map(&self.build_root);
     }
 }
 

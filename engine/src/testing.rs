@@ -353,7 +353,7 @@ impl Distro {
                         target_arch: arch.clone(),
                         toolchain: toolchain.clone(),
                         executor: executor.clone(),
-                        sh: String::new(),
+                        build_root: Default::default(),
                     }),
                     &[source],
                 )
@@ -374,7 +374,7 @@ impl Distro {
                         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
                         executor: executor.clone(),
                         check: true,
-                        sh: String::new(),
+                        build_root: Default::default(),
                     }),
                     &deps,
                 )

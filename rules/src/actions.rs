@@ -48,8 +48,9 @@ pub struct ActionConfig {
     pub spec_defines: HashMap<PathBuf, BTreeMap<String, String>>,
     /// Whether `%check` runs (`[build] check` in keel.toml).
     pub check: bool,
-    /// What `/bin/sh` is in the build root (`[build] sh`; empty: the toolchain's own).
-    pub sh: String,
+    /// Settings of the build root from `[build]` (`sh`, `rcfile`), part of every `srpm:`
+    /// and `rpm:` key.
+    pub build_root: BTreeMap<String, String>,
 }
 
 impl ActionConfig {
@@ -426,7 +427,7 @@ pub fn spec_actions(
         target_arch: cfg.target_arch.clone(),
         toolchain: cfg.toolchain.clone(),
         executor: cfg.executor.clone(),
-        sh: cfg.sh.clone(),
+        build_root: cfg.build_root.clone(),
     });
     let mut env = BTreeMap::new();
     env.insert(
@@ -444,7 +445,7 @@ pub fn spec_actions(
         env,
         executor: cfg.executor.clone(),
         check: cfg.check,
-        sh: cfg.sh.clone(),
+        build_root: cfg.build_root.clone(),
     });
     Ok(SpecActions {
         sources,

@@ -263,7 +263,7 @@ fn actions(root: &Path, store: &Store, cache: &mut SpecCache, d: &Distro) -> Gra
         executor: keel_engine::ExecutorId::new("test", "none"),
         spec_defines: Default::default(),
         check: true,
-        sh: String::new(),
+        build_root: Default::default(),
     };
     let wanted = wanted_specs(&pg, &[]).unwrap();
     action_graph(store, &pg, &specs, &wanted, &cfg, true)

@@ -266,7 +266,8 @@ impl RpmExecutor {
         }
         let macros = Self::macro_files(store, &i.macro_files, &work.path().join("macros"))?;
         let mut req = self.request(&spec, &src, macros, &i.defines, &i.target_arch, 0);
-        req.sh = (!i.sh.is_empty()).then(|| i.sh.clone());
+        req.sh = i.build_root.get("sh").cloned();
+        req.rcfile = i.build_root.get("rcfile").cloned();
         let out = work.path().join("out");
         let srpm = keel_toolchain::build_srpm(&req, &out)
             .map_err(|e| self.build_failure(store, &ctx.action.name, &e))?;
@@ -335,7 +336,8 @@ impl RpmExecutor {
             .unwrap_or(0);
         let mut req = self.request(&srpm, work.path(), macros, &i.defines, &i.target_arch, sde);
         req.check = i.check;
-        req.sh = (!i.sh.is_empty()).then(|| i.sh.clone());
+        req.sh = i.build_root.get("sh").cloned();
+        req.rcfile = i.build_root.get("rcfile").cloned();
         req.layers = layers;
         let out_dir = work.path().join("out");
         let built = keel_toolchain::build_rpms(&req, &srpm, &out_dir)

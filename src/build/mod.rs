@@ -263,13 +263,7 @@ impl Session {
             executor: kind.id(opts.unsandboxed),
             spec_defines: loaded.spec_defines.clone(),
             check: tree.config.build.check,
-            sh: tree
-                .config
-                .build
-                .sh
-                .as_ref()
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            build_root: tree.config.build.build_root(),
         };
         let mut actions =
             actions::action_graph(store, pg, &loaded.specs, &wanted, &cfg, targets.is_empty())?;

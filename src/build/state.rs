@@ -42,7 +42,7 @@ use super::stamp::{self, Meta, RACY_NS};
 use crate::config::Tree;
 
 // 3: each action keeps both output digests (bytes and summary); states are kept per
-// executor and isolation. 4: whether `%check` runs. 5: what `/bin/sh` is.
+// executor and isolation. 4: whether `%check` runs. 5: the build root's settings (`sh`, `rcfile`).
 const VERSION: u32 = 5;
 
 /// The state file beside the stamp at `stamp_path` (named like it, so that `keel store
@@ -212,7 +212,7 @@ struct KeptConfig {
     indexer: String,
     executor: keel_engine::ExecutorId,
     check: bool,
-    sh: String,
+    build_root: BTreeMap<String, String>,
 }
 
 /// What the last successful build of a tree knew (see the module docs).
@@ -390,7 +390,7 @@ impl State {
                 indexer: cfg.indexer.clone(),
                 executor: cfg.executor.clone(),
                 check: cfg.check,
-                sh: cfg.sh.clone(),
+                build_root: cfg.build_root.clone(),
             },
             warnings,
         }
@@ -509,7 +509,7 @@ impl State {
                 // `applies` keeps trees with version macros off this path.
                 spec_defines: HashMap::new(),
                 check: self.config.check,
-                sh: self.config.sh.clone(),
+                build_root: self.config.build_root.clone(),
             };
             let macro_files = actions::macro_digests(store, &cfg).ok()?;
             for i in changed {

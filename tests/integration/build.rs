@@ -862,3 +862,69 @@ fn the_build_roots_bin_sh_is_the_trees_choice() {
     );
     assert_eq!(shell(&p).trim(), "[5]");
 }
+
+const TREE_RC_SPEC: &str = "Name: tree-rc
+Version: 1
+Release: 1
+Summary: An rpmrc of the tree's own, as azurelinux-rpm-macros ships one
+License: MIT
+BuildArch: noarch
+
+%description
+An rpmrc.
+
+%install
+mkdir -p %{buildroot}/usr/lib/rpm/treerc
+printf 'optflags: x86_64 -O2 -keel-hardening\\noptflags: noarch -O2 -keel-hardening\\n' \\
+  > %{buildroot}/usr/lib/rpm/treerc/rpmrc
+
+%files
+/usr/lib/rpm/treerc/rpmrc
+
+%changelog
+* Sun Dec 06 2026 keel <keel@example.invalid> - 1-1
+- An rpmrc.
+";
+
+const OPTFLAGS_SPEC: &str = "Name: flagged
+Version: 1
+Release: 1
+Summary: Records the optflags it was built with
+License: MIT
+BuildArch: noarch
+
+%description
+Flagged.
+
+%install
+mkdir -p %{buildroot}/usr/share/flagged
+echo '%{optflags}' > %{buildroot}/usr/share/flagged/flags
+
+%files
+/usr/share/flagged/flags
+
+%changelog
+* Sun Dec 06 2026 keel <keel@example.invalid> - 1-1
+- Flagged.
+";
+
+/// `[build] rcfile`: an rpmrc of the build root read after rpm's own, so a tree's
+/// `%optflags` (Azure Linux's hardening flags) reach its builds — no macro file can set
+/// them, since rpmbuild re-reads rpmrc for `--target` after the macro files.
+#[test]
+fn the_trees_rpmrc_sets_optflags() {
+    let p = project()
+        .file(
+            "tree/keel.toml",
+            "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nfrom_tree = [\"tree-rc\"]\n\
+             [build]\nrcfile = \"/usr/lib/rpm/treerc/rpmrc\"\n",
+        )
+        .file("tree/SPECS/tree-rc/tree-rc.spec", TREE_RC_SPEC)
+        .file("tree/SPECS/flagged/flagged.spec", OPTFLAGS_SPEC)
+        .build();
+    p.keel(&["-C", "tree", "build"]).run().success();
+    assert_eq!(
+        cat_in(&p, "flagged", "/usr/share/flagged/flags").trim(),
+        "-O2 -keel-hardening"
+    );
+}

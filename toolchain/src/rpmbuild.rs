@@ -57,6 +57,8 @@ pub struct BuildRequest {
     pub check: bool,
     /// What `/bin/sh` is in the build root (see [`SandboxSpec::sh`]).
     pub sh: Option<String>,
+    /// An rpmrc inside the build root, read after rpm's own (`--rcfile`).
+    pub rcfile: Option<String>,
     /// Sandboxed (the default) or not.
     pub isolation: Isolation,
     /// Where the sandbox keeps merged layers (see [`SandboxSpec::merge_cache`]).
@@ -80,6 +82,7 @@ impl BuildRequest {
             jobs: 1,
             check: true,
             sh: None,
+            rcfile: None,
             isolation: Isolation::Sandboxed,
             merge_cache: None,
         }
@@ -239,6 +242,11 @@ fn sandbox_spec(req: &BuildRequest, build_dir: &Path) -> SandboxSpec {
 /// rpmbuild's command line up to the mode and its argument.
 fn rpmbuild_args(req: &BuildRequest, topdir: &Path) -> Vec<String> {
     let mut args = vec!["rpmbuild".to_owned(), "--nodeps".to_owned()];
+    if let Some(rc) = &req.rcfile {
+        // After rpm's own, whose values it overrides (`optflags` per arch).
+        args.push("--rcfile".into());
+        args.push(format!("/usr/lib/rpm/rpmrc:{rc}"));
+    }
     let mut define = |k: &str, v: &str| {
         args.push("--define".into());
         args.push(format!("{k} {v}"));

@@ -28,7 +28,7 @@ fn rpm() -> RpmBuildInputs {
         env: BTreeMap::new(),
         executor: ExecutorId::new("rpmbuild", "sandboxed"),
         check: true,
-        sh: String::new(),
+        build_root: Default::default(),
     }
 }
 
@@ -133,7 +133,7 @@ fn source_changed_for_fetched_and_tree_sources() {
                     fingerprint: blob("t1"),
                 },
                 executor: ExecutorId::new("rpmbuild", "sandboxed"),
-                sh: String::new(),
+                build_root: Default::default(),
             }),
             &[],
         )

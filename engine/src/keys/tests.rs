@@ -33,7 +33,7 @@ fn srpm_pack() -> SrpmPackInputs {
             fingerprint: blob("toolchain manifest"),
         },
         executor: executor(),
-        sh: String::new(),
+        build_root: Default::default(),
     }
 }
 
@@ -52,7 +52,7 @@ fn rpm_build() -> RpmBuildInputs {
         env: [("SOURCE_DATE_EPOCH".to_owned(), "0".to_owned())].into(),
         executor: executor(),
         check: true,
-        sh: String::new(),
+        build_root: Default::default(),
     }
 }
 
@@ -209,10 +209,12 @@ input_changes_key!(rpm_build_9_isolation, rpm_build, RpmBuild, |i| i
     .isolation =
     "unsandboxed".into());
 input_changes_key!(rpm_build_10_check, rpm_build, RpmBuild, |i| i.check = false);
-input_changes_key!(rpm_build_11_sh, rpm_build, RpmBuild, |i| i.sh =
-    "/usr/bin/bash".into());
-input_changes_key!(srpm_pack_10_sh, srpm_pack, SrpmPack, |i| i.sh =
-    "/usr/bin/bash".into());
+input_changes_key!(rpm_build_11_build_root, rpm_build, RpmBuild, |i| i
+    .build_root
+    .insert("sh".into(), "/usr/bin/bash".into()));
+input_changes_key!(srpm_pack_10_build_root, srpm_pack, SrpmPack, |i| i
+    .build_root
+    .insert("rcfile".into(), "/usr/lib/rpm/azl/rpmrc".into()));
 
 input_changes_key!(repo_index_1_name, repo_index, RepoIndex, |i| i.name =
     "extra".into());

@@ -386,7 +386,7 @@ fn checkout_path_mtime_and_jobs_do_not_change_keys() {
                         fingerprint: spec,
                     },
                     executor: crate::keys::ExecutorId::new("test", "none"),
-                    sh: String::new(),
+                    build_root: Default::default(),
                 }),
                 &[],
             )

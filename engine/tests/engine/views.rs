@@ -68,7 +68,7 @@ fn graph(store: &Store, lib_spec: &str) -> Graph {
                 fingerprint: store.put_bytes(b"toolchain").unwrap(),
             },
             env: BTreeMap::new(),
-            sh: String::new(),
+            build_root: Default::default(),
         })
     };
     let mut g = Graph::new();
