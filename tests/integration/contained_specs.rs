@@ -218,6 +218,38 @@ fn lua_in_a_spec_cannot_write_on_the_host_when_a_tree_is_read() {
     }
 }
 
+/// A `%(…)` runs the build root's programs, not the caller's: a shim early in keel's
+/// `PATH` (a pyenv `python3`) is not what a spec's command finds.
+#[test]
+fn shell_in_a_spec_finds_the_build_roots_programs_not_the_callers() {
+    let p = project()
+        .file("tree/keel.toml", TOML)
+        .file(
+            "tree/SPECS/pathprobe/pathprobe.spec",
+            spec(
+                "pathprobe",
+                "1%(command -v keel-shim-probe >/dev/null && echo 9)",
+                "",
+            ),
+        )
+        .file("shims/keel-shim-probe", "#!/bin/sh\necho shim\n")
+        .build();
+    let shim = p.path("shims/keel-shim-probe");
+    std::fs::set_permissions(&shim, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        p.path("shims").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = p
+        .keel(&["-C", "tree", "query", "whatprovides", "pathprobe"])
+        .env("PATH", path)
+        .run()
+        .success()
+        .stdout();
+    assert!(out.starts_with("pathprobe-1.0-1."), "{out}");
+}
+
 /// Lua and `%{getenv:}` read the environment too: contained, they see what `%(env)` sees.
 #[test]
 fn lua_and_getenv_in_a_spec_see_no_keel_variable() {
