@@ -18,6 +18,11 @@
 //! Rich dependencies (`(a if b)`) are refused with an error naming the chain for now.
 //! Weak dependencies (`Recommends`, `Suggests`…) are not followed: the toolkit installs
 //! images with weak dependencies off too.
+//!
+//! `keel run` makes its sandbox of the same closure ([`runtime_closure`]), with one
+//! difference: a requirement none of the given packages meets (glibc's sonames, a rich
+//! dependency) is left to the build root the sandbox stands on, not an error. So `keel run`
+//! and an image pick the same provider for the same requirement.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -162,8 +167,18 @@ enum Mark {
     Done,
 }
 
+/// What a requirement none of the given packages satisfies is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unmet {
+    /// An error (an image must hold everything it needs).
+    Refused,
+    /// Left to the root the packages are layered over (`keel run`'s toolchain).
+    LeftToRoot,
+}
+
 struct Walk<'a> {
     image: &'a str,
+    unmet: Unmet,
     index: Index<'a>,
     marks: HashMap<usize, Mark>,
     chosen_by_name: HashMap<&'a str, usize>,
@@ -173,7 +188,10 @@ struct Walk<'a> {
 
 impl<'a> Walk<'a> {
     fn fail(&self, last: String, message: impl Into<String>) -> Error {
-        let mut chain = vec![format!("image {}", self.image)];
+        let mut chain = vec![match self.unmet {
+            Unmet::Refused => format!("image {}", self.image),
+            Unmet::LeftToRoot => self.image.to_owned(),
+        }];
         chain.extend(self.chain.iter().cloned());
         chain.push(last);
         Error::Closure {
@@ -183,17 +201,25 @@ impl<'a> Walk<'a> {
         }
     }
 
-    /// Picks the package that satisfies `req` (described as `what` in messages).
-    fn choose(&self, req: &RpmDep, what: String) -> Result<usize, Error> {
-        if req.name.starts_with('(') {
-            return Err(self.fail(what, "rich dependencies are not supported by keel yet"));
-        }
-        let mut cands = self.index.candidates(req);
+    /// Picks the package that satisfies `req` (described as `what` in messages); `None`
+    /// when nothing given does and [`Unmet::LeftToRoot`] allows that.
+    fn choose(&self, req: &RpmDep, what: String, unmet: Unmet) -> Result<Option<usize>, Error> {
+        let mut cands = if req.name.starts_with('(') {
+            Vec::new()
+        } else {
+            self.index.candidates(req)
+        };
         if cands.is_empty() {
-            return Err(self.fail(what, "nothing provides it"));
+            return match unmet {
+                Unmet::LeftToRoot => Ok(None),
+                Unmet::Refused if req.name.starts_with('(') => {
+                    Err(self.fail(what, "rich dependencies are not supported by keel yet"))
+                }
+                Unmet::Refused => Err(self.fail(what, "nothing provides it")),
+            };
         }
         if let Some(&c) = cands.iter().find(|c| self.marks.contains_key(c)) {
-            return Ok(c);
+            return Ok(Some(c));
         }
         cands.sort_by(|a, b| self.index.rank(&req.name, *a, *b));
         let best = cands[0];
@@ -208,7 +234,7 @@ impl<'a> Walk<'a> {
                 ),
             ));
         }
-        Ok(best)
+        Ok(Some(best))
     }
 
     fn visit(&mut self, i: usize) -> Result<(), Error> {
@@ -221,7 +247,10 @@ impl<'a> Walk<'a> {
         self.chosen_by_name.insert(info.name.as_str(), i);
         self.chain.push(info.nevra());
         for req in &info.requires {
-            let dep = self.choose(req, format!("Requires: {}", dep_text(req)))?;
+            let Some(dep) = self.choose(req, format!("Requires: {}", dep_text(req)), self.unmet)?
+            else {
+                continue;
+            };
             if !self.marks.contains_key(&dep) {
                 self.chain.push(format!("Requires: {}", dep_text(req)));
                 self.visit(dep)?;
@@ -242,8 +271,28 @@ pub fn resolve_closure(
     requested: &[String],
     rpms: &[(PathBuf, RpmInfo)],
 ) -> Result<Closure, Error> {
+    walk(image, requested, rpms, Unmet::Refused)
+}
+
+/// The packages `keel run` layers over its root to run `requested`: the same closure as
+/// an image's, chosen the same way, but what none of `rpms` provides is left to that root.
+/// Each requested package must be among `rpms`.
+pub fn runtime_closure(
+    requested: &[String],
+    rpms: &[(PathBuf, RpmInfo)],
+) -> Result<Closure, Error> {
+    walk("keel run", requested, rpms, Unmet::LeftToRoot)
+}
+
+fn walk(
+    image: &str,
+    requested: &[String],
+    rpms: &[(PathBuf, RpmInfo)],
+    unmet: Unmet,
+) -> Result<Closure, Error> {
     let mut walk = Walk {
         image,
+        unmet,
         index: Index::new(rpms),
         marks: HashMap::new(),
         chosen_by_name: HashMap::new(),
@@ -256,7 +305,11 @@ pub fn resolve_closure(
             flags: 0,
             evr: String::new(),
         };
-        let i = walk.choose(&req, format!("package {name}"))?;
+        let what = format!("package {name}");
+        let i = match walk.choose(&req, what.clone(), Unmet::Refused)? {
+            Some(i) => i,
+            None => return Err(walk.fail(what, "nothing provides it")),
+        };
         walk.visit(i)?;
     }
     debug_assert!(walk.marks.values().all(|m| *m == Mark::Done));
@@ -331,6 +384,37 @@ mod tests {
         resolve_closure("core", &req, rpms)
             .map(|c| names(rpms, &c))
             .map_err(|e| e.to_string())
+    }
+
+    /// `keel run` and an image choose alike (the documented tie-break: here the package
+    /// named like the capability, though another is listed first); what nothing given
+    /// provides is left to the root for `keel run` and an error for an image.
+    #[test]
+    fn keel_run_chooses_as_an_image_does_and_leaves_the_rest_to_its_root() {
+        let rpms = vec![
+            pkg(
+                "app-1.0-1",
+                &[],
+                &["greeting", "libc.so.6()(64bit)", "(a-if-b)"],
+                &[],
+            ),
+            pkg("a-greet-1.0-1", &["greeting"], &[], &[]),
+            pkg("greeting-1.0-1", &[], &[], &[]),
+        ];
+        let run = runtime_closure(&["app".to_owned()], &rpms).unwrap();
+        assert_eq!(
+            names(&rpms, &run),
+            ["greeting-1.0-1.x86_64", "app-1.0-1.x86_64"]
+        );
+        let err = closure(&rpms, &["app"]).unwrap_err();
+        assert!(err.contains("libc.so.6()(64bit)"), "{err}");
+        let err = runtime_closure(&["nothing".to_owned()], &rpms)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("package nothing") && err.contains("nothing provides it"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -75,6 +75,6 @@ mod testutil;
 mod tools;
 
 pub use build::{ImageOutput, build_image};
-pub use closure::{Closure, resolve_closure};
+pub use closure::{Closure, resolve_closure, runtime_closure};
 pub use config::{ImageConfig, load_config, parse_config};
 pub use error::Error;

@@ -2,7 +2,6 @@
 //! closure of built packages over the tree's toolchain — to try what was built without
 //! installing it anywhere.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -42,76 +41,6 @@ pub fn built_rpms(out: &Path) -> anyhow::Result<Vec<(PathBuf, RpmInfo)>> {
     Ok(rpms)
 }
 
-/// The packages needed to run `roots`: every Requires followed to a built package that
-/// provides it (by name, Provides with a matching version, or file). What no built
-/// package provides is expected from the toolchain.
-pub fn runtime_closure(
-    rpms: &[(PathBuf, RpmInfo)],
-    roots: &[String],
-) -> anyhow::Result<Vec<usize>> {
-    let evrs: Vec<String> = rpms
-        .iter()
-        .map(|(_, r)| match r.epoch {
-            Some(e) => format!("{e}:{}-{}", r.version, r.release),
-            None => format!("{}-{}", r.version, r.release),
-        })
-        .collect();
-    let mut by_cap: BTreeMap<&str, Vec<(usize, u32, &str)>> = BTreeMap::new();
-    let mut by_file: BTreeMap<&str, usize> = BTreeMap::new();
-    for (i, (_, r)) in rpms.iter().enumerate() {
-        by_cap.entry(r.name.as_str()).or_default().push((
-            i,
-            keel_specs::deps::sense::EQUAL,
-            evrs[i].as_str(),
-        ));
-        for p in &r.provides {
-            by_cap
-                .entry(p.name.as_str())
-                .or_default()
-                .push((i, p.flags, p.evr.as_str()));
-        }
-        for f in &r.files {
-            by_file.insert(f.as_str(), i);
-        }
-    }
-    let mut seen = vec![false; rpms.len()];
-    let mut stack = Vec::new();
-    for name in roots {
-        let i = rpms
-            .iter()
-            .position(|(_, r)| &r.name == name)
-            .with_context(|| format!("no built package named `{name}` (run `keel build` first)"))?;
-        stack.push(i);
-    }
-    while let Some(i) = stack.pop() {
-        if std::mem::replace(&mut seen[i], true) {
-            continue;
-        }
-        for req in &rpms[i].1.requires {
-            let provider = if req.name.starts_with('/') {
-                by_file.get(req.name.as_str()).copied()
-            } else {
-                by_cap.get(req.name.as_str()).and_then(|ps| {
-                    ps.iter()
-                        .find(|(_, f, e)| {
-                            req.flags & 0xe == 0 || keel_rules::overlaps(*f, e, req.flags, &req.evr)
-                        })
-                        .map(|(i, _, _)| *i)
-                })
-            };
-            match provider {
-                Some(p) => stack.push(p),
-                None => tracing::debug!(
-                    "{} requires {}: left to the toolchain",
-                    rpms[i].1.name,
-                    req.name
-                ),
-            }
-        }
-    }
-    Ok((0..rpms.len()).filter(|i| seen[*i]).collect())
-}
-
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<i32> {
     let tree = crate::tree::require(ctx.tree.as_ref())?;
     let store_dir = ctx.store_dir()?;
@@ -120,7 +49,16 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<i32> {
         let store = ctx.open_store()?;
         crate::build::toolchains::resolve(tree, &store)?.toolchain
     };
-    let closure = runtime_closure(&rpms, &args.packages)?;
+    // The same closure an image of these packages has, chosen the same way; what no built
+    // package provides is the toolchain's.
+    let closure = match keel_image::runtime_closure(&args.packages, &rpms) {
+        Ok(c) => c.order,
+        Err(keel_image::Error::Closure { chain, message, .. }) => anyhow::bail!(
+            "{chain}: {message} among the built packages of {} (run `keel build` first)",
+            tree.root.join("out/RPMS").display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
     let cache = LayerCache::new(&store_dir.join("layers"));
     let mut layers = Vec::new();
     for i in &closure {

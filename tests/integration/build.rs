@@ -169,7 +169,8 @@ fn the_example_distribution_builds_runs_and_rebuilds_only_what_changed() {
         .run()
         .success();
     assert_eq!(run.stdout().trim(), "Hello, world!", "{}", run.stderr());
-    assert!(run.stderr().contains("hello, libgreet"), "{}", run.stderr());
+    // Dependencies first, as an image installs them.
+    assert!(run.stderr().contains("libgreet, hello"), "{}", run.stderr());
 
     // Nothing changed: nothing runs.
     let (run, again) = build_json(&p, &[]);
@@ -861,6 +862,11 @@ fn the_build_roots_bin_sh_is_the_trees_choice() {
         "{plan}"
     );
     assert_eq!(shell(&p).trim(), "[5]");
+    // A package that was not built is named, with where keel looked.
+    p.keel(&["-C", "tree", "run", "-p", "nosuch", "--", "/usr/bin/true"])
+        .run()
+        .code_is(1)
+        .stderr_has("keel run -> package nosuch: nothing provides it among the built packages of");
 }
 
 const TREE_RC_SPEC: &str = "Name: tree-rc
