@@ -260,13 +260,30 @@ pub fn action_graph(
 ) -> anyhow::Result<ActionGraph> {
     let (order, mut excluded) = build_order(pg, wanted);
     let macro_files = macro_digests(store, cfg)?;
+    // What the build root carries is built in the bare root: no tree macro files, no
+    // rpmrc of theirs (see `PackageGraph::builds_bare`).
+    let bare_cfg = ActionConfig {
+        build_root: cfg
+            .build_root
+            .iter()
+            .filter(|(k, _)| *k != "rcfile")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        ..cfg.clone()
+    };
     // Hashing (and, the first time, storing) the files of every spec is the bulk of the
     // work: do it on every core.
     let per_spec: Vec<anyhow::Result<SpecActions>> = {
         use rayon::prelude::*;
         order
             .par_iter()
-            .map(|s| spec_actions(store, &pg.specs[s.0].name, &specs[s.0], &macro_files, cfg))
+            .map(|s| {
+                if pg.builds_bare(*s) {
+                    spec_actions(store, &pg.specs[s.0].name, &specs[s.0], &[], &bare_cfg)
+                } else {
+                    spec_actions(store, &pg.specs[s.0].name, &specs[s.0], &macro_files, cfg)
+                }
+            })
             .collect()
     };
     let mut g = Graph::new();

@@ -114,6 +114,9 @@ pub struct PackageGraph {
     target_arch: String,
     /// [`GraphConfig::from_tree`], as dependencies.
     from_tree: Vec<Dep>,
+    /// The specs the carried packages are built from and pull in (see
+    /// [`PackageGraph::builds_bare`]).
+    carried_closure: HashSet<usize>,
 }
 
 /// One spec's build edges as they are found: each provider's spec once per reason, and
@@ -330,6 +333,7 @@ impl PackageGraph {
                     rich: None,
                 })
                 .collect(),
+            carried_closure: HashSet::new(),
         };
         g.index_all();
         g.resolve();
@@ -420,6 +424,7 @@ impl PackageGraph {
                 }
             }
             self.add_carried(&mut edges, &below, &mut req_cache);
+            self.carried_closure = below;
         }
         // Unresolved Requires are reported once, against the spec that declares them.
         for (b, list) in &req_cache {
@@ -448,6 +453,14 @@ impl PackageGraph {
             self.inc[e.to.0].push(i);
         }
         self.cycles = self.find_cycles();
+    }
+
+    /// Whether `spec` is one the build root's carried packages are built from or pull in
+    /// ([`GraphConfig::from_tree`]): such a spec builds in the bare build root, as a
+    /// toolchain is bootstrapped — without the tree's macro files and rpmrc, which assume
+    /// those packages installed (Azure Linux's macros run its own helpers in every %prep).
+    pub fn builds_bare(&self, spec: SpecId) -> bool {
+        self.carried_closure.contains(&spec.0)
     }
 
     /// The tree's packages that provide [`GraphConfig::from_tree`]: the one of the same

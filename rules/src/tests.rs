@@ -348,6 +348,17 @@ fn packages_the_build_root_carries_are_built_first_for_every_other_spec() {
     );
     assert!(g.cycles.is_empty(), "{:?}", g.cycles);
     assert!(g.unresolved.is_empty(), "{:?}", g.unresolved);
+    // What macros is built from and pulls in builds in the bare root.
+    let bare: Vec<&str> = g
+        .specs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| g.builds_bare(crate::graph::SpecId(*i)))
+        .map(|(_, s)| s.name.as_str())
+        .collect();
+    let mut bare = bare;
+    bare.sort_unstable();
+    assert_eq!(bare, ["helper", "macros", "tool"]);
     // The manifest may list it too (Azure Linux's does): the root is said to lack it, so
     // the tree's package is still the one layered in.
     let listed = GraphConfig {

@@ -742,12 +742,17 @@ BuildArch: noarch
 %description
 Macros.
 
+%prep
+
 %install
-mkdir -p %{buildroot}/usr/lib/rpm/macros.d
+mkdir -p %{buildroot}/usr/lib/rpm/macros.d %{buildroot}/usr/lib/rpm/treedemo
 echo '%%treedemo_val 42' > %{buildroot}/usr/lib/rpm/macros.d/macros.treedemo
+printf '#!/bin/sh\\ntrue\\n' > %{buildroot}/usr/lib/rpm/treedemo/prep-helper
+chmod 755 %{buildroot}/usr/lib/rpm/treedemo/prep-helper
 
 %files
 /usr/lib/rpm/macros.d/macros.treedemo
+/usr/lib/rpm/treedemo/prep-helper
 
 %changelog
 * Sun Dec 06 2026 keel <keel@example.invalid> - 1-1
@@ -764,6 +769,8 @@ BuildArch: noarch
 %description
 User.
 
+%prep
+
 %install
 mkdir -p %{buildroot}/usr/share/macro-user
 echo %{?treedemo_val}%{!?treedemo_val:undefined} > %{buildroot}/usr/share/macro-user/val
@@ -777,13 +784,21 @@ echo %{?treedemo_val}%{!?treedemo_val:undefined} > %{buildroot}/usr/share/macro-
 ";
 
 /// `[toolchain] from_tree`: packages of the tree the build root carries (Azure Linux's
-/// macros on a Debian host) are built first and layered into every other build.
+/// macros on a Debian host) are built first and layered into every other build. The
+/// tree's macro files run a helper that package installs in every %prep (as Azure
+/// Linux's run `/usr/lib/rpm/azl/gen-ld-script.sh`): the carried package itself builds in
+/// the bare root, without them.
 #[test]
 fn packages_the_build_root_carries_are_layered_into_every_build() {
     let p = project()
         .file(
             "tree/keel.toml",
-            "[specs]\ndirs = [\"SPECS\"]\n[toolchain]\nfrom_tree = [\"tree-macros\"]\n",
+            "[specs]\ndirs = [\"SPECS\"]\nmacro_files = [\"macros.prep\"]\n\
+             [toolchain]\nfrom_tree = [\"tree-macros\"]\n",
+        )
+        .file(
+            "tree/macros.prep",
+            "%__spec_prep_pre %{___build_pre}\\\n/usr/lib/rpm/treedemo/prep-helper\n",
         )
         .file("tree/SPECS/tree-macros/tree-macros.spec", TREE_MACROS_SPEC)
         .file("tree/SPECS/macro-user/macro-user.spec", MACRO_USER_SPEC)
