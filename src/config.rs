@@ -47,7 +47,8 @@ pub struct BuildSection {
     pub sh: Option<PathBuf>,
     /// An rpmrc in the build root read after rpm's own (`/usr/lib/rpm/azl/rpmrc`, which
     /// `azurelinux-rpm-macros` installs): where `%optflags` comes from, which no macro
-    /// file can set (rpmbuild's `--target` re-reads rpmrc after them). Part of every
+    /// file can set (rpm sets it from rpmrc after reading them: tried with and without
+    /// `--target`). Part of every
     /// `srpm:` and `rpm:` key.
     pub rcfile: Option<PathBuf>,
 }

@@ -931,7 +931,7 @@ echo '%{optflags}' > %{buildroot}/usr/share/flagged/flags
 
 /// `[build] rcfile`: an rpmrc of the build root read after rpm's own, so a tree's
 /// `%optflags` (Azure Linux's hardening flags) reach its builds — no macro file can set
-/// them, since rpmbuild re-reads rpmrc for `--target` after the macro files.
+/// them, since rpm sets `%optflags` from rpmrc after reading the macro files.
 #[test]
 fn the_trees_rpmrc_sets_optflags() {
     let p = project()
