@@ -64,11 +64,20 @@ pub fn macro_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// How specs of this tree are read; `shell_cache`, when given, keeps `%(shell)` results
-/// across processes.
+/// How specs of this tree are read; with a store, `%(shell)` results are kept across
+/// processes in its shell cache.
 pub fn reader_config(
     tree: &Tree,
     store: Option<&keel_store::Store>,
+) -> anyhow::Result<ReaderConfig> {
+    reader_config_in(tree, store, &read_root(tree, store)?)
+}
+
+/// [`reader_config`] with the build root already resolved.
+fn reader_config_in(
+    tree: &Tree,
+    store: Option<&keel_store::Store>,
+    root: &ReadRoot,
 ) -> anyhow::Result<ReaderConfig> {
     let shell_cache = store.map(|s| s.root().join("shell-cache"));
     let sc = &tree.config.specs;
@@ -100,9 +109,9 @@ pub fn reader_config(
         Duration::from_secs(60),
         2 << 20,
     );
-    shell.view = Some(shell_view(tree, store)?);
-    if let Some(store) = store {
-        shell.identity = shell_root_identity(tree, store)?;
+    shell.view = Some(root.view(store)?);
+    if let Some(identity) = &root.identity {
+        shell.identity = identity.clone();
     }
     ecfg.shell = Arc::new(shell);
     // Lua runs in keel's own process, so it is contained there: no `os.execute`, no
@@ -160,101 +169,132 @@ fn host_toolchain(tree: &Tree) -> bool {
     tree.config.toolchain.root.is_none() && tree.config.toolchain.rpms.is_none()
 }
 
-/// The view `%(shell)` runs in: the build root the tree's builds use, read-only.
-fn shell_view(
-    tree: &Tree,
-    store: Option<&keel_store::Store>,
-) -> anyhow::Result<keel_specs::LazyView> {
+/// The build root the tree's builds use, resolved once per reading of the tree: what its
+/// `%(shell)` runs in, whose files satisfy file dependencies, and, with a store, its
+/// identity for the shell and spec caches.
+struct ReadRoot {
+    toolchain: keel_toolchain::Toolchain,
+    /// `name fingerprint`, with a store.
+    identity: Option<String>,
+    /// Where a toolchain tarball or RPM set was unpacked without a store (a read-only
+    /// command before the first build): kept as long as the view that runs in it.
+    scratch: Option<Arc<tempfile::TempDir>>,
+}
+
+/// Resolves the tree's build root; a toolchain tarball or RPM set is unpacked where builds
+/// unpack it, or without a store into a temporary one.
+fn read_root(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Result<ReadRoot> {
+    let identity =
+        |(name, digest): (String, keel_store::BlobDigest)| format!("{name} {}", digest.to_hex());
     if host_toolchain(tree) {
-        // The view's staged `/etc` is made when the first command runs (most reads run
-        // none: their results are in the shell cache): the one builds on this host use,
-        // kept with the store's merged layers, or without a store a temporary one that
-        // goes away with the runner that holds it.
-        let stage_cache = store.map(|s| s.root().join("layers").join("merged"));
-        return Ok(keel_specs::LazyView::new(move || {
-            let view = keel_toolchain::sandbox::HostView::new(stage_cache.as_deref())
-                .map_err(|e| format!("failed to prepare the view %(shell) runs in: {e}"))?;
-            Ok((view.args().to_vec(), Box::new(view)))
-        }));
+        let identity = match store {
+            Some(s) => Some(identity(
+                keel_toolchain::Toolchain::Host
+                    .fingerprint_cached(s.root())
+                    .context("failed to fingerprint the host toolchain")?,
+            )),
+            None => None,
+        };
+        return Ok(ReadRoot {
+            toolchain: keel_toolchain::Toolchain::Host,
+            identity,
+            scratch: None,
+        });
     }
-    // A toolchain tarball or RPM set is unpacked where builds unpack it; without a store
-    // (a read-only command before the first build), into a temporary one that lives as
-    // long as the view.
-    let (resolved, keep) = match store {
-        Some(store) => (crate::build::toolchains::resolve(tree, store)?, None),
-        None => {
+    let dir = (tree.config.toolchain.root.as_ref())
+        .map(|r| tree.root.join(r))
+        .filter(|r| r.is_dir());
+    let (resolved, scratch) = match (store, dir) {
+        (Some(store), _) => (crate::build::toolchains::resolve(tree, store)?, None),
+        (None, Some(dir)) => (
+            crate::build::toolchains::Resolved {
+                toolchain: keel_toolchain::Toolchain::Dir(dir),
+                id: None,
+                inputs: Vec::new(),
+            },
+            None,
+        ),
+        (None, None) => {
             let tmp = tempfile::Builder::new()
                 .prefix("keel-toolchain-")
                 .tempdir()
                 .context("failed to create a temporary directory for the toolchain")?;
             let store = keel_store::Store::open(&tmp.path().join("store"))?;
             let resolved = crate::build::toolchains::resolve(tree, &store)?;
-            (resolved, Some(tmp))
+            (resolved, Some(Arc::new(tmp)))
         }
     };
-    let keel_toolchain::Toolchain::Dir(dir) = &resolved.toolchain else {
-        anyhow::bail!("keel.toml: [toolchain] did not resolve to a directory");
-    };
-    let args = keel_toolchain::sandbox::dir_view_args(dir).with_context(|| {
-        format!(
-            "failed to prepare the view %(shell) runs in ({})",
-            dir.display()
-        )
-    })?;
-    let keep = Arc::new(keep);
-    Ok(keel_specs::LazyView::new(move || {
-        Ok((args.clone(), Box::new(Arc::clone(&keep))))
-    }))
-}
-
-/// The build root's own files, for file dependencies nothing of the tree or the manifest
-/// provides (see `keel_rules::RootFiles`): the host's as a build sees it, or the
-/// toolchain directory's. A toolchain tarball or RPM set is looked into only once unpacked
-/// in a store; without one its file dependencies stay unresolved (warnings, never edges).
-fn root_files(tree: &Tree, store: Option<&keel_store::Store>) -> Option<keel_rules::RootFiles> {
-    let toolchain = if host_toolchain(tree) {
-        keel_toolchain::Toolchain::Host
-    } else {
-        match (&tree.config.toolchain.root, store) {
-            (Some(r), _) if tree.root.join(r).is_dir() => {
-                keel_toolchain::Toolchain::Dir(tree.root.join(r))
-            }
-            (_, Some(store)) => {
-                crate::build::toolchains::resolve(tree, store)
-                    .ok()?
-                    .toolchain
-            }
-            _ => return None,
-        }
-    };
-    Some(keel_rules::RootFiles(Arc::new(move |p: &str| {
-        keel_toolchain::sandbox::root_has(&toolchain, p)
-    })))
-}
-
-/// The identity of the build root `%(shell)` runs in, for the shell and spec caches.
-fn shell_root_identity(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<String> {
-    let (name, digest) = if host_toolchain(tree) {
-        keel_toolchain::Toolchain::Host
-            .fingerprint_cached(store.root())
-            .context("failed to fingerprint the host toolchain")?
-    } else {
-        let resolved = crate::build::toolchains::resolve(tree, store)?;
-        match resolved.id {
-            Some(id) => id,
-            None => resolved
+    let identity = match (store, resolved.id) {
+        (None, _) => None,
+        (Some(_), Some(id)) => Some(identity(id)),
+        (Some(_), None) => Some(identity(
+            resolved
                 .toolchain
                 .fingerprint()
                 .context("failed to fingerprint the toolchain")?,
-        }
+        )),
     };
-    Ok(format!("{name} {}", digest.to_hex()))
+    Ok(ReadRoot {
+        toolchain: resolved.toolchain,
+        identity,
+        scratch,
+    })
+}
+
+impl ReadRoot {
+    /// The view `%(shell)` runs in: the build root, read-only.
+    fn view(&self, store: Option<&keel_store::Store>) -> anyhow::Result<keel_specs::LazyView> {
+        let dir = match &self.toolchain {
+            keel_toolchain::Toolchain::Dir(dir) => dir,
+            keel_toolchain::Toolchain::Host => {
+                // The view's staged `/etc` is made when the first command runs (most
+                // reads run none: their results are in the shell cache): the one builds
+                // on this host use, kept with the store's merged layers, or without a
+                // store a temporary one that goes away with the runner that holds it.
+                let stage_cache = store.map(|s| s.root().join("layers").join("merged"));
+                return Ok(keel_specs::LazyView::new(move || {
+                    let view = keel_toolchain::sandbox::HostView::new(stage_cache.as_deref())
+                        .map_err(|e| format!("failed to prepare the view %(shell) runs in: {e}"))?;
+                    Ok((view.args().to_vec(), Box::new(view)))
+                }));
+            }
+        };
+        let args = keel_toolchain::sandbox::dir_view_args(dir).with_context(|| {
+            format!(
+                "failed to prepare the view %(shell) runs in ({})",
+                dir.display()
+            )
+        })?;
+        let keep = self.scratch.clone();
+        Ok(keel_specs::LazyView::new(move || {
+            Ok((args.clone(), Box::new(keep.clone())))
+        }))
+    }
+
+    /// The build root's own files, for file dependencies nothing of the tree or the
+    /// manifest provides (see `keel_rules::RootFiles`): the host's as a build sees it, or
+    /// the toolchain directory's. A toolchain tarball or RPM set is looked into only once
+    /// unpacked in a store; without one its file dependencies stay unresolved (warnings,
+    /// never edges).
+    fn files(&self) -> Option<keel_rules::RootFiles> {
+        if self.scratch.is_some() {
+            return None;
+        }
+        let toolchain = self.toolchain.clone();
+        Some(keel_rules::RootFiles(Arc::new(move |p: &str| {
+            keel_toolchain::sandbox::root_has(&toolchain, p)
+        })))
+    }
 }
 
 /// Everything a spec's evaluation depends on besides its own directory: keel itself,
 /// keel.toml, the tree's macro files and (when read) the host's, the Lua modules, and the
 /// host build root `%(shell)` runs in.
-fn setup_digest(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<keel_store::BlobDigest> {
+fn setup_digest(
+    tree: &Tree,
+    store: &keel_store::Store,
+    root: &ReadRoot,
+) -> anyhow::Result<keel_store::BlobDigest> {
     let mut text = String::new();
     let exe = std::env::current_exe().ok();
     for f in &setup_files(tree)? {
@@ -273,7 +313,7 @@ fn setup_digest(tree: &Tree, store: &keel_store::Store) -> anyhow::Result<keel_s
     // `%(shell)` sees the build root (see `reader_config`).
     text.push_str(&format!(
         "shell view {}\n",
-        shell_root_identity(tree, store)?
+        root.identity.as_deref().unwrap_or_default()
     ));
     Ok(keel_store::BlobDigest::of_bytes(text.as_bytes()))
 }
@@ -365,7 +405,8 @@ pub fn setup_files(tree: &Tree) -> anyhow::Result<Vec<PathBuf>> {
 /// spec cache for every spec whose inputs are unchanged (see `keel_rules::speccache`).
 pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Result<LoadedTree> {
     let start = Instant::now();
-    let reader = reader_config(tree, store)?;
+    let root = read_root(tree, store)?;
+    let reader = reader_config_in(tree, store, &root)?;
     let mut files = Vec::new();
     // Which of keel.toml's spec directories each file is from, by position.
     let mut root_of = Vec::new();
@@ -387,7 +428,7 @@ pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Resu
         )
     });
     let setup = match store {
-        Some(s) => Some(setup_digest(tree, s)?),
+        Some(s) => Some(setup_digest(tree, s, &root)?),
         None => None,
     };
     let mut read = |files: &[PathBuf],
@@ -505,7 +546,7 @@ pub fn load_with(tree: &Tree, store: Option<&keel_store::Store>) -> anyhow::Resu
             target_arch,
             toolchain,
             seed,
-            root_files: root_files(tree, store),
+            root_files: root.files(),
             from_tree: tree.config.toolchain.from_tree.clone(),
         },
     );

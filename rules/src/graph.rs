@@ -112,8 +112,8 @@ pub struct PackageGraph {
     out: Vec<Vec<usize>>,
     inc: Vec<Vec<usize>>,
     target_arch: String,
-    /// [`GraphConfig::from_tree`], as dependencies.
-    from_tree: Vec<Dep>,
+    /// [`GraphConfig::from_tree`].
+    from_tree: Vec<String>,
     /// The specs the carried packages are built from and pull in (see
     /// [`PackageGraph::builds_bare`]).
     carried_closure: HashSet<usize>,
@@ -160,35 +160,25 @@ impl Pull {
         si: usize,
         req_cache: &mut HashMap<BinId, Vec<(String, Resolution)>>,
     ) {
-        let names = |p: ProviderSource| g.provider_name(p);
         while let Some(b) = self.queue.pop_front() {
-            let resolved = req_cache.entry(b).or_insert_with(|| {
-                g.bins[b.0]
-                    .requires
-                    .iter()
-                    .filter(|d| !is_internal(d))
-                    .map(|d| (d.nevr(), g.index.resolve(d, &names)))
-                    .collect()
-            });
-            let mut found = Vec::new();
-            for (text, res) in resolved.iter() {
-                if let Resolution::Satisfied(ps) = res {
-                    for p in ps {
-                        if let ProviderSource::Package(nb) = p {
-                            found.push((*nb, format!("{} Requires: {text}", g.bins[b.0].name)));
-                        }
-                    }
-                }
-            }
-            for (nb, via) in found {
-                if g.bins[nb.0].spec.0 == g.bins[b.0].spec.0 {
-                    // A package's own spec is where it comes from, not an edge.
-                    if self.visited.insert(nb) {
-                        self.queue.push_back(nb);
-                    }
+            for (text, res) in g.requires_of(b, req_cache) {
+                let Resolution::Satisfied(ps) = res else {
                     continue;
+                };
+                for p in ps {
+                    let ProviderSource::Package(nb) = *p else {
+                        continue;
+                    };
+                    if g.bins[nb.0].spec.0 == g.bins[b.0].spec.0 {
+                        // A package's own spec is where it comes from, not an edge.
+                        if self.visited.insert(nb) {
+                            self.queue.push_back(nb);
+                        }
+                    } else {
+                        let via = format!("{} Requires: {text}", g.bins[b.0].name);
+                        self.edge(g, edges, si, nb, via);
+                    }
                 }
-                self.edge(g, edges, si, nb, via);
             }
         }
     }
@@ -323,16 +313,7 @@ impl PackageGraph {
             out: Vec::new(),
             inc: Vec::new(),
             target_arch: cfg.target_arch.clone(),
-            from_tree: cfg
-                .from_tree
-                .iter()
-                .map(|n| Dep {
-                    name: n.clone(),
-                    flags: 0,
-                    evr: String::new(),
-                    rich: None,
-                })
-                .collect(),
+            from_tree: cfg.from_tree.clone(),
             carried_closure: HashSet::new(),
         };
         g.index_all();
@@ -392,22 +373,18 @@ impl PackageGraph {
             // from, and everything those need to build: they build without them. Closed
             // under build edges, and only specs outside get the new edges, so no cycle
             // can pass through one.
-            let names = |p: ProviderSource| match p {
-                ProviderSource::Package(b) => Some(self.bins[b.0].name.clone()),
-                _ => None,
-            };
             let mut carried: Vec<BinId> = self.carried().into_iter().map(|(_, b)| b).collect();
             let mut seen: HashSet<BinId> = carried.iter().copied().collect();
             let mut todo: Vec<usize> = Vec::new();
             while let Some(b) = carried.pop() {
                 todo.push(self.bins[b.0].spec.0);
-                for d in self.bins[b.0].requires.iter().filter(|d| !is_internal(d)) {
-                    if let Resolution::Satisfied(ps) = self.index.resolve(d, &names) {
+                for (_, res) in self.requires_of(b, &mut req_cache) {
+                    if let Resolution::Satisfied(ps) = res {
                         for p in ps {
                             if let ProviderSource::Package(nb) = p
-                                && seen.insert(nb)
+                                && seen.insert(*nb)
                             {
-                                carried.push(nb);
+                                carried.push(*nb);
                             }
                         }
                     }
@@ -467,23 +444,41 @@ impl PackageGraph {
     /// name, else the first — never the toolchain manifest's package of that name, which
     /// the build root is said to lack. A name no package provides is left out (keel.toml's
     /// error, which the caller reports).
-    fn carried(&self) -> Vec<(&Dep, BinId)> {
+    fn carried(&self) -> Vec<(&str, BinId)> {
         self.from_tree
             .iter()
-            .filter_map(|d| {
+            .filter_map(|name| {
                 let bins: Vec<BinId> = self
                     .index
-                    .whatprovides(&d.name, 0, "")
+                    .whatprovides(name, 0, "")
                     .into_iter()
                     .filter_map(|p| match p {
                         ProviderSource::Package(b) => Some(b),
                         _ => None,
                     })
                     .collect();
-                let same = bins.iter().find(|b| self.bins[b.0].name == d.name);
-                same.or(bins.first()).map(|b| (d, *b))
+                let same = bins.iter().find(|b| self.bins[b.0].name == *name);
+                same.or(bins.first()).map(|b| (name.as_str(), *b))
             })
             .collect()
+    }
+
+    /// The Requires of `b`, each resolved once per resolution pass (`cache`): they
+    /// resolve the same way for every spec whose build root pulls `b` in.
+    fn requires_of<'c>(
+        &self,
+        b: BinId,
+        cache: &'c mut HashMap<BinId, Vec<(String, Resolution)>>,
+    ) -> &'c [(String, Resolution)] {
+        cache.entry(b).or_insert_with(|| {
+            let names = |p: ProviderSource| self.provider_name(p);
+            self.bins[b.0]
+                .requires
+                .iter()
+                .filter(|d| !is_internal(d))
+                .map(|d| (d.nevr(), self.index.resolve(d, &names)))
+                .collect()
+        })
     }
 
     /// A provider's package name (to prefer a package named like the capability).
@@ -565,13 +560,13 @@ impl PackageGraph {
                 seen_edge: had.remove(&si).unwrap_or_default(),
                 ..Pull::default()
             };
-            for (d, b) in &carried {
+            for (name, b) in &carried {
                 pull.edge(
                     self,
                     edges,
                     si,
                     *b,
-                    format!("the build root carries {}", d.name),
+                    format!("the build root carries {name}"),
                 );
             }
             pull.requires(self, edges, si, req_cache);
