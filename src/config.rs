@@ -51,6 +51,14 @@ pub struct BuildSection {
     /// `--target`). Part of every
     /// `srpm:` and `rpm:` key.
     pub rcfile: Option<PathBuf>,
+    /// Seconds one rpmbuild may run before it is stopped and counted as failed [default:
+    /// 3600]. Not part of any key: it decides whether a build finishes, not what it makes.
+    #[serde(default = "an_hour")]
+    pub timeout: u64,
+}
+
+fn an_hour() -> u64 {
+    3600
 }
 
 impl Default for BuildSection {
@@ -59,6 +67,7 @@ impl Default for BuildSection {
             check: true,
             sh: None,
             rcfile: None,
+            timeout: an_hour(),
         }
     }
 }

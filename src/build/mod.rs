@@ -107,6 +107,8 @@ pub struct Session {
     store_root: std::path::PathBuf,
     jobs: usize,
     unsandboxed: bool,
+    /// How long one rpmbuild may run (`[build] timeout`).
+    build_timeout: std::time::Duration,
 }
 
 /// What a build asks of the session besides the tree.
@@ -295,6 +297,7 @@ impl Session {
             store_root: store.root().to_owned(),
             jobs: ctx.jobs(),
             unsandboxed: opts.unsandboxed,
+            build_timeout: std::time::Duration::from_secs(tree.config.build.timeout),
         })
     }
 
@@ -325,7 +328,7 @@ impl Session {
                     // Builds run side by side, each with a share of the cores: `-j 2`
                     // on two cores is two builds of `make -j1`, not two of `-j2`.
                     jobs_per_build: cores_per_build(self.jobs),
-                    timeout: std::time::Duration::from_secs(3600),
+                    timeout: self.build_timeout,
                     log_dir: self.store_root.join("logs"),
                     spec_dirs: self
                         .loaded

@@ -23,21 +23,39 @@ use std::path::{Path, PathBuf};
 const SEARCH: [&str; 4] = ["usr/bin", "bin", "usr/sbin", "sbin"];
 
 /// Toolchain manifest packages and the command each one must provide.
-pub const MANIFEST_COMMANDS: [(&str, &str); 20] = [
+pub const MANIFEST_COMMANDS: [(&str, &str); 38] = [
+    ("autoconf", "autoconf"),
+    ("automake", "automake"),
     ("bash", "bash"),
     ("binutils", "ld"),
+    ("bison", "bison"),
     ("bzip2", "bzip2"),
+    ("cmake", "cmake"),
     ("coreutils", "cp"),
     ("cpio", "cpio"),
+    ("debugedit", "find-debuginfo"),
     ("diffutils", "diff"),
+    ("dwz", "dwz"),
+    ("elfutils", "eu-strip"),
+    ("file", "file"),
     ("findutils", "find"),
+    ("flex", "flex"),
     ("gawk", "awk"),
     ("gcc", "gcc"),
     ("gcc-c++", "g++"),
+    ("gettext", "msgfmt"),
+    ("gperf", "gperf"),
     ("grep", "grep"),
     ("gzip", "gzip"),
+    ("intltool", "intltoolize"),
+    ("libtool", "libtoolize"),
+    ("m4", "m4"),
     ("make", "make"),
+    ("meson", "meson"),
+    ("ninja-build", "ninja"),
     ("patch", "patch"),
+    ("perl", "perl"),
+    ("pkgconf", "pkgconf"),
     ("rpm-build", "rpmbuild"),
     ("sed", "sed"),
     ("tar", "tar"),
@@ -241,6 +259,21 @@ BuildRequires: gcc
             );
         }
         assert_eq!(msg.matches("needed by").count(), 4, "{msg}");
+    }
+
+    /// rpmbuild's `%install` ends in find-debuginfo, which calls `eu-strip`: a Debian host
+    /// without elfutils failed every arch build there, after compiling. The manifest lists
+    /// elfutils and debugedit, so the check names them first.
+    #[test]
+    fn the_debuginfo_tools_the_manifest_promises_are_named() {
+        let root = root_with(&["sh", "rpmbuild", "find-debuginfo"]);
+        let needs = base_needs(&["elfutils".into(), "debugedit".into(), "nosuchpkg".into()]);
+        let msg = check(root.path(), &needs).unwrap();
+        assert!(
+            msg.contains("`eu-strip`, needed by the toolchain manifest's package elfutils"),
+            "{msg}"
+        );
+        assert_eq!(msg.matches("needed by").count(), 1, "{msg}");
     }
 
     #[test]

@@ -949,3 +949,35 @@ fn the_trees_rpmrc_sets_optflags() {
         "-O2 -keel-hardening"
     );
 }
+
+/// `[build] timeout`: a build that runs longer is stopped and reported as timed out with
+/// its package; the limit is not part of any key (changing it re-plans nothing).
+#[test]
+fn a_build_longer_than_the_trees_timeout_is_stopped_and_named() {
+    let config = |secs: u64| format!("[specs]\ndirs = [\"SPECS\"]\n[build]\ntimeout = {secs}\n");
+    let p = project()
+        .file("tree/keel.toml", &config(3600))
+        .file("tree/SPECS/slow/slow.spec", &SHELL_SPEC.replace("Name: shelled", "Name: slow"))
+        .build();
+    p.keel(&["-C", "tree", "build"]).run().success();
+    std::fs::write(p.path("tree/keel.toml"), config(2)).unwrap();
+    let plan = p
+        .keel(&["-C", "tree", "build", "--dry-run"])
+        .run()
+        .success()
+        .stdout();
+    assert!(plan.contains("0 of 3 actions would run"), "{plan}");
+    std::fs::write(
+        p.path("tree/SPECS/slow/slow.spec"),
+        SHELL_SPEC
+            .replace("Name: shelled", "Name: slow")
+            .replace("%install\n", "%install\nsleep 60\n"),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    p.keel(&["-C", "tree", "build"])
+        .run()
+        .code_is(1)
+        .stderr_has("rpm:slow failed: build slow: rpmbuild timed out");
+    assert!(started.elapsed() < std::time::Duration::from_secs(50));
+}
