@@ -140,16 +140,16 @@ impl ActionKind {
     ///   (files, directories, symlinks, modes, contents; no ownership, no rpm database, no
     ///   header: rpmbuild runs with `--nodeps`), and the RPM summary covers every one of
     ///   those; the SRPM it reads has no summary, so it is read as bytes;
+    /// - `srpm_pack` packs the fetched sources (which have no summary: read as bytes) in a
+    ///   root with the payloads of the packages the build root carries as layers, as
+    ///   `rpm_build` does;
     /// - `repo_index` hashes the RPM files themselves (`pkgid`, header ranges, changelog);
     /// - `image` writes every header into the image's rpm database and ships the files;
-    /// - `srpm_pack` packs the fetched sources; `source_fetch` has no dependencies.
+    /// - `source_fetch` has no dependencies.
     pub const fn dependency_view(self) -> View {
         match self {
-            ActionKind::RpmBuild => View::Summary,
-            ActionKind::SourceFetch
-            | ActionKind::SrpmPack
-            | ActionKind::RepoIndex
-            | ActionKind::Image => View::Bytes,
+            ActionKind::RpmBuild | ActionKind::SrpmPack => View::Summary,
+            ActionKind::SourceFetch | ActionKind::RepoIndex | ActionKind::Image => View::Bytes,
         }
     }
 }

@@ -345,6 +345,19 @@ pub fn action_graph(
         for (name, inputs) in sa.sources {
             srpm_deps.push(g.add(name, inputs, &[])?);
         }
+        // Packing reads the spec with the tree's macros too (`%python_provide` requires
+        // the carried Lua modules, the rpmrc is the carried one): the packages the build
+        // root carries are layered into the packing root as into the build's.
+        if !pg.builds_bare(*s) {
+            let mut carried: Vec<ActionId> = pg
+                .deps(*s)
+                .filter(|e| e.to != *s && pg.builds_bare(e.to))
+                .filter_map(|e| rpm_action.get(&e.to).copied())
+                .collect();
+            carried.sort();
+            carried.dedup();
+            srpm_deps.extend(carried);
+        }
         let srpm = g.add(sa.srpm.0, sa.srpm.1, &srpm_deps)?;
         spec_of.insert(srpm, *s);
         let mut deps = vec![srpm];

@@ -190,9 +190,15 @@ impl RpmExecutor {
         for (name, d) in &i.files {
             store.materialize_blob(d, &src.join(name), 0o644)?;
         }
-        // Fetched sources, by file name, with the action they came from.
+        // Fetched sources, by file name, with the action they came from; the packages the
+        // build root carries, as layers.
         let mut fetched: Vec<(&str, &str)> = Vec::new();
+        let mut layers = Vec::new();
         for (dep, rec) in &ctx.deps {
+            if dep.starts_with("rpm:") {
+                self.add_layers(store, &work.path().join("deps"), dep, rec, &mut layers)?;
+                continue;
+            }
             for o in &rec.outputs {
                 if let ObjectRef::Blob(d) = &o.object {
                     store.materialize_blob(d, &src.join(&o.name), 0o644)?;
@@ -268,6 +274,7 @@ impl RpmExecutor {
         let mut req = self.request(&spec, &src, macros, &i.defines, &i.target_arch, 0);
         req.sh = i.build_root.get("sh").cloned();
         req.rcfile = i.build_root.get("rcfile").cloned();
+        req.layers = layers;
         let out = work.path().join("out");
         let srpm = keel_toolchain::build_srpm(&req, &out)
             .map_err(|e| self.build_failure(store, &ctx.action.name, &e))?;
@@ -283,6 +290,32 @@ impl RpmExecutor {
             }],
             log: None,
         })
+    }
+
+    /// Each RPM of the dependency `dep` becomes a layer of the build root, unpacked once
+    /// (its file materialized under `rpms_dir` the first time).
+    fn add_layers(
+        &self,
+        store: &Store,
+        rpms_dir: &Path,
+        dep: &str,
+        rec: &keel_store::ActionRecord,
+        layers: &mut Vec<PathBuf>,
+    ) -> Result<(), ExecError> {
+        for (name, d) in rpm_outputs(rec) {
+            let path = rpms_dir.join(name);
+            let layer = if let Some(cached) = self.layers.complete_layer(d) {
+                cached
+            } else {
+                std::fs::create_dir_all(rpms_dir).map_err(io("create", rpms_dir))?;
+                store.materialize_blob(d, &path, 0o644)?;
+                self.layers
+                    .layer_for_digest(&path, d)
+                    .map_err(|e| failed(format!("unpack {name} (from {dep}): {e}")))?
+            };
+            layers.push(layer);
+        }
+        Ok(())
     }
 
     fn rpm(
@@ -312,19 +345,7 @@ impl RpmExecutor {
                 srpm = Some(path);
                 continue;
             }
-            // Each RPM of a dependency becomes a layer of the build root, unpacked once.
-            for (name, d) in rpm_outputs(rec) {
-                let path = rpms_dir.join(name);
-                let layer = if let Some(cached) = self.layers.complete_layer(d) {
-                    cached
-                } else {
-                    store.materialize_blob(d, &path, 0o644)?;
-                    self.layers
-                        .layer_for_digest(&path, d)
-                        .map_err(|e| failed(format!("unpack {name} (from {dep}): {e}")))?
-                };
-                layers.push(layer);
-            }
+            self.add_layers(store, &rpms_dir, dep, rec, &mut layers)?;
         }
         let srpm =
             srpm.ok_or_else(|| failed(format!("{srpm_name} is not among the dependencies")))?;

@@ -738,6 +738,7 @@ Release: 1
 Summary: The tree's own rpm macros, which the build root carries
 License: MIT
 BuildArch: noarch
+Source0: name.lua
 
 %description
 Macros.
@@ -746,13 +747,16 @@ Macros.
 
 %install
 mkdir -p %{buildroot}/usr/lib/rpm/macros.d %{buildroot}/usr/lib/rpm/treedemo
+mkdir -p %{buildroot}/usr/lib/rpm/lua/treedemo
 echo '%%treedemo_val 42' > %{buildroot}/usr/lib/rpm/macros.d/macros.treedemo
 printf '#!/bin/sh\\ntrue\\n' > %{buildroot}/usr/lib/rpm/treedemo/prep-helper
 chmod 755 %{buildroot}/usr/lib/rpm/treedemo/prep-helper
+install -m 644 %{SOURCE0} %{buildroot}/usr/lib/rpm/lua/treedemo/name.lua
 
 %files
 /usr/lib/rpm/macros.d/macros.treedemo
 /usr/lib/rpm/treedemo/prep-helper
+/usr/lib/rpm/lua/treedemo/name.lua
 
 %changelog
 * Sun Dec 06 2026 keel <keel@example.invalid> - 1-1
@@ -765,6 +769,9 @@ Release: 1
 Summary: Uses the tree's macros without asking for them
 License: MIT
 BuildArch: noarch
+# A Lua module of the carried package, required while the spec is read: packing the
+# SRPM reads it too (as Azure Linux's %python_provide requires azl.srpm.python).
+Provides: macro-user-%{treedemo_lua}
 
 %description
 User.
@@ -794,13 +801,19 @@ fn packages_the_build_root_carries_are_layered_into_every_build() {
         .file(
             "tree/keel.toml",
             "[specs]\ndirs = [\"SPECS\"]\nmacro_files = [\"macros.prep\"]\n\
+             [specs.lua_modules]\n\"treedemo.name\" = \"SPECS/tree-macros/name.lua\"\n\
              [toolchain]\nfrom_tree = [\"tree-macros\"]\n",
         )
         .file(
             "tree/macros.prep",
-            "%__spec_prep_pre %{___build_pre}\\\n/usr/lib/rpm/treedemo/prep-helper\n",
+            "%__spec_prep_pre %{___build_pre}\\\n/usr/lib/rpm/treedemo/prep-helper\n\
+             %treedemo_lua %{lua: print(require(\"treedemo.name\").name)}\n",
         )
         .file("tree/SPECS/tree-macros/tree-macros.spec", TREE_MACROS_SPEC)
+        .file(
+            "tree/SPECS/tree-macros/name.lua",
+            "return { name = \"lua\" }\n",
+        )
         .file("tree/SPECS/macro-user/macro-user.spec", MACRO_USER_SPEC)
         .build();
     let deps = p
@@ -815,6 +828,12 @@ fn packages_the_build_root_carries_are_layered_into_every_build() {
     p.keel(&["-C", "tree", "build"]).run().success();
     let out = cat_in(&p, "macro-user", "/usr/share/macro-user/val");
     assert_eq!(out.trim(), "42");
+    let provides = p
+        .keel(&["-C", "tree", "query", "whatprovides", "macro-user-lua"])
+        .run()
+        .success()
+        .stdout();
+    assert!(provides.contains("macro-user"), "{provides}");
     // A name no package of the tree provides is keel.toml's error.
     std::fs::write(
         p.path("tree/keel.toml"),
@@ -957,7 +976,10 @@ fn a_build_longer_than_the_trees_timeout_is_stopped_and_named() {
     let config = |secs: u64| format!("[specs]\ndirs = [\"SPECS\"]\n[build]\ntimeout = {secs}\n");
     let p = project()
         .file("tree/keel.toml", &config(3600))
-        .file("tree/SPECS/slow/slow.spec", &SHELL_SPEC.replace("Name: shelled", "Name: slow"))
+        .file(
+            "tree/SPECS/slow/slow.spec",
+            &SHELL_SPEC.replace("Name: shelled", "Name: slow"),
+        )
         .build();
     p.keel(&["-C", "tree", "build"]).run().success();
     std::fs::write(p.path("tree/keel.toml"), config(2)).unwrap();

@@ -386,16 +386,16 @@ fn bytes_digest_sees_what_the_summary_leaves_out() {
 }
 
 #[test]
-fn only_rpm_builds_read_their_dependencies_as_summaries() {
+fn only_builds_and_packings_read_their_dependencies_as_summaries() {
     for kind in [
         ActionKind::SourceFetch,
-        ActionKind::SrpmPack,
         ActionKind::RepoIndex,
         ActionKind::Image,
     ] {
         assert_eq!(kind.dependency_view(), View::Bytes, "{kind}");
     }
     assert_eq!(ActionKind::RpmBuild.dependency_view(), View::Summary);
+    assert_eq!(ActionKind::SrpmPack.dependency_view(), View::Summary);
 }
 
 #[test]
