@@ -23,7 +23,8 @@ use std::path::{Path, PathBuf};
 const SEARCH: [&str; 4] = ["usr/bin", "bin", "usr/sbin", "sbin"];
 
 /// Toolchain manifest packages and the command each one must provide.
-pub const MANIFEST_COMMANDS: [(&str, &str); 38] = [
+pub const MANIFEST_COMMANDS: [(&str, &str); 50] = [
+    ("asciidoc", "asciidoc"),
     ("autoconf", "autoconf"),
     ("automake", "automake"),
     ("bash", "bash"),
@@ -44,11 +45,16 @@ pub const MANIFEST_COMMANDS: [(&str, &str); 38] = [
     ("gcc", "gcc"),
     ("gcc-c++", "g++"),
     ("gettext", "msgfmt"),
+    ("gfortran", "gfortran"),
     ("gperf", "gperf"),
     ("grep", "grep"),
+    ("gtk-doc", "gtkdocize"),
     ("gzip", "gzip"),
     ("intltool", "intltoolize"),
+    ("itstool", "itstool"),
     ("libtool", "libtoolize"),
+    ("libxslt", "xsltproc"),
+    ("lua", "lua"),
     ("m4", "m4"),
     ("make", "make"),
     ("meson", "meson"),
@@ -56,11 +62,17 @@ pub const MANIFEST_COMMANDS: [(&str, &str); 38] = [
     ("patch", "patch"),
     ("perl", "perl"),
     ("pkgconf", "pkgconf"),
+    ("procps-ng", "ps"),
+    ("python3", "python3"),
     ("rpm-build", "rpmbuild"),
     ("sed", "sed"),
+    ("swig", "swig"),
     ("tar", "tar"),
+    ("texinfo", "makeinfo"),
     ("unzip", "unzip"),
+    ("which", "which"),
     ("xz", "xz"),
+    ("zip", "zip"),
     ("zstd", "zstd"),
 ];
 
