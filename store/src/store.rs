@@ -828,14 +828,21 @@ fn acquire_lock(root: &Path, on_blocked: Option<OnBlocked>, no_wait: bool) -> Re
             }
         }
     }
-    let who = format!(
-        "pid {}: {}\n",
-        std::process::id(),
-        std::env::args().collect::<Vec<_>>().join(" ")
-    );
+    let who = holder_note(std::process::id(), std::env::args());
     let _ = file.set_len(0);
     let _ = file.write_all(who.as_bytes());
     Ok(file)
+}
+
+/// What the lock holder writes about itself, and a waiting process prints: its pid and
+/// command line, cut at 120 characters (a build may name hundreds of packages).
+fn holder_note(pid: u32, args: impl Iterator<Item = String>) -> String {
+    let mut command = args.collect::<Vec<_>>().join(" ");
+    if let Some((cut, _)) = command.char_indices().nth(120) {
+        command.truncate(cut);
+        command.push('…');
+    }
+    format!("pid {pid}: {command}\n")
 }
 
 fn check_format(root: &Path) -> Result<()> {
@@ -938,6 +945,19 @@ mod tests {
             ..StoreOptions::default()
         };
         Store::open_with(&dir.path().join("store"), opts).unwrap();
+    }
+
+    #[test]
+    fn the_holders_note_is_cut_to_a_line() {
+        let args = ["keel", "build", "-k"].map(String::from).into_iter();
+        assert_eq!(holder_note(7, args), "pid 7: keel build -k\n");
+        let many = std::iter::once("keel".to_owned()).chain((0..300).map(|i| format!("pkg{i}")));
+        let note = holder_note(7, many);
+        assert!(note.starts_with("pid 7: keel pkg0 pkg1 "), "{note}");
+        assert!(
+            note.ends_with("…\n") && note.chars().count() < 140,
+            "{note}"
+        );
     }
 
     #[test]
