@@ -36,7 +36,8 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::{RemoteError, Result};
-use crate::http::{Fail, Health, Policy, Secret, run_op};
+use crate::health::{Fail, Health, Policy, run_op};
+use crate::http::Secret;
 use crate::signing::peek_blobs;
 use crate::tier::{
     BlobSource, DigestFunction, DigestMap, Landing, Stats, Tier, Verifier, bump, hex,
@@ -426,8 +427,7 @@ impl GrpcTier {
             &self.stats,
             &self.name,
             Policy {
-                retries: self.config.retries,
-                backoff: self.config.backoff,
+                retry: keel_retry::Retry::new(self.config.retries, self.config.backoff),
                 breaker_threshold: self.config.breaker_threshold,
             },
             op,

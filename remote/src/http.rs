@@ -35,13 +35,13 @@ use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
 use keel_store::{ActionKey, BlobDigest};
 
 use crate::error::{RemoteError, Result};
+use crate::health::{Fail, Health, Policy, run_op};
 use crate::tier::{
     BlobSource, DigestFunction, DigestMap, Landing, Stats, Tier, VerifyFailure, bump, hex,
     verified_read,
@@ -273,112 +273,6 @@ impl HttpConfig {
     }
 }
 
-/// The "is this remote still worth talking to" state shared by the HTTP and gRPC tiers.
-#[derive(Debug, Default)]
-pub(crate) struct Health {
-    consecutive_failures: AtomicU32,
-    disabled: AtomicBool,
-    uploads_stopped: AtomicBool,
-}
-
-impl Health {
-    pub(crate) fn check(&self, url: &str) -> Result<()> {
-        if self.disabled.load(Ordering::Relaxed) {
-            Err(RemoteError::Disabled {
-                url: url.to_owned(),
-            })
-        } else {
-            Ok(())
-        }
-    }
-
-    pub(crate) fn success(&self) {
-        self.consecutive_failures.store(0, Ordering::Relaxed);
-    }
-
-    pub(crate) fn failure(&self, url: &str, threshold: u32, stats: &Stats, err: &RemoteError) {
-        bump(&stats.errors, 1);
-        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if n >= threshold && !self.disabled.swap(true, Ordering::Relaxed) {
-            bump(&stats.warnings, 1);
-            tracing::warn!(
-                remote = url,
-                "remote cache disabled for the rest of this build after {n} consecutive failures (last: {err}); building locally"
-            );
-        }
-    }
-
-    pub(crate) fn stop_uploads(&self, url: &str, why: &str, stats: &Stats) {
-        if !self.uploads_stopped.swap(true, Ordering::Relaxed) {
-            bump(&stats.warnings, 1);
-            tracing::warn!(remote = url, "uploads to the remote cache stopped: {why}");
-        }
-    }
-
-    pub(crate) fn uploads_stopped(&self) -> bool {
-        self.uploads_stopped.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn is_disabled(&self) -> bool {
-        self.disabled.load(Ordering::Relaxed)
-    }
-}
-
-/// How hard to try.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Policy {
-    pub retries: u32,
-    pub backoff: Duration,
-    pub breaker_threshold: u32,
-}
-
-/// Runs `op` with retries and exponential backoff; a final failure counts towards the
-/// breaker of `health`.
-pub(crate) fn run_op<T>(
-    health: &Health,
-    stats: &Stats,
-    url: &str,
-    policy: Policy,
-    mut op: impl FnMut() -> Result<T, Fail>,
-) -> Result<T> {
-    health.check(url)?;
-    let mut delay = policy.backoff;
-    let mut attempt = 0;
-    loop {
-        match op() {
-            Ok(v) => {
-                health.success();
-                return Ok(v);
-            }
-            Err(Fail::Retry(e)) if attempt < policy.retries => {
-                tracing::debug!(remote = url, "retrying after {e}");
-                bump(&stats.retries, 1);
-                attempt += 1;
-                std::thread::sleep(delay);
-                delay = delay.saturating_mul(2);
-            }
-            Err(Fail::Retry(e) | Fail::Fatal(e)) => {
-                health.failure(url, policy.breaker_threshold, stats, &e);
-                return Err(e);
-            }
-            Err(Fail::Other(e)) => {
-                bump(&stats.errors, 1);
-                return Err(e);
-            }
-        }
-    }
-}
-
-/// One attempt's outcome when it did not succeed.
-pub(crate) enum Fail {
-    /// Worth another attempt.
-    Retry(RemoteError),
-    /// Final, and a sign the remote is unwell (counts towards the breaker).
-    Fatal(RemoteError),
-    /// Final, but says nothing about the remote's health (a digest mismatch, local I/O).
-    Other(RemoteError),
-}
-
 /// A Bazel HTTP cache.
 pub struct HttpTier {
     endpoint: Endpoint,
@@ -501,8 +395,7 @@ impl HttpTier {
             &self.stats,
             &self.endpoint.base,
             Policy {
-                retries: self.config.retries,
-                backoff: self.config.backoff,
+                retry: keel_retry::Retry::new(self.config.retries, self.config.backoff),
                 breaker_threshold: self.config.breaker_threshold,
             },
             op,

@@ -62,6 +62,7 @@
 
 mod error;
 pub mod grpc;
+mod health;
 pub mod http;
 mod remote;
 pub mod signing;

@@ -125,8 +125,7 @@ pub struct Fetcher {
     mirrors: Vec<String>,
     mode: Mode,
     timeout: Duration,
-    retries: u32,
-    backoff: Duration,
+    retry: keel_retry::Retry,
     progress: Option<ProgressFn>,
     agent: ureq::Agent,
 }
@@ -137,8 +136,7 @@ impl fmt::Debug for Fetcher {
             .field("mirrors", &self.mirrors)
             .field("mode", &self.mode)
             .field("timeout", &self.timeout)
-            .field("retries", &self.retries)
-            .field("backoff", &self.backoff)
+            .field("retry", &self.retry)
             .field("progress", &self.progress.is_some())
             .finish()
     }
@@ -186,8 +184,7 @@ impl Fetcher {
                 .collect(),
             mode: Mode::Enforce,
             timeout: Self::DEFAULT_TIMEOUT,
-            retries: Self::DEFAULT_RETRIES,
-            backoff: Self::DEFAULT_BACKOFF,
+            retry: keel_retry::Retry::new(Self::DEFAULT_RETRIES, Self::DEFAULT_BACKOFF),
             progress: None,
             agent: ureq::Agent::new_with_defaults(),
         };
@@ -210,13 +207,13 @@ impl Fetcher {
 
     /// How many times a mirror is tried again after a transient error.
     pub fn with_retries(mut self, retries: u32) -> Fetcher {
-        self.retries = retries;
+        self.retry.retries = retries;
         self
     }
 
     /// The wait before the first retry; each further retry waits twice as long.
     pub fn with_backoff(mut self, backoff: Duration) -> Fetcher {
-        self.backoff = backoff;
+        self.retry.backoff = backoff;
         self
     }
 
@@ -464,30 +461,24 @@ impl Fetcher {
     /// Tries one mirror, with retries on transient errors. The error is the outcome to
     /// report for this URL.
     fn try_mirror(&self, url: &str, file_name: &str, tmp_dir: &Path) -> Result<Ingested, String> {
-        let mut last = String::new();
-        for attempt in 0..=self.retries {
-            if attempt > 0 {
-                let wait = self
-                    .backoff
-                    .saturating_mul(1 << (attempt - 1).min(16))
-                    .min(Duration::from_secs(30));
-                tracing::info!(%url, "retrying in {wait:?} after: {last}");
-                std::thread::sleep(wait);
-            }
+        use keel_retry::Attempt;
+        let once = || {
             let result = match url.strip_prefix("file://") {
                 Some(path) => self.get_file(Path::new(path), url, file_name, tmp_dir),
                 None => self.get_http(url, file_name, tmp_dir),
             };
-            match result {
-                Ok(got) => return Ok(got),
-                Err(Failure::NotFound(why)) | Err(Failure::Permanent(why)) => return Err(why),
-                Err(Failure::Transient(why)) => last = why,
-            }
-        }
-        if self.retries > 0 {
-            last = format!("{last}, after {} tries", self.retries + 1);
-        }
-        Err(last)
+            result.map_err(|f| match f {
+                Failure::NotFound(why) | Failure::Permanent(why) => Attempt::Stop(why),
+                Failure::Transient(why) => Attempt::Retry(why),
+            })
+        };
+        let told = |why: &String, wait: Duration| {
+            tracing::info!(%url, "retrying in {wait:?} after: {why}");
+        };
+        self.retry.run(once, told).map_err(|f| match f.error {
+            Attempt::Retry(why) if f.attempts > 1 => format!("{why}, after {} tries", f.attempts),
+            e => e.into_inner(),
+        })
     }
 
     fn get_file(
