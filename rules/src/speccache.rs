@@ -15,19 +15,32 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use keel_specs::{ReaderConfig, Spec, SpecError};
-use keel_store::{BlobDigest, Store};
+use keel_store::{BlobDigest, Digest, DigestHasher, DigestKind, Store};
 use rayon::prelude::*;
 
-/// Format of the cache file; bumped when [`Spec`]'s serialized form changes.
-const FORMAT: &[u8; 16] = b"keel-specs-v1\0\0\0";
+/// Format of the cache file; bumped when [`Spec`]'s serialized form changes. 2: keys are
+/// typed digests (hash and size).
+const FORMAT: &[u8; 16] = b"keel-specs-v2\0\0\0";
+
+/// What one spec's evaluation depends on (see [`spec_key`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SpecKeyKind {}
+
+impl DigestKind for SpecKeyKind {
+    const CONTEXT: Option<&'static str> = Some("keel-rules 2026-11-27 spec cache key v1");
+    const NAME: &'static str = "spec cache key";
+}
+
+/// The key of one cached spec evaluation.
+pub type SpecKey = Digest<SpecKeyKind>;
 
 /// Cached spec evaluations, keyed by everything they depend on.
 #[derive(Debug, Default)]
 pub struct SpecCache {
     path: PathBuf,
-    entries: HashMap<[u8; 32], Spec>,
+    entries: HashMap<SpecKey, Spec>,
     /// Entries looked up or added this run: what [`SpecCache::save`] keeps.
-    live: HashMap<[u8; 32], ()>,
+    live: HashMap<SpecKey, ()>,
     dirty: bool,
 }
 
@@ -51,7 +64,7 @@ impl SpecCache {
             Err(_) => return cache,
         };
         let decoded = bytes.strip_prefix(FORMAT.as_slice()).and_then(|rest| {
-            bincode::serde::decode_from_slice::<Vec<([u8; 32], Spec)>, _>(
+            bincode::serde::decode_from_slice::<Vec<(SpecKey, Spec)>, _>(
                 rest,
                 bincode::config::standard(),
             )
@@ -72,7 +85,7 @@ impl SpecCache {
         if !self.dirty && self.live.len() == self.entries.len() {
             return Ok(());
         }
-        let live: Vec<(&[u8; 32], &Spec)> = self
+        let live: Vec<(&SpecKey, &Spec)> = self
             .entries
             .iter()
             .filter(|(k, _)| self.live.contains_key(*k))
@@ -97,7 +110,7 @@ impl SpecCache {
         files: &[PathBuf],
         reader: &ReaderConfig,
     ) -> (Vec<Result<Spec, SpecError>>, CacheStats) {
-        let keys: Vec<Option<[u8; 32]>> = files
+        let keys: Vec<Option<SpecKey>> = files
             .par_iter()
             .map(|f| spec_key(store, setup, f))
             .collect();
@@ -133,7 +146,7 @@ impl SpecCache {
 
 /// The key of one spec: the setup, its path, and every regular file beside it. `None`
 /// when its directory cannot be listed (the spec is then simply read).
-fn spec_key(store: &Store, setup: &BlobDigest, spec: &Path) -> Option<[u8; 32]> {
+fn spec_key(store: &Store, setup: &BlobDigest, spec: &Path) -> Option<SpecKey> {
     let dir = spec.parent()?;
     let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
@@ -142,16 +155,12 @@ fn spec_key(store: &Store, setup: &BlobDigest, spec: &Path) -> Option<[u8; 32]> 
         .map(|e| e.path())
         .collect();
     names.sort();
-    let mut h = blake3::Hasher::new_derive_key("keel-rules 2026-11-27 spec cache key v1");
+    let mut h = DigestHasher::<SpecKeyKind>::new();
     h.update(setup.hash());
-    let p = spec.as_os_str().as_encoded_bytes();
-    h.update(&(p.len() as u64).to_le_bytes());
-    h.update(p);
+    h.field(spec.as_os_str().as_encoded_bytes());
     for f in &names {
-        let name = f.file_name()?.as_encoded_bytes();
-        h.update(&(name.len() as u64).to_le_bytes());
-        h.update(name);
+        h.field(f.file_name()?.as_encoded_bytes());
         h.update(store.file_digest(f).ok()?.hash());
     }
-    Some(*h.finalize().as_bytes())
+    Some(h.finalize())
 }

@@ -43,7 +43,8 @@ use crate::config::Tree;
 
 // 3: each action keeps both output digests (bytes and summary); states are kept per
 // executor and isolation. 4: whether `%check` runs. 5: the build root's settings (`sh`, `rcfile`).
-const VERSION: u32 = 5;
+// 6: signatures are typed digests.
+const VERSION: u32 = 6;
 
 /// The state file beside the stamp at `stamp_path` (named like it, so that `keel store
 /// gc` removes both).
@@ -76,12 +77,12 @@ struct Seen {
     is_dir: bool,
     /// For an entry racy when seen: its contents then (see the module docs).
     #[serde(skip)]
-    racy: Option<[u8; 32]>,
+    racy: Option<BlobDigest>,
 }
 
 /// What a directory's or file's contents are, for the racy check: a file's digest, or a
 /// directory's sorted names.
-fn contents(store: &Store, path: &Path, is_dir: bool) -> Option<[u8; 32]> {
+fn contents(store: &Store, path: &Path, is_dir: bool) -> Option<BlobDigest> {
     if is_dir {
         let mut names: Vec<_> = std::fs::read_dir(path)
             .ok()?
@@ -93,9 +94,9 @@ fn contents(store: &Store, path: &Path, is_dir: bool) -> Option<[u8; 32]> {
             text.extend_from_slice(n.as_encoded_bytes());
             text.push(0);
         }
-        Some(*BlobDigest::of_bytes(&text).hash())
+        Some(BlobDigest::of_bytes(&text))
     } else {
-        store.file_digest(path).ok().map(|d| *d.hash())
+        store.file_digest(path).ok()
     }
 }
 
@@ -152,7 +153,7 @@ struct KeptSpec {
     path: PathBuf,
     /// The source package's name in the package graph.
     name: String,
-    signature: [u8; 32],
+    signature: BlobDigest,
     /// Its actions, in the order [`SpecActions`] lists them; empty when it is not built.
     actions: Vec<u32>,
 }
@@ -232,7 +233,7 @@ pub struct State {
 
 /// The fields of a spec the package graph and the build order can depend on, hashed:
 /// all of it but what only action keys read (sources, the changelog date) and messages.
-pub fn signature(spec: &Spec) -> [u8; 32] {
+pub fn signature(spec: &Spec) -> BlobDigest {
     let mut s = spec.clone();
     s.parsed.clear();
     s.source.sources.clear();
@@ -242,7 +243,7 @@ pub fn signature(spec: &Spec) -> [u8; 32] {
     s.notices.clear();
     let bytes = bincode::serde::encode_to_vec(&s, bincode::config::standard())
         .expect("a spec always encodes");
-    *BlobDigest::of_bytes(&bytes).hash()
+    BlobDigest::of_bytes(&bytes)
 }
 
 /// The package a `source:`, `srpm:` or `rpm:` action belongs to.
@@ -303,7 +304,7 @@ impl State {
         let mut by_dir: BTreeMap<PathBuf, Vec<u32>> = BTreeMap::new();
         let mut kept_specs = Vec::with_capacity(specs.len());
         let mut spec_index: HashMap<&str, usize> = HashMap::new();
-        let signatures: Vec<[u8; 32]> = specs.par_iter().map(signature).collect();
+        let signatures: Vec<BlobDigest> = specs.par_iter().map(signature).collect();
         for (i, (spec, sig)) in specs.iter().zip(signatures).enumerate() {
             let dir = spec.path.parent().unwrap_or(Path::new("")).to_owned();
             by_dir.entry(dir).or_default().push(i as u32);
