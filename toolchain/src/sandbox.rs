@@ -87,12 +87,13 @@ const HOST_ROOT: [&str; 7] = ["usr", "bin", "sbin", "lib", "lib32", "lib64", "li
 /// are (missing ones are skipped): the loader's cache and configuration, Debian's
 /// alternatives (`/usr/bin/awk` points there), rpm's and popt's configuration, the
 /// name-service switch, Perl's and Python's configuration (`@INC` and `sitecustomize`
-/// point there on Debian), libmagic's and the XML catalogs, locale and time-zone data,
-/// and the static network tables. Nothing else: never `shadow`, `gshadow`, `ssh/`,
+/// point there on Debian), libmagic's and the XML catalogs, asciidoc's configuration,
+/// locale and time-zone data, and the static network tables. Nothing else: never `shadow`, `gshadow`, `ssh/`,
 /// `ssl/private`, credentials or the host's own users. `passwd`, `group` and `hosts` are
 /// written by keel ([`HOST_ETC_GENERATED`]).
-pub const HOST_ETC: [&str; 25] = [
+pub const HOST_ETC: [&str; 26] = [
     "alternatives",
+    "asciidoc",
     "ld.so.cache",
     "ld.so.conf",
     "ld.so.conf.d",
