@@ -978,10 +978,10 @@ fn the_trees_rpmrc_sets_optflags() {
 fn a_build_longer_than_the_trees_timeout_is_stopped_and_named() {
     let config = |secs: u64| format!("[specs]\ndirs = [\"SPECS\"]\n[build]\ntimeout = {secs}\n");
     let p = project()
-        .file("tree/keel.toml", &config(3600))
+        .file("tree/keel.toml", config(3600))
         .file(
             "tree/SPECS/slow/slow.spec",
-            &SHELL_SPEC.replace("Name: shelled", "Name: slow"),
+            SHELL_SPEC.replace("Name: shelled", "Name: slow"),
         )
         .build();
     p.keel(&["-C", "tree", "build"]).run().success();
