@@ -67,7 +67,11 @@ pub struct ProvidersIndex {
     caps: HashMap<String, Vec<Provider>>,
     /// Literal `%files` paths (a directory also owns what is below it).
     files: HashMap<String, Vec<ProviderSource>>,
-    /// `%files` entries with wildcards.
+    /// `%files` entries with wildcards in their last component only, by the directory
+    /// they are in: `*` does not cross `/`, so only paths in that directory can match.
+    globs_in: HashMap<String, Vec<(String, ProviderSource)>>,
+    /// The other `%files` entries with wildcards (one in a directory component), tried
+    /// against every path.
     globs: Vec<(String, ProviderSource)>,
     pub(crate) toolchain: Vec<RpmName>,
     pub(crate) seed: Vec<RpmName>,
@@ -105,8 +109,16 @@ impl ProvidersIndex {
         if path.is_empty() {
             return;
         }
-        if path.contains(['*', '?', '[']) {
-            self.globs.push((path.to_owned(), source));
+        const WILD: [char; 3] = ['*', '?', '['];
+        if path.contains(WILD) {
+            match path.rsplit_once('/') {
+                Some((dir, _)) if !dir.contains(WILD) => self
+                    .globs_in
+                    .entry(dir.to_owned())
+                    .or_default()
+                    .push((path.to_owned(), source)),
+                _ => self.globs.push((path.to_owned(), source)),
+            }
         } else {
             let list = self.files.entry(path.to_owned()).or_default();
             if !list.contains(&source) {
@@ -152,7 +164,9 @@ impl ProvidersIndex {
             if let Some(list) = self.files.get(cur) {
                 out.extend(list);
             }
-            for (g, src) in &self.globs {
+            let dir = cur.rsplit_once('/').map_or("", |(d, _)| d);
+            let near = self.globs_in.get(dir).into_iter().flatten();
+            for (g, src) in near.chain(&self.globs) {
                 if glob_match(g, cur) {
                     out.push(*src);
                 }
@@ -247,6 +261,32 @@ mod tests {
             "/usr/share/man/man1/foo.1.gz"
         ));
         assert!(!glob_match("/usr/lib/?", "/usr/lib/ab"));
+    }
+
+    /// Wildcard entries are looked up by their directory when only the last component is
+    /// wild, and tried against every path otherwise: both find what they own.
+    #[test]
+    fn wildcard_entries_own_paths_whichever_component_is_wild() {
+        let mut idx = ProvidersIndex::default();
+        let (a, b, c) = (
+            ProviderSource::Package(BinId(0)),
+            ProviderSource::Package(BinId(1)),
+            ProviderSource::Package(BinId(2)),
+        );
+        idx.add_file("/usr/share/foo-*", a);
+        idx.add_file("/usr/lib/python*/site-packages/bar", b);
+        idx.add_file("/baz?", c);
+        assert_eq!(idx.file_providers("/usr/share/foo-1/doc/README"), vec![a]);
+        assert_eq!(
+            idx.file_providers("/usr/lib/python3.12/site-packages/bar/x.py"),
+            vec![b]
+        );
+        assert_eq!(idx.file_providers("/baz1"), vec![c]);
+        assert!(idx.file_providers("/usr/share/other/foo-1").is_empty());
+        assert!(
+            idx.file_providers("/usr/lib/python3/x/site-packages/bar")
+                .is_empty()
+        );
     }
 
     #[test]
