@@ -18,7 +18,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keel_store::{ActionKey, ActionRecord, Store};
+use keel_store::{ActionKey, ActionRecord, ObjectRef, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{EngineError, ExecError};
@@ -337,11 +337,24 @@ impl<'s> Engine<'s> {
             })
             .collect();
         let prio = compute_priorities(graph, &mask, &durations);
+        // Without a history, an action's inputs stand in for its duration once they exist
+        // (see `BuildState::guess_from_inputs`).
+        let guessed: Vec<bool> = graph
+            .iter()
+            .map(|(id, a)| {
+                a.estimate_ms.is_none()
+                    && previous[id.index()]
+                        .as_ref()
+                        .and_then(|p| p.record.as_ref())
+                        .is_none()
+            })
+            .collect();
 
         let mut st = BuildState {
             graph,
             mask: &mask,
             prio,
+            guessed,
             remaining: graph.iter().map(|(_, a)| a.deps.len()).collect(),
             ready: ReadyQueue::default(),
             records: vec![None; n],
@@ -536,6 +549,8 @@ struct BuildState<'g> {
     graph: &'g Graph,
     mask: &'g [bool],
     prio: Vec<u64>,
+    /// Actions with no duration to go by (no estimate, no previous record).
+    guessed: Vec<bool>,
     /// Dependencies not yet done, per action.
     remaining: Vec<usize>,
     ready: ReadyQueue,
@@ -546,6 +561,28 @@ struct BuildState<'g> {
     stopping: bool,
     keep_going: bool,
     started: Instant,
+}
+
+/// Expected milliseconds of work per KiB of input, for an action with no history.
+const GUESS_MS_PER_KIB: u64 = 10;
+
+/// A duration for an action that has none to go by, once its dependencies are done:
+/// proportional to the bytes they produced for it ([`GUESS_MS_PER_KIB`]). From an empty
+/// store every build is such an action, and a package whose SRPM is ten times larger is
+/// more likely the one that should not start last.
+fn guess_from_inputs(graph: &Graph, records: &[Option<Arc<ActionRecord>>], id: ActionId) -> u64 {
+    let bytes: u64 = graph
+        .action(id)
+        .deps
+        .iter()
+        .filter_map(|d| records[d.index()].as_deref())
+        .flat_map(|r| &r.outputs)
+        .map(|o| match &o.object {
+            ObjectRef::Blob(b) => b.size(),
+            ObjectRef::Tree(t) => t.size(),
+        })
+        .sum();
+    bytes / 1024 * GUESS_MS_PER_KIB
 }
 
 impl BuildState<'_> {
@@ -613,6 +650,9 @@ impl BuildState<'_> {
             for d in self.graph.dependents(id) {
                 self.remaining[d.index()] -= 1;
                 if self.remaining[d.index()] == 0 && self.mask[d.index()] {
+                    if self.guessed[d.index()] {
+                        self.prio[d.index()] += guess_from_inputs(self.graph, &self.records, *d);
+                    }
                     self.ready.push(self.prio[d.index()], *d);
                 }
             }

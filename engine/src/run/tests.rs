@@ -293,6 +293,67 @@ fn critical_path_goes_first() {
     assert_eq!(exec.executed(), ["long", "tail", "short"]);
 }
 
+/// Outputs of `big` bytes for actions whose name starts with "big", 10 bytes otherwise;
+/// records the order actions ran in.
+#[derive(Default)]
+struct SizedExecutor(std::sync::Mutex<Vec<String>>);
+
+impl crate::exec::Executor for SizedExecutor {
+    fn execute(
+        &self,
+        ctx: &crate::exec::ExecContext<'_>,
+    ) -> Result<crate::exec::ExecOutcome, crate::error::ExecError> {
+        let name = ctx.action.name.clone();
+        let n = if name.starts_with("big") {
+            300 * 1024
+        } else {
+            10
+        };
+        let blob = ctx.store.put_bytes(&vec![b'x'; n])?;
+        self.0.lock().unwrap().push(name);
+        Ok(crate::exec::ExecOutcome {
+            outputs: vec![keel_store::ActionOutput {
+                name: "out".into(),
+                object: keel_store::ObjectRef::Blob(blob),
+            }],
+            log: None,
+        })
+    }
+}
+
+/// From an empty store nothing has a duration: once an action's inputs exist, their size
+/// stands in for one, so the build of the larger input goes first (as fftw's should go
+/// before a small Perl module's).
+#[test]
+fn without_history_the_larger_input_goes_first() {
+    let f = fixture();
+    let mut g = Graph::new();
+    let ri = |name: &str| {
+        crate::keys::KeyInputs::RepoIndex(crate::keys::RepoIndexInputs {
+            name: name.into(),
+            target_arch: "x86_64".into(),
+            indexer: String::new(),
+            options: Default::default(),
+            executor: crate::keys::ExecutorId::new("test", "none"),
+        })
+    };
+    let small_src = g.add("small-src", ri("small-src"), &[]).unwrap();
+    let big_src = g.add("big-src", ri("big-src"), &[]).unwrap();
+    // Added first: without a guess, the tie would go to it.
+    g.add("small-build", ri("small-build"), &[small_src])
+        .unwrap();
+    g.add("big-build", ri("big-build"), &[big_src]).unwrap();
+    // The sources go before both builds.
+    g.set_estimate(small_src, 1_000_000);
+    g.set_estimate(big_src, 1_000_000);
+    let exec = SizedExecutor::default();
+    let engine = Engine::new(&f.store);
+    let r = engine.run(&g, &exec, &config(1), &mut |_| {}).unwrap();
+    assert!(r.success());
+    let order = exec.0.lock().unwrap().clone();
+    assert_eq!(&order[2..], ["big-build", "small-build"], "{order:?}");
+}
+
 #[test]
 fn lost_outputs_are_rebuilt_and_said_so() {
     let f = fixture();
