@@ -23,7 +23,8 @@
 //!   before anything else hears of it; a crash loses only what was in flight.
 //! - **Scheduling** ([`sched`]): up to `jobs` actions at once, the ready action with the
 //!   longest remaining path first (durations from the previous build or the rules'
-//!   estimates). With `keep_going`, everything not depending on a failure still builds.
+//!   estimates; an action with neither is weighed by the size of its inputs once they
+//!   exist). With `keep_going`, everything not depending on a failure still builds.
 //!   A [`CancelToken`] stops the build: nothing new starts, running actions are asked to
 //!   stop, and nothing is recorded for an action that did not finish.
 //! - **Explanations** ([`explain`]): the key inputs are stored as JSON beside each result,
