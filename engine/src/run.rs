@@ -322,33 +322,23 @@ impl<'s> Engine<'s> {
         })?;
 
         let mut previous = load_all_previous(self.store, graph, &mask, jobs);
-        let durations: Vec<u64> = graph
+        // Each action's expected duration: the rules' estimate, else the previous run's.
+        let known: Vec<Option<u64>> = graph
             .iter()
             .map(|(id, a)| {
-                a.estimate_ms
-                    .or_else(|| {
-                        previous[id.index()]
-                            .as_ref()
-                            .and_then(|p| p.record.as_ref())
-                            .map(|r| r.duration_ms)
-                    })
-                    .unwrap_or(0)
-                    + 1
-            })
-            .collect();
-        let prio = compute_priorities(graph, &mask, &durations);
-        // Without a history, an action's inputs stand in for its duration once they exist
-        // (see `BuildState::guess_from_inputs`).
-        let guessed: Vec<bool> = graph
-            .iter()
-            .map(|(id, a)| {
-                a.estimate_ms.is_none()
-                    && previous[id.index()]
+                a.estimate_ms.or_else(|| {
+                    previous[id.index()]
                         .as_ref()
                         .and_then(|p| p.record.as_ref())
-                        .is_none()
+                        .map(|r| r.duration_ms)
+                })
             })
             .collect();
+        let durations: Vec<u64> = known.iter().map(|d| d.unwrap_or(0) + 1).collect();
+        let prio = compute_priorities(graph, &mask, &durations);
+        // Without either, an action's inputs stand in for its duration once they exist
+        // (see `guess_from_inputs`).
+        let guessed: Vec<bool> = known.iter().map(Option::is_none).collect();
 
         let mut st = BuildState {
             graph,

@@ -267,19 +267,21 @@ fn cancel_stops_running_actions_and_records_nothing_half_done() {
     assert_eq!(before.len() + redone.len(), g.len());
 }
 
+/// Inputs of a stand-in action named `name` (a repository index: no files to read).
+fn ri(name: &str) -> crate::keys::KeyInputs {
+    crate::keys::KeyInputs::RepoIndex(crate::keys::RepoIndexInputs {
+        name: name.into(),
+        target_arch: "x86_64".into(),
+        indexer: String::new(),
+        options: Default::default(),
+        executor: crate::keys::ExecutorId::new("test", "none"),
+    })
+}
+
 #[test]
 fn critical_path_goes_first() {
     let f = fixture();
     let mut g = Graph::new();
-    let ri = |name: &str| {
-        crate::keys::KeyInputs::RepoIndex(crate::keys::RepoIndexInputs {
-            name: name.into(),
-            target_arch: "x86_64".into(),
-            indexer: String::new(),
-            options: Default::default(),
-            executor: crate::keys::ExecutorId::new("test", "none"),
-        })
-    };
     // Two independent chains; `long` heads the longer one, so it goes first, and then its
     // tail (100) outranks `short` (10).
     let short = g.add("short", ri("short"), &[]).unwrap();
@@ -328,15 +330,6 @@ impl crate::exec::Executor for SizedExecutor {
 fn without_history_the_larger_input_goes_first() {
     let f = fixture();
     let mut g = Graph::new();
-    let ri = |name: &str| {
-        crate::keys::KeyInputs::RepoIndex(crate::keys::RepoIndexInputs {
-            name: name.into(),
-            target_arch: "x86_64".into(),
-            indexer: String::new(),
-            options: Default::default(),
-            executor: crate::keys::ExecutorId::new("test", "none"),
-        })
-    };
     let small_src = g.add("small-src", ri("small-src"), &[]).unwrap();
     let big_src = g.add("big-src", ri("big-src"), &[]).unwrap();
     // Added first: without a guess, the tie would go to it.
